@@ -1,0 +1,3 @@
+export * from "./defaults.js";
+export * from "./load.js";
+export * from "./schema.js";

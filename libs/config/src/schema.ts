@@ -1,0 +1,70 @@
+import { z } from "zod";
+
+/**
+ * The Handoff config file (`HANDOFF_CONFIG`, YAML or JSON): which model serves each tier, how
+ * requests are routed, and the limits every service enforces. Swapping a vendor is an edit here.
+ */
+
+/** List price of a model, in US dollars per million tokens. */
+export const Price = z.object({
+  input_per_mtok: z.number().nonnegative(),
+  output_per_mtok: z.number().nonnegative(),
+});
+export type Price = z.infer<typeof Price>;
+
+/** One model behind a tier. A tier lists several; the first healthy one answers. */
+export const Deployment = z.object({
+  /** Stable name for logs and metrics; defaults to `<provider>:<model>`. */
+  id: z.string().min(1).optional(),
+  provider: z.enum(["sim", "openai-compatible", "anthropic"]),
+  model: z.string().min(1),
+  /** API base URL, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1` for Ollama. */
+  base_url: z.url().optional(),
+  /** Name of the environment variable holding the API key (the key itself never goes in the file). */
+  api_key_env: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")
+    .optional(),
+  /** Extra HTTP headers sent with every request (e.g. Azure's `api-version` routing). */
+  headers: z.record(z.string(), z.string()).default({}),
+  price: Price.default({ input_per_mtok: 0, output_per_mtok: 0 }),
+  /** Per-attempt timeout of one model call. */
+  timeout_ms: z.number().int().positive().default(60_000),
+  /** `sim` only: how long the simulated model takes to answer. */
+  latency_ms: z.number().int().nonnegative().default(0),
+});
+export type Deployment = z.infer<typeof Deployment>;
+
+const TierDeployments = z.array(Deployment).min(1, "a tier needs at least one deployment");
+
+export const Routing = z.object({
+  strategy: z.enum(["rules"]).default("rules"),
+});
+
+export const Limits = z.object({
+  /** Model turns the tool-executor takes before it gives up and escalates. */
+  max_tool_steps: z.number().int().min(1).max(32).default(6),
+  /** Stage visits per job: a guard against a plan that loops. */
+  max_hops: z.number().int().min(1).max(32).default(8),
+  /** How long the gateway waits for an answer before answering 504. */
+  request_timeout_ms: z.number().int().positive().default(60_000),
+  /** Largest request body the gateway accepts (413 above). */
+  max_body_bytes: z.number().int().positive().default(1_048_576),
+  /** JetStream deliveries of one job to one stage before it is dead-lettered. */
+  max_deliveries: z.number().int().min(1).max(100).default(5),
+  /** How long a stage may hold a job without a heartbeat before JetStream redelivers it. */
+  ack_wait_ms: z.number().int().min(1_000).default(30_000),
+});
+export type Limits = z.infer<typeof Limits>;
+
+export const HandoffConfig = z.object({
+  tiers: z.object({
+    light: TierDeployments,
+    mid: TierDeployments,
+    heavy: TierDeployments,
+  }),
+  routing: Routing.default({ strategy: "rules" }),
+  limits: Limits.default(Limits.parse({})),
+});
+export type HandoffConfig = z.infer<typeof HandoffConfig>;
+export type HandoffConfigInput = z.input<typeof HandoffConfig>;

@@ -1,0 +1,176 @@
+import { z } from "zod";
+import {
+  AssistantMessage,
+  ChatParams,
+  FinishReason,
+  Message,
+  ToolChoice,
+  ToolDefinition,
+} from "./chat.js";
+import { Stages } from "./subjects.js";
+
+/**
+ * The job envelope: the one message that travels the mesh. Each stage reads it, appends what it
+ * learned (an enrichment) and what it spent (usage), and passes it on to the stage its plan names.
+ */
+
+/** Job ids are subject tokens and KV keys, so they keep to a safe alphabet. */
+export const JobId = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{8,64}$/, "job ids are 8-64 letters, digits, '_' or '-'");
+export type JobId = z.infer<typeof JobId>;
+
+/** A mesh stage: one service, one durable consumer, one subject. */
+export const Stage = z.enum(Stages);
+export type Stage = z.infer<typeof Stage>;
+
+/** The three model tiers a deployment maps to providers. */
+export const Tier = z.enum(["light", "mid", "heavy"]);
+export type Tier = z.infer<typeof Tier>;
+
+/** What the classifier decided the request needs. */
+export const RouteDecision = z.enum(["light", "tools", "heavy"]);
+export type RouteDecision = z.infer<typeof RouteDecision>;
+
+export const Route = z.object({
+  decision: RouteDecision,
+  /** The strategy that decided, e.g. `rules`. */
+  strategy: z.string().min(1),
+  confidence: z.number().min(0).max(1),
+  /** Human-readable why: the signals that fired. */
+  reason: z.string(),
+});
+export type Route = z.infer<typeof Route>;
+
+/** One visit of a stage. The ordered list of hops is the route the job took. */
+export const Hop = z.object({
+  stage: Stage,
+  /** The service instance that processed it (its NATS service id). */
+  instance: z.string(),
+  started_at: z.iso.datetime(),
+  finished_at: z.iso.datetime(),
+  /** JetStream delivery count of the message: above 1 means a redelivery. */
+  delivery: z.number().int().positive(),
+});
+export type Hop = z.infer<typeof Hop>;
+
+/** One model call: who answered, how many tokens, what it cost. */
+export const Usage = z.object({
+  stage: Stage,
+  tier: Tier,
+  provider: z.string(),
+  model: z.string(),
+  input_tokens: z.number().int().nonnegative(),
+  output_tokens: z.number().int().nonnegative(),
+  cost_usd: z.number().nonnegative(),
+  latency_ms: z.number().nonnegative(),
+  /** True when the model is the simulated `sim` provider. */
+  simulated: z.boolean(),
+});
+export type Usage = z.infer<typeof Usage>;
+
+/** One tool execution by the tool-executor. */
+export const ToolRun = z.object({
+  id: z.string(),
+  name: z.string(),
+  arguments: z.string(),
+  output: z.string(),
+  /** Set when the tool failed; the error text is what the model saw. */
+  error: z.string().optional(),
+  latency_ms: z.number().nonnegative(),
+});
+export type ToolRun = z.infer<typeof ToolRun>;
+
+/** What a stage learned, for the stages after it. */
+export const Enrichment = z.discriminatedUnion("kind", [
+  z.object({
+    kind: z.literal("classification"),
+    stage: Stage,
+    signals: z.array(z.string()),
+  }),
+  z.object({
+    kind: z.literal("tool_results"),
+    stage: Stage,
+    runs: z.array(ToolRun),
+    steps: z.number().int().nonnegative(),
+  }),
+  z.object({
+    kind: z.literal("draft"),
+    stage: Stage,
+    /** A lower tier's answer, handed up when it escalates. */
+    content: z.string(),
+    reason: z.string(),
+  }),
+]);
+export type Enrichment = z.infer<typeof Enrichment>;
+
+export const Budget = z.object({
+  /** Upper bound on the job's total model spend. */
+  max_cost_usd: z.number().nonnegative().optional(),
+  /** After this instant no stage starts work on the job. */
+  deadline: z.iso.datetime(),
+});
+export type Budget = z.infer<typeof Budget>;
+
+export const JobInput = z.object({
+  /** The model name the client asked for; routing decides which model answers. */
+  model: z.string(),
+  messages: z.array(Message).min(1),
+  /** Tools defined by the client: their calls are returned to the client, not run here. */
+  tools: z.array(ToolDefinition).default([]),
+  tool_choice: ToolChoice.optional(),
+  params: ChatParams.default({}),
+});
+export type JobInput = z.infer<typeof JobInput>;
+
+export const JobResult = z.object({
+  message: AssistantMessage,
+  finish_reason: FinishReason,
+  stage: Stage,
+  provider: z.string(),
+  model: z.string(),
+});
+export type JobResult = z.infer<typeof JobResult>;
+
+export const JobError = z.object({
+  code: z.string(),
+  message: z.string(),
+  retryable: z.boolean(),
+  stage: Stage.optional(),
+});
+export type JobError = z.infer<typeof JobError>;
+
+export const JobEnvelope = z.object({
+  v: z.literal(1),
+  id: JobId,
+  created_at: z.iso.datetime(),
+  input: JobInput,
+  /** Stages to visit, in order. Starts as `[classifier]`; stages may extend it (escalation). */
+  plan: z.array(Stage).min(1),
+  route: Route.optional(),
+  hops: z.array(Hop).default([]),
+  enrichments: z.array(Enrichment).default([]),
+  usage: z.array(Usage).default([]),
+  budget: Budget,
+  result: JobResult.optional(),
+  error: JobError.optional(),
+});
+export type JobEnvelope = z.infer<typeof JobEnvelope>;
+/** The envelope as a producer may write it (defaults not yet applied). */
+export type JobEnvelopeInput = z.input<typeof JobEnvelope>;
+
+/** Total model spend of a job so far. */
+export function totalCost(usage: readonly Usage[]): number {
+  return roundUsd(usage.reduce((sum, u) => sum + u.cost_usd, 0));
+}
+
+/** Dollar amounts are kept to a nano-dollar: fine enough for per-token prices, free of float dust. */
+export function roundUsd(value: number): number {
+  return Math.round(value * 1e9) / 1e9;
+}
+
+/** The stage after `current` in the plan, or undefined when `current` is the last. */
+export function nextStage(plan: readonly Stage[], current: Stage): Stage | undefined {
+  const at = plan.lastIndexOf(current);
+  return at === -1 ? undefined : plan[at + 1];
+}

@@ -1,0 +1,93 @@
+import type { z } from "zod";
+import { type Issue, toIssues } from "./dead-letter.js";
+
+/**
+ * Every error code Handoff emits, with the HTTP status the gateway answers with, the OpenAI error
+ * `type` it maps to, and whether the mesh runner may retry work that failed with it.
+ */
+export const ErrorCodes = {
+  HANDOFF_ERR_VALIDATION: { status: 400, type: "invalid_request_error", retryable: false },
+  HANDOFF_ERR_UNSUPPORTED: { status: 400, type: "invalid_request_error", retryable: false },
+  HANDOFF_ERR_BODY_TOO_LARGE: { status: 413, type: "invalid_request_error", retryable: false },
+  HANDOFF_ERR_MEDIA_TYPE: { status: 415, type: "invalid_request_error", retryable: false },
+  HANDOFF_ERR_NOT_FOUND: { status: 404, type: "not_found_error", retryable: false },
+  HANDOFF_ERR_INVALID_MESSAGE: { status: 500, type: "server_error", retryable: false },
+  HANDOFF_ERR_HOP_LIMIT: { status: 500, type: "server_error", retryable: false },
+  HANDOFF_ERR_DEADLINE: { status: 504, type: "timeout_error", retryable: false },
+  HANDOFF_ERR_UNAVAILABLE: { status: 503, type: "server_error", retryable: true },
+  HANDOFF_ERR_PROVIDER: { status: 502, type: "upstream_error", retryable: true },
+  HANDOFF_ERR_PROVIDER_REJECTED: { status: 502, type: "upstream_error", retryable: false },
+  HANDOFF_ERR_RETRIES_EXHAUSTED: { status: 502, type: "upstream_error", retryable: false },
+  HANDOFF_ERR_CONFIG: { status: 500, type: "server_error", retryable: false },
+  HANDOFF_ERR_INTERNAL: { status: 500, type: "server_error", retryable: false },
+} as const satisfies Record<string, { status: number; type: string; retryable: boolean }>;
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export interface HandoffErrorOptions {
+  /** Overrides the code's default retryability (a provider 429 is retryable, a 400 is not). */
+  retryable?: boolean;
+  /** Schema issues or other structured detail, returned to the caller. */
+  issues?: Issue[];
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+/**
+ * The one error type of the project. The mesh runner decides ack, nak or terminate from
+ * `retryable` alone; the gateway maps `code` to an HTTP status and OpenAI's error shape.
+ */
+export class HandoffError extends Error {
+  override readonly name = "HandoffError";
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly issues: Issue[] | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: HandoffErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? ErrorCodes[code].retryable;
+    this.issues = options.issues;
+    this.details = options.details;
+  }
+
+  get status(): number {
+    return ErrorCodes[this.code].status;
+  }
+
+  static retryable(code: ErrorCode, message: string, options: HandoffErrorOptions = {}) {
+    return new HandoffError(code, message, { ...options, retryable: true });
+  }
+
+  static nonRetryable(code: ErrorCode, message: string, options: HandoffErrorOptions = {}) {
+    return new HandoffError(code, message, { ...options, retryable: false });
+  }
+
+  /** A validation failure whose message names every failing path. */
+  static validation(what: string, error: z.ZodError, code: ErrorCode = "HANDOFF_ERR_VALIDATION") {
+    const issues = toIssues(error);
+    const summary = issues.map((i) => `${i.path}: ${i.message}`).join("; ");
+    return new HandoffError(code, `${what} is invalid: ${summary}`, { issues, cause: error });
+  }
+
+  /** Wraps anything thrown. Unknown errors are internal and not retryable. */
+  static from(error: unknown): HandoffError {
+    if (error instanceof HandoffError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new HandoffError("HANDOFF_ERR_INTERNAL", message, { cause: error });
+  }
+
+  /** The form errors take on the wire (job envelopes, records, dead letters). */
+  toJSON() {
+    return {
+      code: this.code,
+      message: this.message,
+      retryable: this.retryable,
+      ...(this.issues ? { issues: this.issues } : {}),
+    };
+  }
+}
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return Object.hasOwn(ErrorCodes, value);
+}

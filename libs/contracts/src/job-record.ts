@@ -1,0 +1,32 @@
+import { z } from "zod";
+import { JobError, JobId, JobResult, Route, Stage, Usage } from "./envelope.js";
+
+/**
+ * The job record kept in the `handoff-jobs` KV bucket, keyed by job id: what `GET /v1/jobs/:id`
+ * returns. It holds the route, spend and outcome of a job, not its prompt: prompts stay out of
+ * storage unless a deployment opts in.
+ */
+export const JobStatus = z.enum(["queued", "running", "succeeded", "failed"]);
+export type JobStatus = z.infer<typeof JobStatus>;
+
+export const JobRecord = z.object({
+  id: JobId,
+  status: JobStatus,
+  /** The stage the job is waiting for (queued/running) or finished at. */
+  stage: Stage.optional(),
+  created_at: z.iso.datetime(),
+  updated_at: z.iso.datetime(),
+  trace_id: z.string().optional(),
+  route: Route.optional(),
+  /** Stages visited so far, in order. */
+  hops: z.array(Stage),
+  usage: z.array(Usage),
+  cost_usd: z.number().nonnegative(),
+  result: JobResult.optional(),
+  error: JobError.optional(),
+});
+export type JobRecord = z.infer<typeof JobRecord>;
+
+export function isTerminal(status: JobStatus): boolean {
+  return status === "succeeded" || status === "failed";
+}

@@ -1,0 +1,124 @@
+import { z } from "zod";
+import {
+  AssistantMessage,
+  Content,
+  FinishReason,
+  ToolCall,
+  ToolChoice,
+  ToolDefinition,
+} from "./chat.js";
+import { JobId, Route, Stage, Usage } from "./envelope.js";
+
+/**
+ * The gateway's OpenAI-compatible surface: `POST /v1/chat/completions` takes OpenAI's request shape
+ * and answers with OpenAI's `chat.completion`, plus a `handoff` object that says how it was made.
+ * Fields OpenAI defines but Handoff does not use are accepted and ignored; fields whose meaning
+ * Handoff cannot honour are rejected with a named path.
+ */
+
+const RequestSystemMessage = z.object({
+  role: z.enum(["system", "developer"]),
+  content: Content,
+  name: z.string().optional(),
+});
+const RequestUserMessage = z.object({
+  role: z.literal("user"),
+  content: Content,
+  name: z.string().optional(),
+});
+const RequestAssistantMessage = z.object({
+  role: z.literal("assistant"),
+  content: Content.nullish(),
+  tool_calls: z.array(ToolCall).optional(),
+  name: z.string().optional(),
+});
+const RequestToolMessage = z.object({
+  role: z.literal("tool"),
+  content: Content,
+  tool_call_id: z.string().min(1),
+});
+
+export const RequestMessage = z.discriminatedUnion("role", [
+  RequestSystemMessage,
+  RequestUserMessage,
+  RequestAssistantMessage,
+  RequestToolMessage,
+]);
+export type RequestMessage = z.infer<typeof RequestMessage>;
+
+/** Handoff's own request options, in a namespaced object OpenAI clients can pass via extra body. */
+export const HandoffRequestOptions = z.object({
+  /** How long the gateway waits for the answer before a 504. */
+  timeout_ms: z.number().int().min(100).max(600_000).optional(),
+});
+
+export const ChatCompletionRequest = z.object({
+  model: z.string().min(1),
+  messages: z.array(RequestMessage).min(1),
+  tools: z.array(ToolDefinition).max(128).optional(),
+  tool_choice: ToolChoice.optional(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().min(0).max(1).nullish(),
+  max_tokens: z.number().int().positive().nullish(),
+  max_completion_tokens: z.number().int().positive().nullish(),
+  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullish(),
+  seed: z.number().int().nullish(),
+  n: z.literal(1, { error: "only n = 1 is supported" }).nullish(),
+  stream: z.boolean().nullish(),
+  user: z.string().optional(),
+  metadata: z.record(z.string(), z.string()).optional(),
+  handoff: HandoffRequestOptions.optional(),
+});
+export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
+
+/** One model call, as reported to the client: the cost of one hop. */
+export const HopUsage = Usage;
+
+export const HandoffInfo = z.object({
+  job_id: JobId,
+  /** The stages the job visited, in order. */
+  route: z.array(Stage),
+  decision: Route.optional(),
+  usage: z.array(HopUsage),
+  cost_usd: z.number().nonnegative(),
+  trace_id: z.string(),
+  /** True when any answer in the chain came from the simulated `sim` provider. */
+  simulated: z.boolean(),
+});
+export type HandoffInfo = z.infer<typeof HandoffInfo>;
+
+export const ChatCompletion = z.object({
+  id: z.string(),
+  object: z.literal("chat.completion"),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(
+    z.object({
+      index: z.number().int(),
+      message: AssistantMessage.extend({ refusal: z.string().nullable() }),
+      finish_reason: FinishReason,
+      logprobs: z.null(),
+    }),
+  ),
+  usage: z.object({
+    prompt_tokens: z.number().int(),
+    completion_tokens: z.number().int(),
+    total_tokens: z.number().int(),
+  }),
+  handoff: HandoffInfo,
+});
+export type ChatCompletion = z.infer<typeof ChatCompletion>;
+
+/** OpenAI's error body, with Handoff's issue list when a request failed validation. */
+export const ErrorBody = z.object({
+  error: z.object({
+    message: z.string(),
+    type: z.string(),
+    param: z.string().nullable(),
+    code: z.string().nullable(),
+    issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    job_id: z.string().optional(),
+    trace_id: z.string().optional(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;

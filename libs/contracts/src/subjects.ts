@@ -1,0 +1,62 @@
+/**
+ * The wire names of the mesh, in one place.
+ *
+ * Subject scheme (all versioned under `handoff.v1.`):
+ *
+ *   handoff.v1.jobs.<stage>      job envelopes waiting for a stage (JetStream, work queue)
+ *   handoff.v1.results.<jobId>   the finished envelope, for the gateway that waits on it (core NATS)
+ *   handoff.v1.stream.<jobId>    streamed tokens of the answering stage (core NATS)
+ *   handoff.v1.dlq.<stage>       dead letters: payloads a stage could not process (JetStream)
+ *
+ * A stage publishes to `handoff.v1.jobs.<next>` where `<next>` comes from the envelope's plan,
+ * never from code, so the route stays data.
+ */
+
+/** The stages a job can visit, in the order the tiers escalate. */
+export const Stages = ["classifier", "tool-executor", "heavy-reasoner"] as const;
+type Stage = (typeof Stages)[number];
+
+/** Every service that registers with the NATS service API. */
+export const ServiceNames = ["gateway", ...Stages] as const;
+export type ServiceName = (typeof ServiceNames)[number];
+
+const prefix = "handoff.v1";
+
+export const Subjects = {
+  prefix,
+  /** Wildcard bound by the jobs stream. */
+  allJobs: `${prefix}.jobs.>`,
+  /** Wildcard bound by the dead-letter stream. */
+  allDeadLetters: `${prefix}.dlq.>`,
+  job: (stage: Stage) => `${prefix}.jobs.${stage}` as const,
+  result: (jobId: string) => `${prefix}.results.${jobId}` as const,
+  stream: (jobId: string) => `${prefix}.stream.${jobId}` as const,
+  deadLetter: (stage: Stage) => `${prefix}.dlq.${stage}` as const,
+} as const;
+export type Subjects = typeof Subjects;
+
+/** JetStream streams and KV buckets the mesh creates at start. */
+export const Streams = {
+  jobs: "HANDOFF_JOBS",
+  deadLetters: "HANDOFF_DLQ",
+} as const;
+export type Streams = (typeof Streams)[keyof typeof Streams];
+
+export const Buckets = {
+  jobs: "handoff-jobs",
+} as const;
+export type Buckets = (typeof Buckets)[keyof typeof Buckets];
+
+/** Header names the mesh sets on its messages. `traceparent`/`tracestate` are W3C's. */
+export const Headers = {
+  messageId: "Nats-Msg-Id",
+  jobId: "Handoff-Job-Id",
+  stage: "Handoff-Stage",
+  errorCode: "Handoff-Error-Code",
+} as const;
+export type Headers = (typeof Headers)[keyof typeof Headers];
+
+/** The dedupe id of a job forwarded to a stage: a redelivered job is forwarded only once. */
+export function forwardMessageId(jobId: string, stage: Stage): string {
+  return `${jobId}:${stage}`;
+}

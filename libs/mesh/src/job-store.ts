@@ -1,0 +1,76 @@
+import {
+  Buckets,
+  HandoffError,
+  isTerminal,
+  type JobEnvelope,
+  JobRecord,
+  type JobStatus,
+  totalCost,
+} from "@handoff/contracts";
+import type { KV } from "@nats-io/kv";
+
+/** The record of a job as its envelope stands now. Prompts are not copied into it. */
+export function recordFromEnvelope(
+  envelope: JobEnvelope,
+  status: JobStatus,
+  traceId: string | undefined,
+  stage = envelope.hops.at(-1)?.stage ?? envelope.plan[0],
+): JobRecord {
+  return {
+    id: envelope.id,
+    status,
+    stage,
+    created_at: envelope.created_at,
+    updated_at: new Date().toISOString(),
+    ...(traceId ? { trace_id: traceId } : {}),
+    ...(envelope.route ? { route: envelope.route } : {}),
+    hops: envelope.hops.map((h) => h.stage),
+    usage: envelope.usage,
+    cost_usd: totalCost(envelope.usage),
+    ...(envelope.result ? { result: envelope.result } : {}),
+    ...(envelope.error ? { error: envelope.error } : {}),
+  };
+}
+
+/**
+ * Job records in the `handoff-jobs` KV bucket. Writes are compare-and-set, so a late write from a
+ * redelivered stage can never overwrite a finished job.
+ */
+export class JobStore {
+  constructor(readonly kv: KV) {}
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    const entry = await this.kv.get(id);
+    if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
+    const parsed = JobRecord.safeParse(entry.json());
+    if (!parsed.success) {
+      throw HandoffError.validation(`job record ${id} in ${Buckets.jobs}`, parsed.error);
+    }
+    return parsed.data;
+  }
+
+  /**
+   * Writes `record` unless the stored one is already terminal. Returns false when the write was
+   * skipped because the job had finished.
+   */
+  async save(record: JobRecord): Promise<boolean> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const entry = await this.kv.get(record.id);
+      const payload = JSON.stringify(record);
+      try {
+        if (entry?.operation !== "PUT") {
+          await this.kv.create(record.id, payload);
+          return true;
+        }
+        const current = entry.json<JobRecord>();
+        if (isTerminal(current.status)) return false;
+        await this.kv.update(record.id, payload, entry.revision);
+        return true;
+      } catch (error) {
+        // Lost a compare-and-set race with another writer: read again and retry.
+        if (attempt === 4) throw error;
+      }
+    }
+    return false;
+  }
+}

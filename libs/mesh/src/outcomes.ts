@@ -1,0 +1,70 @@
+import {
+  type HandoffError,
+  Headers,
+  type JobEnvelope,
+  type JobRecord,
+  type Stage,
+  Subjects,
+} from "@handoff/contracts";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { type JobStore, recordFromEnvelope } from "./job-store.js";
+import { tracedHeaders, withProducerSpan } from "./trace-context.js";
+
+/**
+ * How a job's progress and end become visible: the KV record (durable, for `GET /v1/jobs/:id` and
+ * for a gateway that missed the live message) and the same record published on
+ * `handoff.v1.results.<jobId>` for the gateway waiting on it.
+ */
+export class JobOutcomes {
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly store: JobStore,
+  ) {}
+
+  /** The job moved on to `next`. */
+  async progressed(envelope: JobEnvelope, next: Stage, traceId: string | undefined) {
+    await this.store.save(recordFromEnvelope(envelope, "running", traceId, next));
+  }
+
+  /** The job ended, with `result` or `error` set on the envelope. */
+  async finished(envelope: JobEnvelope, traceId: string | undefined) {
+    const status = envelope.error ? "failed" : "succeeded";
+    await this.#publish(recordFromEnvelope(envelope, status, traceId));
+  }
+
+  /**
+   * A payload too broken to read as an envelope still named its job: fail that job, so its client
+   * gets the reason now instead of a timeout.
+   */
+  async unreadable(jobId: string, stage: Stage, error: HandoffError, traceId: string | undefined) {
+    const now = new Date().toISOString();
+    await this.#publish({
+      id: jobId,
+      status: "failed",
+      stage,
+      created_at: now,
+      updated_at: now,
+      ...(traceId ? { trace_id: traceId } : {}),
+      hops: [],
+      usage: [],
+      cost_usd: 0,
+      error: { code: error.code, message: error.message, retryable: false, stage },
+    });
+  }
+
+  // The record is written before it is announced, so a gateway that misses the message finds it.
+  async #publish(record: JobRecord) {
+    // A job already recorded as finished is not announced twice.
+    if (!(await this.store.save(record))) return;
+    const subject = Subjects.result(record.id);
+    await withProducerSpan(
+      subject,
+      { "messaging.message.conversation_id": record.id, "handoff.job.status": record.status },
+      async () => {
+        this.nc.publish(subject, JSON.stringify(record), {
+          headers: tracedHeaders({ [Headers.jobId]: record.id }),
+        });
+      },
+    );
+  }
+}

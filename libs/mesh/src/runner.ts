@@ -1,0 +1,441 @@
+import {
+  HandoffError,
+  type JobEnvelope,
+  JobEnvelope as JobEnvelopeSchema,
+  nextStage,
+  type Stage,
+  Streams,
+  Subjects,
+} from "@handoff/contracts";
+import {
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JsMsg,
+  jetstream,
+} from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { context, type Span, SpanKind } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import { decodeEnvelope } from "./codec.js";
+import { publishDeadLetter, salvageJobId } from "./dead-letters.js";
+import { JobStore } from "./job-store.js";
+import { JobOutcomes } from "./outcomes.js";
+import { publishJob } from "./publish.js";
+import { ensureStageConsumer, type Topology, type TopologyOptions } from "./topology.js";
+import { activeTraceId, extractContext, markError, tracer } from "./trace-context.js";
+
+/** What a stage handler gets besides the envelope. */
+export interface StageContext {
+  stage: Stage;
+  /** The service instance id (as registered with the NATS service API). */
+  instance: string;
+  /** JetStream delivery count: above 1 when the job is being retried. */
+  delivery: number;
+  /** Aborted at the job's deadline, or when a draining runner runs out of patience. */
+  signal: AbortSignal;
+  logger: Logger;
+}
+
+/**
+ * A stage's logic: take the envelope, return it enriched. To end the job, set `result` (or
+ * `error`); to pass it on, leave both unset and the runner forwards it to the next stage of its
+ * plan. Throw a retryable `HandoffError` to be redelivered later, a non-retryable one to fail
+ * the job.
+ */
+export type StageHandler = (envelope: JobEnvelope, ctx: StageContext) => Promise<JobEnvelope>;
+
+export interface StageRunnerOptions {
+  nc: NatsConnection;
+  topology: Topology;
+  stage: Stage;
+  handler: StageHandler;
+  instance: string;
+  logger: Logger;
+  limits: TopologyOptions & { maxHops: number };
+  /** Jobs processed at once by this replica. */
+  concurrency: number;
+  /** Delay before a failed delivery is retried. */
+  backoffMs?: (delivery: number) => number;
+  /** How long `stop()` waits for in-flight jobs before aborting them back to the queue. */
+  drainTimeoutMs?: number;
+}
+
+export interface RunnerStats {
+  received: number;
+  forwarded: number;
+  finished: number;
+  failed: number;
+  retried: number;
+  dead_lettered: number;
+  in_flight: number;
+}
+
+/** Exponential backoff from half a second to 30 seconds, with jitter against thundering herds. */
+export function defaultBackoff(delivery: number): number {
+  const base = Math.min(30_000, 500 * 2 ** Math.max(0, delivery - 1));
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+/** Codes that point at a bug or bad data rather than a bad request: kept for an operator. */
+const DEAD_LETTER_CODES = new Set([
+  "HANDOFF_ERR_INVALID_MESSAGE",
+  "HANDOFF_ERR_HOP_LIMIT",
+  "HANDOFF_ERR_INTERNAL",
+  "HANDOFF_ERR_CONFIG",
+]);
+
+/**
+ * Runs one stage: pulls jobs from the stage's durable consumer, decodes and validates them,
+ * continues their trace, calls the handler with heartbeats, forwards or finishes the job, and only
+ * then acks. It is the only place that decides ack, nak or terminate, and it decides from
+ * `HandoffError.retryable` alone.
+ */
+export class StageRunner {
+  readonly #o: StageRunnerOptions;
+  readonly #js: JetStreamClient;
+  readonly #outcomes: JobOutcomes;
+  readonly #inFlight = new Set<Promise<void>>();
+  readonly #abort = new AbortController();
+  readonly #stats: RunnerStats = {
+    received: 0,
+    forwarded: 0,
+    finished: 0,
+    failed: 0,
+    retried: 0,
+    dead_lettered: 0,
+    in_flight: 0,
+  };
+  #stopping = false;
+  #loop: Promise<void> | undefined;
+  #batch: ConsumerMessages | undefined;
+  #slotFreed: (() => void) | undefined;
+
+  constructor(options: StageRunnerOptions) {
+    this.#o = options;
+    this.#js = jetstream(options.nc);
+    this.#outcomes = new JobOutcomes(options.nc, new JobStore(options.topology.jobs));
+  }
+
+  get subject(): string {
+    return Subjects.job(this.#o.stage);
+  }
+
+  stats(): RunnerStats {
+    return { ...this.#stats, in_flight: this.#inFlight.size };
+  }
+
+  async start(): Promise<void> {
+    await ensureStageConsumer(this.#o.topology.jsm, this.#o.stage, this.#o.limits);
+    const consumer = await this.#js.consumers.get(Streams.jobs, this.#o.stage);
+    this.#loop = this.#pull(consumer);
+  }
+
+  /**
+   * Drains: stops pulling, lets in-flight jobs finish and ack, and after the drain timeout aborts
+   * the stragglers, which go back to the queue (nak) for another replica.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return this.#loop;
+    this.#stopping = true;
+    this.#batch?.stop();
+    this.#slotFreed?.();
+    await this.#loop;
+    const all = Promise.allSettled([...this.#inFlight]);
+    const timeout = this.#o.drainTimeoutMs ?? 25_000;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<"expired">((resolve) => {
+      timer = setTimeout(() => resolve("expired"), timeout);
+    });
+    if ((await Promise.race([all, expired])) === "expired") {
+      this.#o.logger.warn({ in_flight: this.#inFlight.size }, "drain timed out; returning jobs");
+      this.#abort.abort(new Error("runner stopped"));
+      await all;
+    }
+    clearTimeout(timer);
+  }
+
+  async #pull(consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>): Promise<void> {
+    while (!this.#stopping) {
+      const free = this.#o.concurrency - this.#inFlight.size;
+      if (free <= 0) {
+        await new Promise<void>((resolve) => {
+          this.#slotFreed = resolve;
+        });
+        continue;
+      }
+      try {
+        // Ask for exactly as many jobs as there are free slots: nothing waits in a local buffer
+        // while its ack timer runs.
+        this.#batch = await consumer.fetch({ max_messages: free, expires: 5_000 });
+        for await (const msg of this.#batch) {
+          if (this.#stopping) {
+            msg.nak();
+            continue;
+          }
+          this.#track(this.#process(msg));
+        }
+      } catch (error) {
+        if (this.#stopping) break;
+        this.#o.logger.warn({ err: error }, "pull failed; retrying");
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+      } finally {
+        this.#batch = undefined;
+      }
+    }
+  }
+
+  #track(work: Promise<void>): void {
+    this.#inFlight.add(work);
+    void work.finally(() => {
+      this.#inFlight.delete(work);
+      const wake = this.#slotFreed;
+      this.#slotFreed = undefined;
+      wake?.();
+    });
+  }
+
+  async #process(msg: JsMsg): Promise<void> {
+    this.#stats.received++;
+    const parent = extractContext(msg.headers);
+    await context.with(parent, () =>
+      tracer.startActiveSpan(
+        `process ${msg.subject}`,
+        {
+          kind: SpanKind.CONSUMER,
+          attributes: {
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": msg.subject,
+            "messaging.consumer.group.name": this.#o.stage,
+            "messaging.message.id": msg.headers?.get("Nats-Msg-Id") ?? "",
+            "handoff.stage": this.#o.stage,
+            "handoff.delivery": msg.info.deliveryCount,
+            "handoff.instance": this.#o.instance,
+          },
+        },
+        async (span) => {
+          try {
+            await this.#handle(msg, span);
+          } catch (error) {
+            // Only transport trouble lands here (NATS down mid-way): the job is redelivered.
+            markError(span, error);
+            this.#o.logger.error({ err: error }, "job processing failed; will be redelivered");
+            msg.nak(this.#backoff(msg.info.deliveryCount));
+          } finally {
+            span.end();
+          }
+        },
+      ),
+    );
+  }
+
+  async #handle(msg: JsMsg, span: Span): Promise<void> {
+    const { stage } = this.#o;
+    const delivery = msg.info.deliveryCount;
+    const decoded = decodeEnvelope(msg.string(), `job envelope on ${msg.subject}`);
+    if (!decoded.ok) {
+      const jobId = salvageJobId(msg.string());
+      markError(span, decoded.error);
+      await publishDeadLetter(this.#js, {
+        stage,
+        msg,
+        reason: "invalid_payload",
+        error: decoded.error,
+        issues: decoded.issues,
+        ...(jobId ? { jobId } : {}),
+      });
+      this.#stats.dead_lettered++;
+      if (jobId) await this.#outcomes.unreadable(jobId, stage, decoded.error, activeTraceId());
+      this.#o.logger.error(
+        { job_id: jobId, issues: decoded.issues },
+        `terminated invalid payload: ${decoded.error.message}`,
+      );
+      msg.term(decoded.error.message.slice(0, 200));
+      return;
+    }
+
+    const input = decoded.envelope;
+    span.setAttribute("handoff.job.id", input.id);
+    const logger = this.#o.logger.child({ job_id: input.id, stage, delivery });
+    const refused = this.#refuse(input);
+    if (refused) {
+      await this.#fail(msg, input, refused, span, logger);
+      return;
+    }
+
+    const startedAt = new Date();
+    let output: JobEnvelope;
+    try {
+      output = await this.#runHandler(msg, input, logger);
+    } catch (thrown) {
+      const error = this.#classify(thrown, input);
+      if (this.#abort.signal.aborted) {
+        // Draining and out of time: hand the job to another replica without spending a retry.
+        logger.warn("returning job to the queue on shutdown");
+        msg.nak();
+        return;
+      }
+      if (error.retryable) {
+        if (delivery < this.#o.limits.maxDeliveries) {
+          const delay = this.#backoff(delivery);
+          this.#stats.retried++;
+          span.setAttribute("handoff.retry_in_ms", delay);
+          logger.warn(
+            { err: error, retry_in_ms: delay },
+            `stage failed, will retry: ${error.message}`,
+          );
+          msg.nak(delay);
+          return;
+        }
+        const exhausted = new HandoffError(
+          "HANDOFF_ERR_RETRIES_EXHAUSTED",
+          `${stage} failed on all ${delivery} deliveries; last error: ${error.message}`,
+          { cause: error },
+        );
+        await this.#fail(msg, input, exhausted, span, logger, "max_deliveries");
+        return;
+      }
+      await this.#fail(msg, input, error, span, logger);
+      return;
+    }
+
+    const checked = JobEnvelopeSchema.safeParse(output);
+    if (!checked.success) {
+      const error = HandoffError.validation(
+        `${stage} output`,
+        checked.error,
+        "HANDOFF_ERR_INTERNAL",
+      );
+      await this.#fail(msg, input, error, span, logger);
+      return;
+    }
+    const out = checked.data;
+    out.hops.push({
+      stage,
+      instance: this.#o.instance,
+      started_at: startedAt.toISOString(),
+      finished_at: new Date().toISOString(),
+      delivery,
+    });
+
+    const next = out.result || out.error ? undefined : nextStage(out.plan, stage);
+    if (next) {
+      await publishJob(this.#js, out, next);
+      await this.#outcomes.progressed(out, next, activeTraceId());
+      this.#stats.forwarded++;
+      logger.info({ next }, `forwarded to ${next}`);
+    } else {
+      if (!out.result && !out.error) {
+        const error = new HandoffError(
+          "HANDOFF_ERR_INTERNAL",
+          `${stage} ended the plan without an answer`,
+        );
+        await this.#fail(msg, input, error, span, logger);
+        return;
+      }
+      await this.#outcomes.finished(out, activeTraceId());
+      if (out.error) this.#stats.failed++;
+      else this.#stats.finished++;
+      logger.info({ status: out.error ? "failed" : "succeeded" }, "job finished");
+    }
+    await this.#ack(msg, logger);
+  }
+
+  /** Checks that make running the handler pointless or harmful. */
+  #refuse(envelope: JobEnvelope): HandoffError | undefined {
+    const { stage } = this.#o;
+    if (!envelope.plan.includes(stage)) {
+      return new HandoffError(
+        "HANDOFF_ERR_INVALID_MESSAGE",
+        `job ${envelope.id} reached ${stage}, which its plan [${envelope.plan.join(", ")}] does not name`,
+      );
+    }
+    if (envelope.hops.length >= this.#o.limits.maxHops) {
+      return new HandoffError(
+        "HANDOFF_ERR_HOP_LIMIT",
+        `job ${envelope.id} made ${envelope.hops.length} hops, the limit is ${this.#o.limits.maxHops}`,
+      );
+    }
+    if (Date.parse(envelope.budget.deadline) <= Date.now()) {
+      return new HandoffError(
+        "HANDOFF_ERR_DEADLINE",
+        `job ${envelope.id} passed its deadline (${envelope.budget.deadline}) before ${stage} started`,
+      );
+    }
+    return undefined;
+  }
+
+  async #runHandler(msg: JsMsg, envelope: JobEnvelope, logger: Logger): Promise<JobEnvelope> {
+    const remaining = Math.max(1, Date.parse(envelope.budget.deadline) - Date.now());
+    const signal = AbortSignal.any([AbortSignal.timeout(remaining), this.#abort.signal]);
+    // Tell JetStream the job is alive well inside its ack wait, however long the model takes.
+    const beat = setInterval(() => msg.working(), Math.max(250, this.#o.limits.ackWaitMs / 3));
+    try {
+      return await this.#o.handler(structuredClone(envelope), {
+        stage: this.#o.stage,
+        instance: this.#o.instance,
+        delivery: msg.info.deliveryCount,
+        signal,
+        logger,
+      });
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  #classify(thrown: unknown, envelope: JobEnvelope): HandoffError {
+    if (Date.parse(envelope.budget.deadline) <= Date.now() && !(thrown instanceof HandoffError)) {
+      return new HandoffError(
+        "HANDOFF_ERR_DEADLINE",
+        `job ${envelope.id} ran past its deadline in ${this.#o.stage}`,
+        { cause: thrown },
+      );
+    }
+    return HandoffError.from(thrown);
+  }
+
+  /** Ends the job with an error the client will see; keeps the payload if an operator should. */
+  async #fail(
+    msg: JsMsg,
+    input: JobEnvelope,
+    error: HandoffError,
+    span: Span,
+    logger: Logger,
+    reason: "max_deliveries" | "failed" = "failed",
+  ): Promise<void> {
+    markError(span, error);
+    if (reason === "max_deliveries" || DEAD_LETTER_CODES.has(error.code)) {
+      await publishDeadLetter(this.#js, {
+        stage: this.#o.stage,
+        msg,
+        reason,
+        error,
+        jobId: input.id,
+      });
+      this.#stats.dead_lettered++;
+    }
+    const failed: JobEnvelope = {
+      ...input,
+      error: { code: error.code, message: error.message, retryable: false, stage: this.#o.stage },
+    };
+    await this.#outcomes.finished(failed, activeTraceId());
+    this.#stats.failed++;
+    logger.error({ err: error, code: error.code }, `job failed: ${error.message}`);
+    if (reason === "max_deliveries") msg.term(error.message.slice(0, 200));
+    else await this.#ack(msg, logger);
+  }
+
+  async #ack(msg: JsMsg, logger: Logger): Promise<void> {
+    try {
+      await msg.ackAck({ timeout: 5_000 });
+    } catch (error) {
+      // The work is done and recorded; a lost ack means a redelivery the dedupe window absorbs.
+      logger.warn({ err: error }, "ack not confirmed");
+    }
+  }
+
+  #backoff(delivery: number): number {
+    return (this.#o.backoffMs ?? defaultBackoff)(delivery);
+  }
+}

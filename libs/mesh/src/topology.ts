@@ -1,0 +1,157 @@
+import { Buckets, type Stage, Streams, Subjects } from "@handoff/contracts";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JetStreamManager,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { type KV, Kvm } from "@nats-io/kv";
+import { type NatsConnection, nanos } from "@nats-io/nats-core";
+
+export interface TopologyOptions {
+  /** How long a stage may hold a job without a heartbeat before JetStream redelivers it. */
+  ackWaitMs: number;
+  /** Deliveries of one job to one stage before the runner dead-letters it. */
+  maxDeliveries: number;
+  /** Job records expire from KV after this long. */
+  jobRecordTtlMs?: number;
+  /** Dead letters are kept this long. */
+  deadLetterTtlMs?: number;
+}
+
+const MINUTE = 60_000;
+/** JetStream's "stream name already in use" (not in the client's code table). */
+const STREAM_NAME_IN_USE = 10058;
+const DAY = 24 * 60 * MINUTE;
+
+/**
+ * The dedupe window must outlast every redelivery of a job, so a stage that dies after forwarding
+ * but before acking never forwards twice: ten minutes, or longer if acks may wait longer.
+ */
+export function duplicateWindowMs(options: TopologyOptions): number {
+  return Math.max(10 * MINUTE, options.ackWaitMs * (options.maxDeliveries + 1));
+}
+
+export function jobStreamConfig(
+  options: TopologyOptions,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: Streams.jobs,
+    subjects: [Subjects.allJobs],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    duplicate_window: nanos(duplicateWindowMs(options)),
+    num_replicas: 1,
+    description: "Handoff job envelopes, one subject per stage",
+  };
+}
+
+export function deadLetterStreamConfig(
+  options: TopologyOptions,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: Streams.deadLetters,
+    subjects: [Subjects.allDeadLetters],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(options.deadLetterTtlMs ?? 14 * DAY),
+    num_replicas: 1,
+    description: "Handoff payloads a stage could not process, with the reason",
+  };
+}
+
+/** Creates the stream, or brings an existing one to this configuration. Safe to run concurrently. */
+async function ensureStream(
+  jsm: JetStreamManager,
+  config: Partial<StreamConfig> & { name: string },
+) {
+  try {
+    const info = await jsm.streams.info(config.name);
+    const { name, retention, storage, ...mutable } = config;
+    if (info.config.retention !== retention || info.config.storage !== storage) {
+      throw new Error(
+        `stream ${name} exists with retention ${info.config.retention}/${info.config.storage}, ` +
+          `expected ${retention}/${storage}: delete it or point Handoff at another server`,
+      );
+    }
+    return await jsm.streams.update(name, { ...info.config, ...mutable });
+  } catch (error) {
+    if (!isApiError(error, JetStreamApiCodes.StreamNotFound)) throw error;
+    try {
+      return await jsm.streams.add(config);
+    } catch (addError) {
+      // Another replica created it between our info and add: that is the state we wanted.
+      if (isApiError(addError, STREAM_NAME_IN_USE)) {
+        return await jsm.streams.info(config.name);
+      }
+      throw addError;
+    }
+  }
+}
+
+export function isApiError(error: unknown, code: number): boolean {
+  return error instanceof JetStreamApiError && error.code === code;
+}
+
+export interface Topology {
+  jsm: JetStreamManager;
+  jobs: KV;
+}
+
+/** Streams and the job-record bucket, created idempotently by every service at start. */
+export async function ensureTopology(
+  nc: NatsConnection,
+  options: TopologyOptions,
+): Promise<Topology> {
+  const jsm = await jetstreamManager(nc);
+  await ensureStream(jsm, jobStreamConfig(options));
+  await ensureStream(jsm, deadLetterStreamConfig(options));
+  const jobs = await new Kvm(nc).create(Buckets.jobs, {
+    history: 1,
+    ttl: options.jobRecordTtlMs ?? DAY,
+    description: "Handoff job records",
+  });
+  return { jsm, jobs };
+}
+
+/**
+ * The durable pull consumer of a stage. Every replica of the stage shares it, so adding replicas
+ * adds throughput; the work-queue stream hands each job to exactly one of them.
+ */
+export async function ensureStageConsumer(
+  jsm: JetStreamManager,
+  stage: Stage,
+  options: TopologyOptions,
+): Promise<void> {
+  const config = {
+    durable_name: stage,
+    filter_subject: Subjects.job(stage),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(options.ackWaitMs),
+    // The runner counts deliveries and dead-letters itself; one more lets it see the last one.
+    max_deliver: options.maxDeliveries + 1,
+    max_ack_pending: 10_000,
+    description: `Handoff ${stage} stage`,
+  };
+  try {
+    await jsm.consumers.info(Streams.jobs, stage);
+    const {
+      durable_name: _name,
+      filter_subject: _subject,
+      deliver_policy: _policy,
+      ...mutable
+    } = config;
+    await jsm.consumers.update(Streams.jobs, stage, mutable);
+  } catch (error) {
+    if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
+    await jsm.consumers.add(Streams.jobs, config);
+  }
+}

@@ -1,0 +1,6 @@
+export * from "./cost.js";
+export * from "./registry.js";
+export * from "./router.js";
+export * from "./sim/sim-model.js";
+export * from "./tokens.js";
+export * from "./types.js";

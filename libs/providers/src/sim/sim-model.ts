@@ -1,0 +1,233 @@
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { AssistantMessage, Message, ToolCall, ToolDefinition } from "@handoff/contracts";
+import { estimateInputTokens, estimateTokens } from "../tokens.js";
+import type {
+  CallOptions,
+  ChatModel,
+  ChatRequest,
+  ChatResult,
+  ChatStreamEvent,
+  ToolChoice,
+} from "../types.js";
+
+export interface SimOptions {
+  model: string;
+  /** Time the simulated model takes to answer, so timeouts, heartbeats and kills can be exercised. */
+  latencyMs?: number;
+}
+
+/**
+ * A deterministic simulated model for tests, demos and benchmarks. It never pretends to be a real
+ * model: every text answer says it is simulated. It does make real tool calls: arithmetic goes to
+ * a `calculator` tool and questions about the time to a `clock` tool, when those tools are offered,
+ * and once the tools have answered it reports their results. The same request always gets the
+ * same response.
+ */
+export class SimModel implements ChatModel {
+  readonly provider = "sim" as const;
+  readonly simulated = true;
+  readonly model: string;
+  readonly #latencyMs: number;
+
+  constructor(options: SimOptions) {
+    this.model = options.model;
+    this.#latencyMs = options.latencyMs ?? 0;
+  }
+
+  async chat(request: ChatRequest, options: CallOptions = {}): Promise<ChatResult> {
+    options.signal?.throwIfAborted();
+    if (this.#latencyMs > 0) await sleep(this.#latencyMs, undefined, { signal: options.signal });
+    return this.respond(request);
+  }
+
+  async *stream(request: ChatRequest, options: CallOptions = {}): AsyncIterable<ChatStreamEvent> {
+    const result = await this.chat(request, options);
+    const { content, tool_calls: calls } = result.message;
+    if (content) {
+      // Word-sized deltas, like a real token stream.
+      for (const piece of content.match(/\S+\s*|\s+/g) ?? []) yield { type: "text", delta: piece };
+    }
+    for (const [index, call] of (calls ?? []).entries()) {
+      yield {
+        type: "tool_call",
+        index,
+        id: call.id,
+        name: call.function.name,
+        argumentsDelta: call.function.arguments,
+      };
+    }
+    yield { type: "done", result };
+  }
+
+  /** The simulated answer, without latency. */
+  respond(request: ChatRequest): ChatResult {
+    const tools = request.toolChoice === "none" ? [] : (request.tools ?? []);
+    const message =
+      answerFromToolResults(request.messages) ??
+      chooseToolCall(request.messages, tools, request.toolChoice) ??
+      this.#textAnswer(request.messages);
+
+    let finishReason: ChatResult["finishReason"] = message.tool_calls ? "tool_calls" : "stop";
+    let content = message.content;
+    const maxTokens = request.params?.max_tokens;
+    if (content && maxTokens !== undefined && estimateTokens(content) > maxTokens) {
+      content = content.slice(0, maxTokens * 4);
+      finishReason = "length";
+    }
+    const outputText =
+      (content ?? "") + (message.tool_calls ?? []).map((c) => c.function.arguments).join("");
+    return {
+      message: { ...message, content },
+      finishReason,
+      usage: {
+        inputTokens: estimateInputTokens(request.messages, request.tools),
+        outputTokens: estimateTokens(outputText) + (message.tool_calls?.length ?? 0) * 8,
+      },
+      model: this.model,
+    };
+  }
+
+  #textAnswer(messages: readonly Message[]): AssistantMessage {
+    const question = lastUserText(messages);
+    const context = messages.filter((m) => m.role === "system" || m.role === "developer");
+    const findings = context.flatMap((m) => (m.content ?? "").match(/^- .+$/gm) ?? []);
+    const lines = [
+      `[simulated ${this.model}] This is a simulated answer; configure a real provider for a real one.`,
+      `Question: "${truncate(question.replace(/\s+/g, " ").trim(), 160)}"`,
+    ];
+    if (findings.length > 0) {
+      lines.push(`Findings handed up by earlier stages (${findings.length}):`, ...findings);
+    }
+    return { role: "assistant", content: lines.join("\n") };
+  }
+}
+
+/** After tool calls, the simulated model reads the tool messages that answered them. */
+function answerFromToolResults(messages: readonly Message[]): AssistantMessage | undefined {
+  const last = messages.at(-1);
+  if (last?.role !== "tool") return undefined;
+
+  const results = new Map<string, string>();
+  let at = messages.length - 1;
+  for (; at >= 0; at--) {
+    const m = messages[at];
+    if (m?.role !== "tool") break;
+    results.set(m.tool_call_id, m.content);
+  }
+  const asking = messages[at];
+  const calls = asking?.role === "assistant" ? (asking.tool_calls ?? []) : [];
+  const sentences = calls
+    .filter((call) => results.has(call.id))
+    .map((call) => describeToolResult(call, results.get(call.id) ?? ""));
+  if (sentences.length === 0) return undefined;
+  return { role: "assistant", content: sentences.join(" ") };
+}
+
+function describeToolResult(call: ToolCall, output: string): string {
+  if (output.startsWith("error:")) return `The ${call.function.name} tool failed (${output}).`;
+  const args = parseJson(call.function.arguments);
+  if (call.function.name === "calculator" && typeof args?.expression === "string") {
+    return `${args.expression} = ${output}.`;
+  }
+  if (call.function.name === "clock") {
+    const time = parseJson(output);
+    if (typeof time?.local === "string") return `It is ${time.local}.`;
+  }
+  return `${call.function.name} returned: ${output}`;
+}
+
+const TIME_QUESTION =
+  /\b(what(?:'s| is)? (?:the )?(?:current )?(?:time|date|day)|current (?:time|date)|time is it|today'?s date|what day is)\b/i;
+const TIME_ZONE = /\bin ((?:[A-Z][A-Za-z_]+\/[A-Za-z_]+(?:\/[A-Za-z_]+)?)|UTC)\b/;
+
+/** Decides on a tool call, the way a tool-using model would, for the tools on offer. */
+function chooseToolCall(
+  messages: readonly Message[],
+  tools: readonly ToolDefinition[],
+  toolChoice: ToolChoice | undefined,
+): AssistantMessage | undefined {
+  if (tools.length === 0) return undefined;
+  const question = lastUserText(messages);
+  const offered = new Set(tools.map((t) => t.function.name));
+
+  const named = typeof toolChoice === "object" ? toolChoice.function.name : undefined;
+  if (named !== undefined && offered.has(named)) return toolCall(named, {}, question);
+
+  const expression = findExpression(question);
+  if (expression && offered.has("calculator") && (!named || named === "calculator")) {
+    return toolCall("calculator", { expression }, question);
+  }
+  if (TIME_QUESTION.test(question) && offered.has("clock")) {
+    const zone = TIME_ZONE.exec(question)?.[1];
+    return toolCall("clock", zone ? { timezone: zone } : {}, question);
+  }
+  // A client-defined tool whose name's words all appear in the question, e.g. get_weather.
+  const words = new Set(question.toLowerCase().match(/[a-z]+/g) ?? []);
+  const byName = tools.find((t) =>
+    t.function.name
+      .toLowerCase()
+      .split(/[_-]+/)
+      .filter((w) => w.length > 3)
+      .some((w) => words.has(w)),
+  );
+  if (byName) return toolCall(byName.function.name, {}, question);
+  const first = tools[0];
+  if (toolChoice === "required" && first) return toolCall(first.function.name, {}, question);
+  return undefined;
+}
+
+function toolCall(name: string, args: Record<string, unknown>, seed: string): AssistantMessage {
+  const id = `call_${createHash("sha256").update(`${name}:${seed}`).digest("hex").slice(0, 24)}`;
+  return {
+    role: "assistant",
+    content: null,
+    tool_calls: [{ id, type: "function", function: { name, arguments: JSON.stringify(args) } }],
+  };
+}
+
+/**
+ * Finds an arithmetic expression in prose: a run of numbers joined by operators, e.g.
+ * "What is 17 * 23?" gives "17 * 23" and "compute (2 + 3) ^ 2" gives "(2 + 3) ^ 2".
+ */
+export function findExpression(text: string): string | undefined {
+  const normalized = text.replace(/×/g, "*").replace(/÷/g, "/");
+  const candidates = normalized.match(/[-+(]*\s*\d[\d.\s]*(?:[-+*/^%()]+\s*[\d.\s()]*)+/g) ?? [];
+  const best = candidates
+    .map((c) => c.trim().replace(/[\s.]+$/, ""))
+    .filter((c) => /\d\s*(?:[-+*/^%]|\*\*)\s*[\d(]/.test(c))
+    .sort((a, b) => b.length - a.length)[0];
+  return best ? balanceParentheses(best) : undefined;
+}
+
+function balanceParentheses(expression: string): string {
+  let out = expression;
+  while (out.startsWith("(") && count(out, "(") > count(out, ")")) out = out.slice(1).trim();
+  while (out.endsWith(")") && count(out, ")") > count(out, "(")) out = out.slice(0, -1).trim();
+  return out;
+}
+
+function count(text: string, char: string): number {
+  return text.split(char).length - 1;
+}
+
+function lastUserText(messages: readonly Message[]): string {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i];
+    if (m?.role === "user") return m.content;
+  }
+  return "";
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return value && typeof value === "object" ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}

@@ -1,0 +1,57 @@
+import type {
+  AssistantMessage,
+  ChatParams,
+  FinishReason,
+  Message,
+  ToolChoice,
+  ToolDefinition,
+} from "@handoff/contracts";
+
+export type { ToolChoice } from "@handoff/contracts";
+
+/** One model call, in the mesh's OpenAI-shaped vocabulary. */
+export interface ChatRequest {
+  messages: readonly Message[];
+  tools?: readonly ToolDefinition[];
+  toolChoice?: ToolChoice;
+  params?: ChatParams;
+}
+
+export interface TokenUsage {
+  inputTokens: number;
+  outputTokens: number;
+}
+
+export interface ChatResult {
+  message: AssistantMessage;
+  finishReason: FinishReason;
+  usage: TokenUsage;
+  /** The model that answered, as the provider reports it. */
+  model: string;
+}
+
+/** Incremental output of a streamed call; the last event is always `done` with the whole result. */
+export type ChatStreamEvent =
+  | { type: "text"; delta: string }
+  | { type: "tool_call"; index: number; id?: string; name?: string; argumentsDelta: string }
+  | { type: "done"; result: ChatResult };
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+/** Provider ids as they appear in the config file. */
+export type ProviderId = "sim" | "openai-compatible" | "anthropic";
+
+/**
+ * A chat model behind one interface. Adapters translate the OpenAI-shaped request to their
+ * vendor's wire format and back; retries, fallbacks and timeouts live outside them, in one place.
+ */
+export interface ChatModel {
+  readonly provider: ProviderId;
+  readonly model: string;
+  /** True for the simulated `sim` provider, so output can always be labelled. */
+  readonly simulated: boolean;
+  chat(request: ChatRequest, options?: CallOptions): Promise<ChatResult>;
+  stream(request: ChatRequest, options?: CallOptions): AsyncIterable<ChatStreamEvent>;
+}

@@ -1,0 +1,55 @@
+import { isSpanContextValid, trace } from "@opentelemetry/api";
+import { type DestinationStream, type Logger, pino } from "pino";
+
+export type { Logger } from "pino";
+
+export interface LoggerOptions {
+  level?: string;
+  /** Where to write; stdout by default (tests pass a stream to read the lines back). */
+  destination?: DestinationStream;
+}
+
+/** Keys whose values never reach a log line. */
+const REDACTED = [
+  "api_key",
+  "apiKey",
+  "authorization",
+  "password",
+  "secret",
+  "token",
+  "*.api_key",
+  "*.apiKey",
+  "*.authorization",
+  "*.password",
+  "*.secret",
+  "*.token",
+  "headers.authorization",
+  "headers.cookie",
+  "*.headers.authorization",
+  "*.headers.cookie",
+  'headers["x-api-key"]',
+  '*.headers["x-api-key"]',
+];
+
+/**
+ * JSON logs with the active span's `trace_id` and `span_id` on every line, so a log line leads to
+ * its trace in Jaeger and back. Secrets are redacted by key.
+ */
+export function createLogger(service: string, options: LoggerOptions = {}): Logger {
+  return pino(
+    {
+      name: service,
+      level: options.level ?? process.env.LOG_LEVEL ?? "info",
+      base: { service, pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      redact: { paths: REDACTED, censor: "[redacted]" },
+      mixin() {
+        const context = trace.getActiveSpan()?.spanContext();
+        if (!context || !isSpanContextValid(context)) return {};
+        return { trace_id: context.traceId, span_id: context.spanId };
+      },
+    },
+    options.destination,
+  );
+}

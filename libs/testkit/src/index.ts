@@ -1,0 +1,24 @@
+export { freePort } from "./free-port.js";
+export {
+  findNatsServer,
+  type NatsHandle,
+  type SpawnNatsOptions,
+  type StartNatsOptions,
+  spawnNatsServer,
+  startNats,
+} from "./nats-server.js";
+export {
+  type ProcessExit,
+  type ServiceProcess,
+  type SpawnServiceOptions,
+  spawnService,
+} from "./processes.js";
+export {
+  type CollectedPayload,
+  type CollectedSpan,
+  type CollectedSpanKind,
+  checkTrace,
+  SpanCollector,
+  type TraceCheck,
+} from "./span-collector.js";
+export { type WaitForOptions, waitFor } from "./wait.js";

@@ -1,0 +1,356 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { accessSync, constants, rmSync, statSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { hasExited, killHard, onProcessExit } from "./exit-guard.js";
+import { freePort } from "./free-port.js";
+
+/** A NATS server for a test, whichever way it was obtained. */
+export interface NatsHandle {
+  /** Client URL, e.g. `nats://127.0.0.1:43121`. */
+  url: string;
+  /** `external` came from `NATS_URL`, `process` is a spawned nats-server, `container` a Testcontainers one. */
+  kind: "external" | "process" | "container";
+  /** `process` only: the JetStream store directory (a temporary one is removed by {@link NatsHandle.stop}). */
+  storeDir?: string;
+  /**
+   * Releases the server. external: no-op; process: SIGTERM, wait for exit (SIGKILL after 5 s),
+   * remove the temporary store; container: stop it. Safe to call twice.
+   */
+  stop(): Promise<void>;
+  /**
+   * process only: stop and start again on the same port and store (for reconnect tests).
+   * Resolves once the server serves again; clients reconnect on their own schedule, and requests
+   * sent before they do can be lost, so wait for the client's `reconnect` status.
+   */
+  restart(): Promise<void>;
+  /** process only: SIGKILL the server; the store is kept, so {@link NatsHandle.restart} recovers it. */
+  kill(): Promise<void>;
+}
+
+/** Options for {@link startNats}. */
+export interface StartNatsOptions {
+  /** Enable JetStream. Default true. */
+  jetstream?: boolean;
+}
+
+const EXTRA_SEARCH_DIRS = ["/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/usr/bin"];
+const READY_TIMEOUT_MS = 15_000;
+const STOP_GRACE_MS = 5_000;
+const OUTPUT_LIMIT = 64 * 1024;
+
+const HOW_TO_GET_NATS = [
+  "No NATS server is available for the tests. Do one of:",
+  "  - install nats-server: `apt-get install -y nats-server` (Debian/Ubuntu) or `brew install nats-server` (macOS), or put a nats-server binary on PATH;",
+  "  - run a Docker engine, so Testcontainers can start nats:2.10-alpine;",
+  "  - set NATS_URL to a server you run yourself (with JetStream: `nats-server -js`).",
+].join("\n");
+
+/**
+ * Locates a nats-server executable: PATH first, then the sbin/bin directories where distro
+ * packages put it (sbin is often missing from PATH for non-root users).
+ */
+export function findNatsServer(): string | undefined {
+  const exe = process.platform === "win32" ? "nats-server.exe" : "nats-server";
+  const dirs = (process.env.PATH ?? "").split(delimiter).filter((dir) => dir !== "");
+  for (const dir of [...dirs, ...EXTRA_SEARCH_DIRS]) {
+    const candidate = join(dir, exe);
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // Not here; keep looking.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Provides a fresh NATS server for a test: the one in `NATS_URL` if set, else a nats-server
+ * process on a free port with a temporary store, else a Testcontainers container if a Docker
+ * engine answers. Throws with installation instructions when none of these is possible.
+ */
+export async function startNats(options: StartNatsOptions = {}): Promise<NatsHandle> {
+  const jetstream = options.jetstream ?? true;
+  const externalUrl = process.env.NATS_URL?.trim();
+  if (externalUrl) return externalHandle(externalUrl);
+
+  const binary = findNatsServer();
+  if (binary !== undefined) return spawnNatsServer(binary, { jetstream });
+
+  const container = await startContainer(jetstream);
+  if (container !== undefined) return container;
+
+  throw new Error(HOW_TO_GET_NATS);
+}
+
+function externalHandle(url: string): NatsHandle {
+  const unsupported = (what: string) => () =>
+    Promise.reject(
+      new Error(
+        `NatsHandle.${what}() needs a nats-server spawned by the testkit, but NATS_URL points at an external server (${url}); unset NATS_URL to let the testkit spawn one`,
+      ),
+    );
+  return {
+    url,
+    kind: "external",
+    // The server belongs to whoever set NATS_URL.
+    stop: async () => {},
+    restart: unsupported("restart"),
+    kill: unsupported("kill"),
+  };
+}
+
+async function startContainer(jetstream: boolean): Promise<NatsHandle | undefined> {
+  // Loaded lazily so that machines without Docker never pay for (or trip over) testcontainers.
+  let tc: typeof import("testcontainers");
+  try {
+    tc = await import("testcontainers");
+  } catch {
+    return undefined;
+  }
+  try {
+    await tc.getContainerRuntimeClient();
+  } catch {
+    return undefined;
+  }
+  const container = await new tc.GenericContainer("nats:2.10-alpine")
+    // An empty command would fall back to the image's config file, so pass an explicit flag.
+    .withCommand(jetstream ? ["-js"] : ["-p", "4222"])
+    .withExposedPorts(4222)
+    .withWaitStrategy(tc.Wait.forLogMessage(/Server is ready/))
+    .start();
+  const url = `nats://${container.getHost()}:${container.getMappedPort(4222)}`;
+  const unsupported = (what: string) => () =>
+    Promise.reject(
+      new Error(
+        `NatsHandle.${what}() needs a nats-server process spawned by the testkit; this one runs in a container (install nats-server locally to get a process)`,
+      ),
+    );
+  let stopped = false;
+  return {
+    url,
+    kind: "container",
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await container.stop();
+    },
+    restart: unsupported("restart"),
+    kill: unsupported("kill"),
+  };
+}
+
+/** A running nats-server child with its captured output. */
+interface Launched {
+  child: ChildProcess;
+  output(): string;
+  spawnError(): Error | undefined;
+}
+
+class AddressInUseError extends Error {}
+
+function launch(binary: string, port: number, storeDir: string, jetstream: boolean): Launched {
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-sd", storeDir];
+  if (jetstream) args.push("-js");
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  let error: Error | undefined;
+  const append = (chunk: string) => {
+    output += chunk;
+    if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
+  };
+  child.stdout?.setEncoding("utf8").on("data", append);
+  child.stderr?.setEncoding("utf8").on("data", append);
+  // Without a listener a failed spawn (EACCES, ENOENT) would crash the test process.
+  child.on("error", (err) => {
+    error = err;
+    append(`\n[spawn error] ${err.message}\n`);
+  });
+  return { child, output: () => output, spawnError: () => error };
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Succeeds once the server accepts a client and, when asked, answers a JetStream API call. */
+async function probe(url: string, jetstream: boolean): Promise<void> {
+  const nc = await connect({
+    servers: url,
+    reconnect: false,
+    timeout: 1_000,
+    name: "testkit-probe",
+  });
+  try {
+    await nc.flush();
+    if (jetstream) {
+      // JetStream finishes recovering its store after the client port opens; account info is
+      // the cheapest call that only succeeds once it is really serving.
+      const reply = await nc.request("$JS.API.INFO", "", { timeout: 1_000 });
+      const info = reply.json<{ error?: { code?: number; description?: string } }>();
+      if (info.error) {
+        throw new Error(`JetStream not ready: ${info.error.description ?? info.error.code}`);
+      }
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+async function waitReady(launched: Launched, url: string, jetstream: boolean): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    const spawnError = launched.spawnError();
+    if (spawnError || hasExited(launched.child)) {
+      const out = launched.output();
+      if (/address already in use/i.test(out)) throw new AddressInUseError(out);
+      throw new Error(
+        `nats-server exited before it was ready (code ${launched.child.exitCode}, signal ${launched.child.signalCode}). Its output:\n${out}`,
+      );
+    }
+    try {
+      await probe(url, jetstream);
+      return;
+    } catch (err) {
+      lastError = err;
+    }
+    await sleep(100);
+  }
+  killHard(launched.child);
+  const reason = lastError instanceof Error ? lastError.message : String(lastError);
+  throw new Error(
+    `nats-server at ${url} was not ready within ${READY_TIMEOUT_MS} ms (last probe: ${reason}). Its output:\n${launched.output()}`,
+  );
+}
+
+function waitExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (hasExited(child)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const onExit = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      child.off("exit", onExit);
+      resolve(false);
+    }, timeoutMs);
+    child.once("exit", onExit);
+  });
+}
+
+async function terminate(child: ChildProcess): Promise<void> {
+  if (hasExited(child)) return;
+  child.kill("SIGTERM");
+  if (await waitExit(child, STOP_GRACE_MS)) return;
+  killHard(child);
+  await waitExit(child, STOP_GRACE_MS);
+}
+
+/** Options for {@link spawnNatsServer}. */
+export interface SpawnNatsOptions {
+  /** Enable JetStream. Default true. */
+  jetstream?: boolean;
+  /** Port to listen on; default a free one. A fixed port that is taken is an error. */
+  port?: number;
+  /** A JetStream store to keep; default a temporary one, removed on stop. */
+  storeDir?: string;
+}
+
+/**
+ * Runs a nats-server process on 127.0.0.1 and resolves once it serves. Used by the tests (free
+ * port, temporary store) and by the local runner (fixed port, a data folder that persists).
+ */
+export async function spawnNatsServer(
+  binary: string,
+  options: SpawnNatsOptions = {},
+): Promise<NatsHandle> {
+  const jetstream = options.jetstream ?? true;
+  const temporary = options.storeDir === undefined;
+  const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), "handoff-nats-")));
+  let current: Launched | undefined;
+  let stopped = false;
+  let port = options.port ?? 0;
+
+  const removeStore = async () => {
+    if (temporary) await rm(storeDir, { recursive: true, force: true, maxRetries: 5 });
+  };
+  const unregister = onProcessExit(() => {
+    if (current) killHard(current.child);
+    if (!temporary) return;
+    try {
+      rmSync(storeDir, { recursive: true, force: true });
+    } catch {
+      // Best effort: the server may still hold files for a moment after SIGKILL.
+    }
+  });
+
+  /** Starts the server on `port` and waits until it serves; retries while the port is busy. */
+  const boot = async (pickNewPortOnConflict: boolean): Promise<void> => {
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (let attempt = 1; ; attempt++) {
+      const launched = launch(binary, port, storeDir, jetstream);
+      current = launched;
+      try {
+        await waitReady(launched, `nats://127.0.0.1:${port}`, jetstream);
+        return;
+      } catch (err) {
+        current = undefined;
+        killHard(launched.child);
+        // freePort() can lose a race with another process, and a restart can briefly find
+        // the old socket still bound; both heal with another attempt.
+        if (!(err instanceof AddressInUseError) || attempt >= 10 || Date.now() > deadline) {
+          throw err instanceof AddressInUseError
+            ? new Error(`nats-server could not bind port ${port}. Its output:\n${err.message}`)
+            : err;
+        }
+        if (pickNewPortOnConflict) port = await freePort();
+        else await sleep(250);
+      }
+    }
+  };
+
+  try {
+    if (options.port === undefined) port = await freePort();
+    await boot(options.port === undefined);
+  } catch (err) {
+    unregister();
+    await removeStore();
+    throw err;
+  }
+
+  const requireRunning = (what: string) => {
+    if (stopped) throw new Error(`NatsHandle.${what}() called after stop()`);
+  };
+
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    kind: "process",
+    storeDir,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      const launched = current;
+      current = undefined;
+      if (launched) await terminate(launched.child);
+      unregister();
+      await removeStore();
+    },
+    async restart() {
+      requireRunning("restart");
+      const launched = current;
+      current = undefined;
+      if (launched) await terminate(launched.child);
+      await boot(false);
+    },
+    async kill() {
+      requireRunning("kill");
+      const launched = current;
+      current = undefined;
+      if (!launched) return;
+      killHard(launched.child);
+      await waitExit(launched.child, STOP_GRACE_MS);
+    },
+  };
+}

@@ -1,0 +1,127 @@
+import type { JobInput, RouteDecision } from "@handoff/contracts";
+
+/** What the rules strategy concluded, and the evidence. */
+export interface Classification {
+  decision: RouteDecision;
+  confidence: number;
+  reason: string;
+  /** Names of the signals that fired, e.g. `heavy:proof`, `tools:arithmetic`. */
+  signals: string[];
+  /** Whether tools are likely useful, even on the heavy route. */
+  wantsTools: boolean;
+}
+
+interface Signal {
+  name: string;
+  weight: number;
+  test: (text: string, input: JobInput) => boolean;
+}
+
+const words = (pattern: string) => new RegExp(`\\b(?:${pattern})\\b`, "i");
+
+/** Evidence that the request needs the frontier model. */
+const HEAVY: Signal[] = [
+  {
+    name: "proof",
+    weight: 2,
+    test: (t) => words("prove|proof|theorem|lemma|derive|derivation").test(t),
+  },
+  { name: "step-by-step", weight: 1, test: (t) => /step[- ]by[- ]step|rigorous(?:ly)?/i.test(t) },
+  {
+    name: "analysis",
+    weight: 1,
+    test: (t) => words("analy[sz]e|analysis|trade-?offs?|evaluate|critique|compare").test(t),
+  },
+  {
+    name: "design",
+    weight: 2,
+    test: (t) =>
+      /\b(?:design|architect)\b.{0,40}\b(?:system|service|schema|api|architecture)\b/i.test(t),
+  },
+  {
+    name: "code",
+    weight: 1,
+    test: (t) => /```|\bfunction\s*\(|\b(?:refactor|debug|implement)\b/i.test(t),
+  },
+  { name: "long-prompt", weight: 1, test: (t) => t.length > 1_200 },
+  { name: "many-questions", weight: 1, test: (t) => (t.match(/\?/g)?.length ?? 0) >= 3 },
+];
+
+/** Evidence that a tool (calculator, clock, or one of the client's) answers it best. */
+const TOOLS: Signal[] = [
+  { name: "arithmetic", weight: 2, test: (t) => /\d\s*(?:[-+*/^%×÷]|\*\*)\s*[(\d]/.test(t) },
+  {
+    name: "calculation",
+    weight: 1,
+    test: (t) =>
+      words("calculate|compute|evaluate the expression|square root|percent(?:age)? of").test(t),
+  },
+  {
+    name: "time",
+    weight: 2,
+    test: (t) =>
+      /\bwhat(?:'s| is)? (?:the )?(?:current )?(?:time|date|day)\b|\btime is it\b|\btoday'?s date\b/i.test(
+        t,
+      ),
+  },
+  { name: "client-tools", weight: 2, test: (_t, input) => input.tools.length > 0 },
+];
+
+function fired(signals: Signal[], text: string, input: JobInput) {
+  const hits = signals.filter((s) => s.test(text, input));
+  return { hits, score: hits.reduce((sum, s) => sum + s.weight, 0) };
+}
+
+function lastUserText(input: JobInput): string {
+  for (let i = input.messages.length - 1; i >= 0; i--) {
+    const m = input.messages[i];
+    if (m?.role === "user") return m.content;
+  }
+  return "";
+}
+
+/**
+ * The `rules` strategy: keyword and shape signals on the latest user message, weighed. It costs
+ * no model call, so the classifier stays the cheapest hop. Heavy needs a score of 2 (one strong
+ * signal or two weak ones); tools need one tool signal; everything else is light.
+ */
+export function classifyByRules(input: JobInput): Classification {
+  const text = lastUserText(input);
+  const heavy = fired(HEAVY, text, input);
+  const tools = fired(TOOLS, text, input);
+  const signals = [
+    ...heavy.hits.map((s) => `heavy:${s.name}`),
+    ...tools.hits.map((s) => `tools:${s.name}`),
+  ];
+  const wantsTools = tools.score > 0;
+
+  if (heavy.score >= 2) {
+    return {
+      decision: "heavy",
+      confidence: Math.min(0.95, 0.55 + 0.1 * heavy.score),
+      reason: `heavy signals ${heavy.hits.map((s) => s.name).join(", ")} (score ${heavy.score})`,
+      signals,
+      wantsTools,
+    };
+  }
+  if (wantsTools) {
+    return {
+      decision: "tools",
+      confidence: Math.min(0.95, 0.6 + 0.1 * tools.score - 0.1 * heavy.score),
+      reason: `tool signals ${tools.hits.map((s) => s.name).join(", ")} (score ${tools.score})`,
+      signals,
+      wantsTools,
+    };
+  }
+  return {
+    decision: "light",
+    // Short, plain requests are the safest light calls; a weak heavy signal lowers confidence.
+    confidence: Math.max(0.5, (text.length < 300 ? 0.85 : 0.7) - 0.15 * heavy.score),
+    reason:
+      heavy.score > 0
+        ? `weak heavy signal ${heavy.hits.map((s) => s.name).join(", ")} below threshold`
+        : "no heavy or tool signals",
+    signals,
+    wantsTools,
+  };
+}

@@ -1,0 +1,92 @@
+import type { HandoffConfig } from "@handoff/config";
+import type { JobEnvelope, Stage } from "@handoff/contracts";
+import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
+import { jobResult, ModelRouter } from "@handoff/providers";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { trace } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import { type Classification, classifyByRules } from "./rules.js";
+
+export interface ClassifierDeps {
+  nc: NatsConnection;
+  config: HandoffConfig;
+  logger: Logger;
+  version: string;
+  concurrency: number;
+  router?: ModelRouter;
+}
+
+/** The stages after the classifier for each decision: the route, as data. */
+export function planFor(classification: Classification): Stage[] {
+  switch (classification.decision) {
+    case "light":
+      return ["classifier"];
+    case "tools":
+      return ["classifier", "tool-executor"];
+    case "heavy":
+      return classification.wantsTools
+        ? ["classifier", "tool-executor", "heavy-reasoner"]
+        : ["classifier", "heavy-reasoner"];
+  }
+}
+
+/**
+ * The classifier's handler: decide the route, write it on the envelope, and answer light
+ * requests with the light model right here, saving two hops.
+ */
+export function classifierHandler(router: ModelRouter) {
+  return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
+    const classification = classifyByRules(envelope.input);
+    envelope.route = {
+      decision: classification.decision,
+      strategy: "rules",
+      confidence: classification.confidence,
+      reason: classification.reason,
+    };
+    envelope.plan = planFor(classification);
+    envelope.enrichments.push({
+      kind: "classification",
+      stage: "classifier",
+      signals: classification.signals,
+    });
+    trace.getActiveSpan()?.setAttributes({
+      "handoff.route.decision": classification.decision,
+      "handoff.route.strategy": "rules",
+      "handoff.route.confidence": classification.confidence,
+      "handoff.route.reason": classification.reason,
+      "handoff.route.plan": envelope.plan.join(","),
+    });
+    ctx.logger.info({ route: envelope.route, plan: envelope.plan }, "classified");
+
+    if (classification.decision === "light") {
+      const { input } = envelope;
+      const call = await router.chat(
+        "light",
+        {
+          messages: input.messages,
+          tools: input.tools,
+          ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
+          params: input.params,
+        },
+        { stage: "classifier", signal: ctx.signal },
+      );
+      envelope.usage.push(call.usage);
+      envelope.result = jobResult("classifier", call);
+    }
+    return envelope;
+  };
+}
+
+export function createClassifierService(deps: ClassifierDeps): MeshService {
+  const router = deps.router ?? new ModelRouter(deps.config);
+  return createStageService({
+    nc: deps.nc,
+    stage: "classifier",
+    version: deps.version,
+    description: "Decides each job's route (light, tools or heavy); answers light jobs itself",
+    handler: classifierHandler(router),
+    logger: deps.logger,
+    limits: meshLimits(deps.config.limits),
+    concurrency: deps.concurrency,
+  });
+}

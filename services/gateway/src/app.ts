@@ -1,0 +1,57 @@
+import type { HandoffConfig } from "@handoff/config";
+import { HandoffError } from "@handoff/contracts";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { errorBody, toHandoffError } from "./errors.js";
+import type { JobClient } from "./job-client.js";
+import { registerChatCompletions } from "./routes/chat-completions.js";
+import { registerHealth } from "./routes/health.js";
+import { registerJobs } from "./routes/jobs.js";
+import { registerTracing } from "./tracing.js";
+
+export interface AppDeps {
+  jobs: JobClient;
+  config: HandoffConfig;
+  logger: Logger;
+  /** Ready to take jobs: NATS connected, streams in place. */
+  ready: () => boolean;
+}
+
+/** The gateway's HTTP app. Builds, never listens: `main.ts` listens, tests use `inject()`. */
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app: FastifyInstance = Fastify({
+    // pino is fastify's own logger; only the generic parameters differ.
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: deps.config.limits.max_body_bytes,
+    disableRequestLogging: false,
+  });
+
+  registerTracing(app);
+
+  app.setErrorHandler((error, request, reply) => {
+    const handoffError = toHandoffError(error);
+    if (handoffError.status >= 500) request.log.error({ err: error }, handoffError.message);
+    else
+      request.log.info(
+        { code: handoffError.code, issues: handoffError.issues },
+        handoffError.message,
+      );
+    const traceId = request.otelSpan?.spanContext().traceId;
+    return reply
+      .status(handoffError.status)
+      .send(errorBody(handoffError, traceId ? { trace_id: traceId } : {}));
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const error = new HandoffError(
+      "HANDOFF_ERR_NOT_FOUND",
+      `no route ${request.method} ${request.url}`,
+    );
+    return reply.status(404).send(errorBody(error));
+  });
+
+  registerHealth(app, deps.ready);
+  registerChatCompletions(app, { jobs: deps.jobs, config: deps.config });
+  registerJobs(app, deps.jobs);
+  return app;
+}

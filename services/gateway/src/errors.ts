@@ -1,0 +1,77 @@
+import { type ErrorBody, ErrorCodes, HandoffError } from "@handoff/contracts";
+
+interface FastifyLikeError {
+  code?: string;
+  statusCode?: number;
+  message: string;
+}
+
+/** Maps fastify's own request errors (body limit, bad JSON, media type) onto Handoff's codes. */
+export function toHandoffError(error: unknown): HandoffError {
+  if (error instanceof HandoffError) return error;
+  const e = error as FastifyLikeError;
+  switch (e.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new HandoffError(
+        "HANDOFF_ERR_BODY_TOO_LARGE",
+        `request body is larger than the limit: ${e.message}`,
+        {
+          cause: error,
+        },
+      );
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return new HandoffError("HANDOFF_ERR_MEDIA_TYPE", "request body must be application/json", {
+        cause: error,
+      });
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return new HandoffError(
+        "HANDOFF_ERR_VALIDATION",
+        "request body is empty; send a JSON object",
+        {
+          cause: error,
+          issues: [{ path: "(root)", message: "empty body" }],
+        },
+      );
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+      return new HandoffError(
+        "HANDOFF_ERR_VALIDATION",
+        `request body is not valid JSON: ${e.message}`,
+        {
+          cause: error,
+          issues: [{ path: "(root)", message: e.message }],
+        },
+      );
+  }
+  if (e.statusCode === 400 && error instanceof SyntaxError) {
+    return new HandoffError(
+      "HANDOFF_ERR_VALIDATION",
+      `request body is not valid JSON: ${e.message}`,
+      {
+        cause: error,
+        issues: [{ path: "(root)", message: e.message }],
+      },
+    );
+  }
+  if (typeof e.statusCode === "number" && e.statusCode >= 400 && e.statusCode < 500) {
+    return new HandoffError("HANDOFF_ERR_VALIDATION", e.message, { cause: error });
+  }
+  return HandoffError.from(error);
+}
+
+/** OpenAI's error body: `{ error: { message, type, param, code } }`, plus the issue list. */
+export function errorBody(
+  error: HandoffError,
+  extra: { job_id?: string; trace_id?: string } = {},
+): ErrorBody {
+  const param = error.issues?.[0]?.path;
+  return {
+    error: {
+      message: error.message,
+      type: ErrorCodes[error.code].type,
+      param: param && param !== "(root)" ? param : null,
+      code: error.code,
+      ...(error.issues ? { issues: error.issues } : {}),
+      ...extra,
+    },
+  };
+}

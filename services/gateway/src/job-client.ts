@@ -1,0 +1,89 @@
+import {
+  HandoffError,
+  isTerminal,
+  type JobEnvelope,
+  JobRecord,
+  Subjects,
+} from "@handoff/contracts";
+import { JobStore, publishJob, recordFromEnvelope } from "@handoff/mesh";
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/nats-core";
+
+export interface JobClientOptions {
+  /** How often a waiting request checks the job record, in case it missed the live result. */
+  pollIntervalMs?: number;
+}
+
+/**
+ * Submits jobs to the mesh and waits for their outcome: the live result on
+ * `handoff.v1.results.<jobId>` (core NATS, fast), backed by the KV record (durable), so a result
+ * published while this gateway was reconnecting is still found.
+ */
+export class JobClient {
+  readonly store: JobStore;
+  readonly #js: JetStreamClient;
+  readonly #pollMs: number;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    kv: KV,
+    options: JobClientOptions = {},
+  ) {
+    this.store = new JobStore(kv);
+    this.#js = jetstream(nc);
+    this.#pollMs = options.pollIntervalMs ?? 2_000;
+  }
+
+  /** Records the job as queued and publishes it to the first stage of its plan. */
+  async submit(envelope: JobEnvelope, traceId: string | undefined): Promise<void> {
+    const first = envelope.plan[0];
+    if (!first) throw new HandoffError("HANDOFF_ERR_INTERNAL", "job has an empty plan");
+    await this.store.save(recordFromEnvelope(envelope, "queued", traceId, first));
+    await publishJob(this.#js, envelope, first);
+  }
+
+  /**
+   * Submits and waits until the job finishes or its deadline passes. Resolves to the terminal
+   * record, or undefined at the deadline: the job may still finish later, and its record will say.
+   */
+  async run(envelope: JobEnvelope, traceId: string | undefined): Promise<JobRecord | undefined> {
+    // Subscribe before publishing, so even the fastest answer cannot slip past.
+    const sub = this.nc.subscribe(Subjects.result(envelope.id), { max: 1 });
+    const deadline = Date.parse(envelope.budget.deadline);
+    let timer: NodeJS.Timeout | undefined;
+    let poller: NodeJS.Timeout | undefined;
+    try {
+      await this.submit(envelope, traceId);
+      return await new Promise<JobRecord | undefined>((resolve, reject) => {
+        timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+        poller = setInterval(() => {
+          this.store.get(envelope.id).then(
+            (record) => {
+              if (record && isTerminal(record.status)) resolve(record);
+            },
+            () => undefined, // A failed poll is retried on the next tick; the live path goes on.
+          );
+        }, this.#pollMs);
+        void (async () => {
+          for await (const msg of sub) {
+            const parsed = JobRecord.safeParse(msg.json());
+            if (parsed.success) resolve(parsed.data);
+            else
+              reject(
+                HandoffError.validation(
+                  `result for job ${envelope.id}`,
+                  parsed.error,
+                  "HANDOFF_ERR_INVALID_MESSAGE",
+                ),
+              );
+          }
+        })().catch(reject);
+      });
+    } finally {
+      clearTimeout(timer);
+      clearInterval(poller);
+      sub.unsubscribe();
+    }
+  }
+}

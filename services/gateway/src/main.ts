@@ -1,0 +1,44 @@
+import { loadConfig } from "@handoff/config";
+import { connectNats, envInt, onShutdown, packageVersion } from "@handoff/mesh";
+import { createLogger, startTelemetry } from "@handoff/telemetry";
+import { createGateway } from "./service.js";
+
+const NAME = "gateway";
+
+async function main(): Promise<void> {
+  // 1. Config: HANDOFF_CONFIG, or the built-in sim profile.
+  const { config, source } = await loadConfig();
+  // 2. Telemetry and logs.
+  const version = packageVersion(import.meta.url);
+  const telemetry = startTelemetry({ serviceName: NAME, serviceVersion: version });
+  const logger = createLogger(NAME);
+  logger.info({ config: source, version }, "starting");
+  // 3. NATS.
+  const nc = await connectNats({
+    servers: process.env.NATS_URL,
+    name: NAME,
+    logger,
+    waitOnFirstConnect: true,
+  });
+  // 4. The service.
+  const gateway = createGateway({
+    nc,
+    config,
+    logger,
+    version,
+    host: process.env.HOST?.trim() || "0.0.0.0",
+    port: envInt(process.env, "PORT", 8080),
+  });
+  await gateway.start();
+  // 5. Drain on SIGTERM/SIGINT: finish in-flight requests, then leave NATS.
+  onShutdown(async () => {
+    await gateway.stop();
+    await nc.drain();
+    await telemetry.shutdown();
+  }, logger);
+}
+
+main().catch((error: unknown) => {
+  console.error(`${NAME} failed to start:`, error);
+  process.exit(1);
+});

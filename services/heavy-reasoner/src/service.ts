@@ -1,0 +1,51 @@
+import type { HandoffConfig } from "@handoff/config";
+import type { JobEnvelope } from "@handoff/contracts";
+import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
+import { jobResult, ModelRouter } from "@handoff/providers";
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Logger } from "pino";
+import { contextMessage } from "./context.js";
+
+export interface HeavyReasonerDeps {
+  nc: NatsConnection;
+  config: HandoffConfig;
+  logger: Logger;
+  version: string;
+  concurrency: number;
+  router?: ModelRouter;
+}
+
+/** The heavy-reasoner's handler: the frontier model, given everything the earlier hops found. */
+export function heavyReasonerHandler(router: ModelRouter) {
+  return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
+    const { input } = envelope;
+    const context = contextMessage(envelope);
+    const call = await router.chat(
+      "heavy",
+      {
+        messages: context ? [context, ...input.messages] : input.messages,
+        tools: input.tools,
+        ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
+        params: input.params,
+      },
+      { stage: "heavy-reasoner", signal: ctx.signal },
+    );
+    envelope.usage.push(call.usage);
+    envelope.result = jobResult("heavy-reasoner", call);
+    return envelope;
+  };
+}
+
+export function createHeavyReasonerService(deps: HeavyReasonerDeps): MeshService {
+  const router = deps.router ?? new ModelRouter(deps.config);
+  return createStageService({
+    nc: deps.nc,
+    stage: "heavy-reasoner",
+    version: deps.version,
+    description: "Answers complex jobs with the heavy model, using earlier hops' enrichments",
+    handler: heavyReasonerHandler(router),
+    logger: deps.logger,
+    limits: meshLimits(deps.config.limits),
+    concurrency: deps.concurrency,
+  });
+}

@@ -1,0 +1,108 @@
+import type { HandoffConfig } from "@handoff/config";
+import type { JobEnvelope } from "@handoff/contracts";
+import { nextStage } from "@handoff/contracts";
+import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
+import { ModelRouter } from "@handoff/providers";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { trace } from "@opentelemetry/api";
+import type { Logger } from "pino";
+import { runToolLoop } from "./tool-loop.js";
+import { createBuiltinRegistry, type ToolRegistry } from "./tools/index.js";
+
+export interface ToolExecutorDeps {
+  nc: NatsConnection;
+  config: HandoffConfig;
+  logger: Logger;
+  version: string;
+  concurrency: number;
+  router?: ModelRouter;
+  registry?: ToolRegistry;
+}
+
+/**
+ * The tool-executor's handler: run the tool loop with the mid-tier model. It answers the job, or,
+ * when the route continues to the heavy-reasoner or the loop ran out of steps, hands its tool
+ * results and draft up as enrichments.
+ */
+export function toolExecutorHandler(router: ModelRouter, registry: ToolRegistry, maxSteps: number) {
+  return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
+    const { input } = envelope;
+    const outcome = await runToolLoop({
+      router,
+      registry,
+      messages: input.messages,
+      clientTools: input.tools,
+      ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
+      params: input.params,
+      maxSteps,
+      signal: ctx.signal,
+    });
+    envelope.usage.push(...outcome.usage);
+    envelope.enrichments.push({
+      kind: "tool_results",
+      stage: "tool-executor",
+      runs: outcome.runs,
+      steps: outcome.steps,
+    });
+    const span = trace.getActiveSpan();
+    span?.setAttributes({
+      "handoff.tool.steps": outcome.steps,
+      "handoff.tool.runs": outcome.runs.length,
+    });
+
+    const { message, finishReason, model } = outcome.last;
+    const provider = outcome.usage.at(-1)?.provider ?? "unknown";
+    if (outcome.kind === "client_tools") {
+      envelope.result = {
+        message,
+        finish_reason: "tool_calls",
+        stage: "tool-executor",
+        provider,
+        model,
+      };
+      return envelope;
+    }
+
+    const escalate =
+      outcome.kind === "exhausted"
+        ? `the tool loop reached its limit of ${maxSteps} steps`
+        : nextStage(envelope.plan, "tool-executor") === "heavy-reasoner"
+          ? "the route sends this job to the heavy tier"
+          : undefined;
+    if (escalate) {
+      if (!envelope.plan.includes("heavy-reasoner")) envelope.plan.push("heavy-reasoner");
+      envelope.enrichments.push({
+        kind: "draft",
+        stage: "tool-executor",
+        content: message.content ?? "",
+        reason: escalate,
+      });
+      span?.setAttribute("handoff.escalation", escalate);
+      ctx.logger.info({ reason: escalate }, "handing up to heavy-reasoner");
+      return envelope;
+    }
+    envelope.result = {
+      message,
+      finish_reason: finishReason,
+      stage: "tool-executor",
+      provider,
+      model,
+    };
+    return envelope;
+  };
+}
+
+export function createToolExecutorService(deps: ToolExecutorDeps): MeshService {
+  const router = deps.router ?? new ModelRouter(deps.config);
+  const registry = deps.registry ?? createBuiltinRegistry();
+  return createStageService({
+    nc: deps.nc,
+    stage: "tool-executor",
+    version: deps.version,
+    description: "Runs the mid-tier model with a tool loop; answers or hands up to heavy",
+    handler: toolExecutorHandler(router, registry, deps.config.limits.max_tool_steps),
+    logger: deps.logger,
+    limits: meshLimits(deps.config.limits),
+    concurrency: deps.concurrency,
+  });
+}

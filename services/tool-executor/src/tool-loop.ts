@@ -1,0 +1,127 @@
+import type {
+  ChatParams,
+  Message,
+  ToolCall,
+  ToolChoice,
+  ToolDefinition,
+  ToolRun,
+  Usage,
+} from "@handoff/contracts";
+import type { ChatResult, ModelRouter } from "@handoff/providers";
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import type { ToolRegistry } from "./tools/index.js";
+
+const tracer = trace.getTracer("@handoff/tool-executor");
+
+export interface ToolLoopInput {
+  router: ModelRouter;
+  registry: ToolRegistry;
+  messages: readonly Message[];
+  /** Tools the client defined: calls to them go back to the client, unrun. */
+  clientTools: readonly ToolDefinition[];
+  toolChoice?: ToolChoice;
+  params?: ChatParams;
+  maxSteps: number;
+  signal: AbortSignal;
+  now?: () => Date;
+}
+
+export type ToolLoopOutcome =
+  /** The model answered. */
+  | { kind: "answer"; last: ChatResult; usage: Usage[]; runs: ToolRun[]; steps: number }
+  /** The model called a client-defined tool: the client runs it and continues the chat. */
+  | { kind: "client_tools"; last: ChatResult; usage: Usage[]; runs: ToolRun[]; steps: number }
+  /** The step limit came before an answer. */
+  | { kind: "exhausted"; last: ChatResult; usage: Usage[]; runs: ToolRun[]; steps: number };
+
+const SYSTEM_PROMPT =
+  "You are the tool-using tier of a model mesh. Use the tools when they give a more exact answer " +
+  "than you can (arithmetic, the current time); then answer briefly, citing the tool results.";
+
+/**
+ * The tool loop: ask the mid-tier model, run the tools it calls, feed the results back, until it
+ * answers or the step limit is reached. Built-in tools run here, each in an `execute_tool` span;
+ * a call to a client-defined tool ends the loop and goes back to the client, as OpenAI does.
+ */
+export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome> {
+  const builtin = input.registry.definitions();
+  const clientNames = new Set(input.clientTools.map((t) => t.function.name));
+  const tools = [...builtin.filter((t) => !clientNames.has(t.function.name)), ...input.clientTools];
+  const messages: Message[] = [{ role: "system", content: SYSTEM_PROMPT }, ...input.messages];
+  const usage: Usage[] = [];
+  const runs: ToolRun[] = [];
+
+  for (let step = 1; ; step++) {
+    const call = await input.router.chat(
+      "mid",
+      {
+        messages,
+        tools,
+        // A forced tool choice applies to the first turn only, or the model could never answer.
+        ...(input.toolChoice && step === 1 ? { toolChoice: input.toolChoice } : {}),
+        ...(input.params ? { params: input.params } : {}),
+      },
+      { stage: "tool-executor", signal: input.signal },
+    );
+    usage.push(call.usage);
+    const last = call.result;
+    const calls = last.message.tool_calls ?? [];
+    if (calls.length === 0) return { kind: "answer", last, usage, runs, steps: step };
+
+    const forClient = calls.filter((c) => clientNames.has(c.function.name));
+    if (forClient.length > 0) {
+      // Built-in calls in the same turn are dropped: the client cannot run them, and the model
+      // will ask again once the client's results come back.
+      const message = { ...last.message, tool_calls: forClient };
+      return { kind: "client_tools", last: { ...last, message }, usage, runs, steps: step };
+    }
+
+    messages.push(last.message);
+    for (const toolCall of calls) {
+      const run = await executeTool(input.registry, toolCall, input.signal, input.now);
+      runs.push(run);
+      messages.push({ role: "tool", tool_call_id: toolCall.id, content: run.output });
+    }
+    if (step >= input.maxSteps) return { kind: "exhausted", last, usage, runs, steps: step };
+  }
+}
+
+async function executeTool(
+  registry: ToolRegistry,
+  call: ToolCall,
+  signal: AbortSignal,
+  now: () => Date = () => new Date(),
+): Promise<ToolRun> {
+  return tracer.startActiveSpan(
+    `execute_tool ${call.function.name}`,
+    {
+      kind: SpanKind.INTERNAL,
+      attributes: {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": call.function.name,
+        "gen_ai.tool.call.id": call.id,
+        "gen_ai.tool.type": "function",
+      },
+    },
+    async (span) => {
+      const started = performance.now();
+      try {
+        const outcome = await registry.execute(call, { signal, now });
+        if (outcome.error !== undefined) {
+          span.setAttribute("error.type", "tool_error");
+          span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error });
+        }
+        return {
+          id: call.id,
+          name: call.function.name,
+          arguments: call.function.arguments,
+          output: outcome.output,
+          ...(outcome.error !== undefined ? { error: outcome.error } : {}),
+          latency_ms: Math.round(performance.now() - started),
+        };
+      } finally {
+        span.end();
+      }
+    },
+  );
+}

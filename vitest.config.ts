@@ -1,0 +1,49 @@
+import { readdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { defineConfig } from "vitest/config";
+
+// Tests run against the TypeScript sources of the libs, not their build output.
+const libsDir = fileURLToPath(new URL("./libs", import.meta.url));
+const alias = Object.fromEntries(
+  readdirSync(libsDir).map((name) => [`@handoff/${name}`, `${libsDir}/${name}/src/index.ts`]),
+);
+
+export default defineConfig({
+  resolve: { alias },
+  test: {
+    projects: [
+      {
+        resolve: { alias },
+        test: {
+          name: "unit",
+          include: [
+            "libs/*/src/**/*.test.ts",
+            "services/*/src/**/*.test.ts",
+            "cli/src/**/*.test.ts",
+            "deploy/**/*.test.ts",
+          ],
+        },
+      },
+      {
+        resolve: { alias },
+        test: {
+          name: "integration",
+          include: ["test/integration/**/*.test.ts"],
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        resolve: { alias },
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          // The suites spawn whole meshes of processes; one at a time keeps a 2-core box honest.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
