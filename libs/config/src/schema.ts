@@ -57,6 +57,11 @@ export const Limits = z.object({
 });
 export type Limits = z.infer<typeof Limits>;
 
+export const JetStreamSettings = z.object({
+  /** Copies of each stream and bucket across a NATS cluster: 3 in production, 1 on one server. */
+  replicas: z.number().int().min(1).max(5).default(1),
+});
+
 export const HandoffConfig = z.object({
   tiers: z.object({
     light: TierDeployments,
@@ -65,6 +70,7 @@ export const HandoffConfig = z.object({
   }),
   routing: Routing.default({ strategy: "rules" }),
   limits: Limits.default(Limits.parse({})),
+  jetstream: JetStreamSettings.default({ replicas: 1 }),
 });
 export type HandoffConfig = z.infer<typeof HandoffConfig>;
 export type HandoffConfigInput = z.input<typeof HandoffConfig>;

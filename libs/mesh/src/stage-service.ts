@@ -11,6 +11,7 @@ export interface MeshLimits {
   ackWaitMs: number;
   maxDeliveries: number;
   maxHops: number;
+  replicas?: number;
 }
 
 export interface StageServiceOptions {
@@ -83,15 +84,15 @@ export function createStageService(options: StageServiceOptions): MeshService {
   };
 }
 
-/** The mesh limits of a config's `limits` section. */
-export function meshLimits(limits: {
-  ack_wait_ms: number;
-  max_deliveries: number;
-  max_hops: number;
+/** The mesh settings of a config: its `limits` and `jetstream` sections. */
+export function meshLimits(config: {
+  limits: { ack_wait_ms: number; max_deliveries: number; max_hops: number };
+  jetstream: { replicas: number };
 }): MeshLimits {
   return {
-    ackWaitMs: limits.ack_wait_ms,
-    maxDeliveries: limits.max_deliveries,
-    maxHops: limits.max_hops,
+    ackWaitMs: config.limits.ack_wait_ms,
+    maxDeliveries: config.limits.max_deliveries,
+    maxHops: config.limits.max_hops,
+    replicas: config.jetstream.replicas,
   };
 }

@@ -23,6 +23,8 @@ export interface TopologyOptions {
   jobRecordTtlMs?: number;
   /** Dead letters are kept this long. */
   deadLetterTtlMs?: number;
+  /** Stream and bucket replicas across a NATS cluster (1 on a single server). */
+  replicas?: number;
 }
 
 const MINUTE = 60_000;
@@ -48,7 +50,7 @@ export function jobStreamConfig(
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     duplicate_window: nanos(duplicateWindowMs(options)),
-    num_replicas: 1,
+    num_replicas: options.replicas ?? 1,
     description: "Handoff job envelopes, one subject per stage",
   };
 }
@@ -62,7 +64,7 @@ export function deadLetterStreamConfig(
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     max_age: nanos(options.deadLetterTtlMs ?? 14 * DAY),
-    num_replicas: 1,
+    num_replicas: options.replicas ?? 1,
     description: "Handoff payloads a stage could not process, with the reason",
   };
 }
@@ -115,6 +117,7 @@ export async function ensureTopology(
   await ensureStream(jsm, deadLetterStreamConfig(options));
   const jobs = await new Kvm(nc).create(Buckets.jobs, {
     history: 1,
+    replicas: options.replicas ?? 1,
     ttl: options.jobRecordTtlMs ?? DAY,
     description: "Handoff job records",
   });

@@ -76,8 +76,8 @@ export class ModelRouter {
       },
       async (span) => {
         const started = performance.now();
-        const signals = [AbortSignal.timeout(deployment.timeout_ms)];
-        if (ctx.signal) signals.push(ctx.signal);
+        const timeout = AbortSignal.timeout(deployment.timeout_ms);
+        const signals = ctx.signal ? [timeout, ctx.signal] : [timeout];
         try {
           const result = await model.chat(request, { signal: AbortSignal.any(signals) });
           const usage: Usage = {
@@ -94,7 +94,7 @@ export class ModelRouter {
           recordResult(span, result, usage);
           return { result, usage };
         } catch (error) {
-          const failure = asProviderError(error, deployment, ctx.signal);
+          const failure = asProviderError(error, deployment, ctx.signal, timeout);
           span.recordException(failure);
           span.setAttribute("error.type", failure.code);
           span.setStatus({ code: SpanStatusCode.ERROR, message: failure.message });
@@ -123,6 +123,7 @@ function asProviderError(
   error: unknown,
   deployment: Deployment,
   callerSignal: AbortSignal | undefined,
+  timeout: AbortSignal,
 ): HandoffError {
   if (error instanceof HandoffError) return error;
   const name = deploymentId(deployment);
@@ -131,7 +132,8 @@ function asProviderError(
       cause: error,
     });
   }
-  if (error instanceof DOMException && error.name === "TimeoutError") {
+  // Which signal fired says what happened, whatever error the adapter wrapped it in.
+  if (timeout.aborted) {
     return HandoffError.retryable(
       "HANDOFF_ERR_PROVIDER",
       `${name} did not answer within ${deployment.timeout_ms} ms`,

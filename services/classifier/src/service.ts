@@ -86,7 +86,7 @@ export function createClassifierService(deps: ClassifierDeps): MeshService {
     description: "Decides each job's route (light, tools or heavy); answers light jobs itself",
     handler: classifierHandler(router),
     logger: deps.logger,
-    limits: meshLimits(deps.config.limits),
+    limits: meshLimits(deps.config),
     concurrency: deps.concurrency,
   });
 }

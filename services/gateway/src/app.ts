@@ -26,6 +26,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     disableRequestLogging: false,
   });
 
+  // The API speaks JSON only: a text/plain body is a 415, not a string for the validator.
+  app.removeContentTypeParser("text/plain");
   registerTracing(app);
 
   app.setErrorHandler((error, request, reply) => {

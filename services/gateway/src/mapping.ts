@@ -115,7 +115,8 @@ export function completionFromRecord(record: JobRecord, traceId: string): ChatCo
       ...(record.route ? { decision: record.route } : {}),
       usage: record.usage,
       cost_usd: record.cost_usd,
-      trace_id: record.trace_id ?? traceId,
+      // The request's own trace: the one its SERVER span started and every hop continued.
+      trace_id: traceId || record.trace_id || "",
       simulated: record.usage.some((u) => u.simulated),
     },
   };

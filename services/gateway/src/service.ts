@@ -38,7 +38,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return app;
     },
     async start() {
-      const limits = meshLimits(deps.config.limits);
+      const limits = meshLimits(deps.config);
       const topology = await ensureTopology(deps.nc, limits);
       topologyReady = true;
       const jobs = new JobClient(deps.nc, topology.jobs);

@@ -45,7 +45,7 @@ export function createHeavyReasonerService(deps: HeavyReasonerDeps): MeshService
     description: "Answers complex jobs with the heavy model, using earlier hops' enrichments",
     handler: heavyReasonerHandler(router),
     logger: deps.logger,
-    limits: meshLimits(deps.config.limits),
+    limits: meshLimits(deps.config),
     concurrency: deps.concurrency,
   });
 }

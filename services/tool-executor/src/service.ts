@@ -102,7 +102,7 @@ export function createToolExecutorService(deps: ToolExecutorDeps): MeshService {
     description: "Runs the mid-tier model with a tool loop; answers or hands up to heavy",
     handler: toolExecutorHandler(router, registry, deps.config.limits.max_tool_steps),
     logger: deps.logger,
-    limits: meshLimits(deps.config.limits),
+    limits: meshLimits(deps.config),
     concurrency: deps.concurrency,
   });
 }

@@ -53,11 +53,21 @@ export function registerChatCompletions(app: FastifyInstance, deps: ChatRouteDep
       if (traceId) reply.header("x-handoff-trace-id", traceId);
       request.log.info({ job_id: envelope.id, timeout_ms: timeoutMs }, "job submitted");
 
+      // Failures after submission name the job, so the client can look it up later.
+      const fail = (error: HandoffError) =>
+        reply
+          .status(error.status)
+          .send(
+            errorBody(error, { job_id: envelope.id, ...(traceId ? { trace_id: traceId } : {}) }),
+          );
+
       const record = await deps.jobs.run(envelope, traceId || undefined);
       if (!record) {
-        throw new HandoffError(
-          "HANDOFF_ERR_DEADLINE",
-          `no answer within ${timeoutMs} ms; the job may still finish: GET /v1/jobs/${envelope.id}`,
+        return fail(
+          new HandoffError(
+            "HANDOFF_ERR_DEADLINE",
+            `no answer within ${timeoutMs} ms; the job may still finish: GET /v1/jobs/${envelope.id}`,
+          ),
         );
       }
       span?.setAttributes({
@@ -69,12 +79,7 @@ export function registerChatCompletions(app: FastifyInstance, deps: ChatRouteDep
       if (record.status === "failed" || !record.result) {
         const failure = record.error;
         const code = failure && isErrorCode(failure.code) ? failure.code : "HANDOFF_ERR_INTERNAL";
-        const error = new HandoffError(code, failure?.message ?? "the job ended without an answer");
-        return reply
-          .status(error.status)
-          .send(
-            errorBody(error, { job_id: envelope.id, ...(traceId ? { trace_id: traceId } : {}) }),
-          );
+        return fail(new HandoffError(code, failure?.message ?? "the job ended without an answer"));
       }
       return completionFromRecord(record, traceId);
     }),

@@ -1,0 +1,407 @@
+import {
+  type DeadLetter,
+  HandoffError,
+  isTerminal,
+  type JobEnvelope,
+  type JobRecord,
+  type Stage,
+  Streams,
+  Subjects,
+} from "@handoff/contracts";
+import {
+  createStageService,
+  ensureTopology,
+  JobStore,
+  publishJob,
+  type StageHandler,
+  StageRunner,
+  type Topology,
+} from "@handoff/mesh";
+import { type NatsHandle, startNats, testEnvelope, waitFor } from "@handoff/testkit";
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { Svcm } from "@nats-io/services";
+import { connect } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+
+const logger = pino({ level: "silent" });
+const limits = { ackWaitMs: 1_000, maxDeliveries: 3, maxHops: 8 };
+
+let nats: NatsHandle;
+let nc: NatsConnection;
+let js: JetStreamClient;
+let topology: Topology;
+let store: JobStore;
+const running: StageRunner[] = [];
+
+beforeAll(async () => {
+  nats = await startNats();
+  nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  js = jetstream(nc);
+  topology = await ensureTopology(nc, limits);
+  store = new JobStore(topology.jobs);
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await nats?.stop();
+});
+
+beforeEach(async () => {
+  for (const stream of [Streams.jobs, Streams.deadLetters])
+    await topology.jsm.streams.purge(stream);
+  for (const stage of ["classifier", "tool-executor", "heavy-reasoner"]) {
+    await topology.jsm.consumers.delete(Streams.jobs, stage).catch(() => false);
+  }
+});
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((r) => r.stop()));
+});
+
+async function startRunner(
+  stage: Stage,
+  handler: StageHandler,
+  extra: Partial<ConstructorParameters<typeof StageRunner>[0]> = {},
+): Promise<StageRunner> {
+  const runner = new StageRunner({
+    nc,
+    topology,
+    stage,
+    handler,
+    instance: `test-${stage}`,
+    logger,
+    limits,
+    concurrency: 4,
+    backoffMs: () => 100,
+    ...extra,
+  });
+  await runner.start();
+  running.push(runner);
+  return runner;
+}
+
+/** A handler that answers the job. */
+const answer: StageHandler = async (envelope, ctx) => ({
+  ...envelope,
+  result: {
+    message: { role: "assistant", content: `answered by ${ctx.stage}` },
+    finish_reason: "stop",
+    stage: ctx.stage,
+    provider: "test",
+    model: "test",
+  },
+});
+
+function finished(id: string, timeoutMs = 10_000): Promise<JobRecord> {
+  return waitFor(
+    async () => {
+      const record = await store.get(id);
+      return record && isTerminal(record.status) ? record : undefined;
+    },
+    { timeoutMs, intervalMs: 50, what: `job ${id} to finish` },
+  );
+}
+
+async function deadLetter(stage: Stage): Promise<DeadLetter> {
+  return waitFor(
+    async () => {
+      const msg = await topology.jsm.streams
+        .getMessage(Streams.deadLetters, { last_by_subj: Subjects.deadLetter(stage) })
+        .catch(() => null);
+      return msg ? msg.json<DeadLetter>() : undefined;
+    },
+    { timeoutMs: 10_000, intervalMs: 50, what: `a dead letter for ${stage}` },
+  );
+}
+
+async function pending(stage: Stage): Promise<{ waiting: number; unacked: number }> {
+  const info = await topology.jsm.consumers.info(Streams.jobs, stage);
+  return { waiting: info.num_pending, unacked: info.num_ack_pending };
+}
+
+describe("stage runner", () => {
+  it("forwards a job to the stage its plan names next, and that stage finishes it", async () => {
+    const seen: JobEnvelope[] = [];
+    await startRunner("classifier", async (envelope) => ({
+      ...envelope,
+      plan: ["classifier", "tool-executor"],
+    }));
+    await startRunner("tool-executor", async (envelope, ctx) => {
+      seen.push(envelope);
+      return answer(envelope, ctx);
+    });
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+
+    const record = await finished(job.id);
+    expect(record.status).toBe("succeeded");
+    expect(record.hops).toEqual(["classifier", "tool-executor"]);
+    expect(record.result?.message.content).toBe("answered by tool-executor");
+    // The tool-executor received the classifier's output, hop included.
+    expect(seen).toHaveLength(1);
+    expect(seen[0]?.hops.map((h) => h.stage)).toEqual(["classifier"]);
+    // Everything was acked: nothing waits and nothing is outstanding.
+    await waitFor(async () => {
+      const a = await pending("classifier");
+      const b = await pending("tool-executor");
+      return a.unacked + a.waiting + b.unacked + b.waiting === 0 ? true : undefined;
+    });
+    const stream = await topology.jsm.streams.info(Streams.jobs);
+    expect(stream.state.messages).toBe(0);
+  });
+
+  it("terminates an invalid payload into the dead-letter stream with its zod issues", async () => {
+    let called = false;
+    await startRunner("classifier", async (envelope) => {
+      called = true;
+      return envelope;
+    });
+    const payload = JSON.stringify({
+      v: 1,
+      id: "job-invalid-1",
+      plan: [],
+      input: { messages: [] },
+    });
+    await js.publish(Subjects.job("classifier"), payload);
+
+    const letter = await deadLetter("classifier");
+    expect(letter.reason).toBe("invalid_payload");
+    expect(letter.job_id).toBe("job-invalid-1");
+    expect(letter.payload).toBe(payload);
+    expect(letter.error.code).toBe("HANDOFF_ERR_INVALID_MESSAGE");
+    const paths = letter.issues?.map((i) => i.path) ?? [];
+    expect(paths).toEqual(
+      expect.arrayContaining(["created_at", "plan", "input.messages", "budget"]),
+    );
+    // The job's client learns why at once, from the record.
+    const record = await finished("job-invalid-1");
+    expect(record.status).toBe("failed");
+    expect(record.error?.code).toBe("HANDOFF_ERR_INVALID_MESSAGE");
+    expect(record.error?.message).toContain("plan");
+    expect(called).toBe(false);
+    await waitFor(async () => ((await pending("classifier")).unacked === 0 ? true : undefined));
+  });
+
+  it("dead-letters a payload that is not JSON at all", async () => {
+    await startRunner("classifier", answer);
+    await js.publish(Subjects.job("classifier"), "{not json");
+    const letter = await deadLetter("classifier");
+    expect(letter.reason).toBe("invalid_payload");
+    expect(letter.payload).toBe("{not json");
+    expect(letter.issues?.[0]?.message).toMatch(/^not JSON/);
+    expect(letter.job_id).toBeUndefined();
+  });
+
+  it("retries a retryable failure after a backoff and succeeds on redelivery", async () => {
+    const deliveries: number[] = [];
+    const runner = await startRunner("classifier", async (envelope, ctx) => {
+      deliveries.push(ctx.delivery);
+      if (ctx.delivery === 1) throw HandoffError.retryable("HANDOFF_ERR_PROVIDER", "upstream 503");
+      return answer(envelope, ctx);
+    });
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.status).toBe("succeeded");
+    expect(deliveries).toEqual([1, 2]);
+    expect(runner.stats().retried).toBe(1);
+  });
+
+  it("dead-letters a job that fails on every delivery and fails it for the client", async () => {
+    const deliveries: number[] = [];
+    await startRunner("classifier", async (_envelope, ctx) => {
+      deliveries.push(ctx.delivery);
+      throw HandoffError.retryable("HANDOFF_ERR_PROVIDER", "upstream keeps failing");
+    });
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(deliveries).toEqual([1, 2, 3]);
+    expect(record.status).toBe("failed");
+    expect(record.error?.code).toBe("HANDOFF_ERR_RETRIES_EXHAUSTED");
+    expect(record.error?.message).toContain("upstream keeps failing");
+    const letter = await deadLetter("classifier");
+    expect(letter.reason).toBe("max_deliveries");
+    expect(letter.job_id).toBe(job.id);
+    expect(letter.deliveries).toBe(3);
+    expect(JSON.parse(letter.payload).id).toBe(job.id);
+  });
+
+  it("fails a job at once on a non-retryable error", async () => {
+    let calls = 0;
+    await startRunner("classifier", async () => {
+      calls++;
+      throw HandoffError.nonRetryable("HANDOFF_ERR_PROVIDER_REJECTED", "upstream said 400");
+    });
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.error).toMatchObject({
+      code: "HANDOFF_ERR_PROVIDER_REJECTED",
+      stage: "classifier",
+    });
+    expect(calls).toBe(1);
+    const dlq = await topology.jsm.streams.info(Streams.deadLetters);
+    expect(dlq.state.messages).toBe(0);
+  });
+
+  it("forwards a redelivered job to the next stage only once", async () => {
+    const plan: Stage[] = ["classifier", "tool-executor"];
+    await startRunner("classifier", async (envelope) => ({ ...envelope, plan }));
+    const job = testEnvelope();
+    // The same job delivered twice, as after a crash between forwarding and acking.
+    await publishJob(js, job, "classifier");
+    await js.publish(Subjects.job("classifier"), JSON.stringify(job), { msgID: "redelivery" });
+    await waitFor(async () => ((await pending("classifier")).unacked === 0 ? true : undefined));
+    await waitFor(async () => {
+      const info = await topology.jsm.streams.info(Streams.jobs, { subjects_filter: ">" });
+      return info.state.subjects?.[Subjects.job("classifier")] === undefined ? info : undefined;
+    });
+    const info = await topology.jsm.streams.info(Streams.jobs, { subjects_filter: ">" });
+    expect(info.state.subjects?.[Subjects.job("tool-executor")]).toBe(1);
+  });
+
+  it("keeps a long call alive with working() heartbeats instead of being redelivered", async () => {
+    const deliveries: number[] = [];
+    await startRunner("classifier", async (envelope, ctx) => {
+      deliveries.push(ctx.delivery);
+      await new Promise((resolve) => setTimeout(resolve, 3_000)); // three ack waits
+      return answer(envelope, ctx);
+    });
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.status).toBe("succeeded");
+    expect(deliveries).toEqual([1]);
+  });
+
+  it("fails a job whose deadline passed without calling the handler", async () => {
+    let called = false;
+    await startRunner("classifier", async (envelope) => {
+      called = true;
+      return envelope;
+    });
+    const job = testEnvelope({ deadlineInMs: -1 });
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.error?.code).toBe("HANDOFF_ERR_DEADLINE");
+    expect(called).toBe(false);
+  });
+
+  it("refuses a job whose hops reached the limit", async () => {
+    await startRunner("classifier", answer, { limits: { ...limits, maxHops: 1 } });
+    const job = testEnvelope();
+    job.hops.push({
+      stage: "classifier",
+      instance: "x",
+      started_at: job.created_at,
+      finished_at: job.created_at,
+      delivery: 1,
+    });
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.error?.code).toBe("HANDOFF_ERR_HOP_LIMIT");
+    const letter = await deadLetter("classifier");
+    expect(letter.reason).toBe("failed");
+  });
+
+  it("fails a job when a handler returns an envelope that breaks the contract", async () => {
+    await startRunner("classifier", async (envelope) => ({ ...envelope, plan: [] }));
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.error?.code).toBe("HANDOFF_ERR_INTERNAL");
+    expect(record.error?.message).toContain("plan");
+  });
+
+  it("drains on stop: in-flight work finishes and is acked before stop returns", async () => {
+    let started = false;
+    const runner = await startRunner("classifier", async (envelope, ctx) => {
+      started = true;
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      return answer(envelope, ctx);
+    });
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    await waitFor(() => started);
+    await runner.stop();
+    const record = await store.get(job.id);
+    expect(record?.status).toBe("succeeded");
+    expect(await pending("classifier")).toEqual({ waiting: 0, unacked: 0 });
+  });
+
+  it("returns a job to the queue when the drain times out, and another replica finishes it", async () => {
+    const first = await startRunner(
+      "classifier",
+      async (_envelope, ctx) =>
+        new Promise<never>((_resolve, reject) => {
+          ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
+        }),
+      { drainTimeoutMs: 200 },
+    );
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    await waitFor(async () => (first.stats().in_flight === 1 ? true : undefined));
+    await first.stop();
+    await startRunner("classifier", answer);
+    const record = await finished(job.id);
+    expect(record.status).toBe("succeeded");
+    expect(record.result?.message.content).toBe("answered by classifier");
+  });
+
+  it("processes jobs published while the NATS server was restarting", async () => {
+    await startRunner("classifier", answer);
+    const reconnected = (async () => {
+      for await (const status of nc.status()) if (status.type === "reconnect") return;
+    })();
+    await nats.restart();
+    await reconnected;
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id, 20_000);
+    expect(record.status).toBe("succeeded");
+  });
+});
+
+describe("stage service", () => {
+  it("registers with the NATS service API so $SRV.PING, INFO and STATS find it", async () => {
+    const service = createStageService({
+      nc,
+      stage: "heavy-reasoner",
+      version: "1.2.3",
+      description: "test",
+      handler: answer,
+      logger,
+      limits,
+      concurrency: 2,
+    });
+    await service.start();
+    try {
+      expect(service.ready()).toBe(true);
+      const client = new Svcm(nc).client({ strategy: "timer", maxWait: 500 });
+      const pings = [];
+      for await (const p of await client.ping("heavy-reasoner")) pings.push(p);
+      expect(pings).toHaveLength(1);
+      expect(pings[0]).toMatchObject({ name: "heavy-reasoner", version: "1.2.3", id: service.id });
+
+      const job = testEnvelope({ plan: ["heavy-reasoner"] });
+      await publishJob(js, job, "heavy-reasoner");
+      await finished(job.id);
+
+      const stats = [];
+      for await (const s of await client.stats("heavy-reasoner")) stats.push(s);
+      const data = stats[0]?.endpoints?.[0]?.data as { finished?: number } | undefined;
+      expect(data?.finished).toBe(1);
+      const reply = await nc.request("handoff.v1.svc.heavy-reasoner.status");
+      expect(reply.json<{ finished: number; id: string }>()).toMatchObject({
+        finished: 1,
+        id: service.id,
+      });
+    } finally {
+      await service.stop();
+    }
+    expect(service.ready()).toBe(false);
+  });
+});
