@@ -13,13 +13,14 @@ export interface LoadedConfig {
 
 /** Parses and validates config text; errors name the file and each failing path. */
 export function parseConfig(text: string, source: string): HandoffConfig {
+  const json = extname(source).toLowerCase() === ".json";
   let raw: unknown;
   try {
-    raw = extname(source).toLowerCase() === ".json" ? JSON.parse(text) : parseYaml(text);
+    raw = json ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
     throw new HandoffError(
       "HANDOFF_ERR_CONFIG",
-      `${source} is not valid ${extname(source) === ".json" ? "JSON" : "YAML"}: ${(error as Error).message}`,
+      `${source} is not valid ${json ? "JSON" : "YAML"}: ${(error as Error).message}`,
       { cause: error },
     );
   }

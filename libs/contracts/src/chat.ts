@@ -11,7 +11,9 @@ export const TextPart = z.object({
 });
 
 /** Message content as clients send it: a string or an array of text parts. */
-export const Content = z.union([z.string(), z.array(TextPart)]);
+export const Content = z.union([z.string(), z.array(TextPart)], {
+  error: "content must be a string or an array of text parts",
+});
 export type Content = z.infer<typeof Content>;
 
 export const ToolCall = z.object({

@@ -1,7 +1,9 @@
 import type { Deployment, HandoffConfig } from "@handoff/config";
 import {
   HandoffError,
+  type JobInput,
   type JobResult,
+  type Message,
   type Stage,
   type Tier,
   type Usage,
@@ -154,5 +156,18 @@ export function jobResult(stage: Stage, call: TierCallResult): JobResult {
     stage,
     provider: call.usage.provider,
     model: call.usage.model,
+  };
+}
+
+/** The model request for a job's input: its messages (or `messages`), tools, tool choice, params. */
+export function chatRequestFor(
+  input: JobInput,
+  messages: readonly Message[] = input.messages,
+): ChatRequest {
+  return {
+    messages,
+    tools: input.tools,
+    ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
+    params: input.params,
   };
 }

@@ -1,7 +1,7 @@
 import type { HandoffConfig } from "@handoff/config";
 import type { JobEnvelope, Stage } from "@handoff/contracts";
 import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
-import { jobResult, ModelRouter } from "@handoff/providers";
+import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
@@ -59,17 +59,10 @@ export function classifierHandler(router: ModelRouter) {
     ctx.logger.info({ route: envelope.route, plan: envelope.plan }, "classified");
 
     if (classification.decision === "light") {
-      const { input } = envelope;
-      const call = await router.chat(
-        "light",
-        {
-          messages: input.messages,
-          tools: input.tools,
-          ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
-          params: input.params,
-        },
-        { stage: "classifier", signal: ctx.signal },
-      );
+      const call = await router.chat("light", chatRequestFor(envelope.input), {
+        stage: "classifier",
+        signal: ctx.signal,
+      });
       envelope.usage.push(call.usage);
       envelope.result = jobResult("classifier", call);
     }

@@ -1,7 +1,7 @@
 import type { HandoffConfig } from "@handoff/config";
 import type { JobEnvelope } from "@handoff/contracts";
 import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
-import { jobResult, ModelRouter } from "@handoff/providers";
+import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "pino";
 import { contextMessage } from "./context.js";
@@ -20,16 +20,11 @@ export function heavyReasonerHandler(router: ModelRouter) {
   return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
     const { input } = envelope;
     const context = contextMessage(envelope);
-    const call = await router.chat(
-      "heavy",
-      {
-        messages: context ? [context, ...input.messages] : input.messages,
-        tools: input.tools,
-        ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
-        params: input.params,
-      },
-      { stage: "heavy-reasoner", signal: ctx.signal },
-    );
+    const messages = context ? [context, ...input.messages] : input.messages;
+    const call = await router.chat("heavy", chatRequestFor(input, messages), {
+      stage: "heavy-reasoner",
+      signal: ctx.signal,
+    });
     envelope.usage.push(call.usage);
     envelope.result = jobResult("heavy-reasoner", call);
     return envelope;

@@ -152,17 +152,16 @@ function chooseToolCall(
   const offered = new Set(tools.map((t) => t.function.name));
 
   const named = typeof toolChoice === "object" ? toolChoice.function.name : undefined;
-  if (named !== undefined && offered.has(named)) return toolCall(named, {}, question);
+  const may = (name: string) => offered.has(name) && (named === undefined || named === name);
 
   const expression = findExpression(question);
-  if (expression && offered.has("calculator") && (!named || named === "calculator")) {
-    return toolCall("calculator", { expression }, question);
-  }
-  if (TIME_QUESTION.test(question) && offered.has("clock")) {
+  if (expression && may("calculator")) return toolCall("calculator", { expression }, question);
+  if (may("clock") && (named === "clock" || TIME_QUESTION.test(question))) {
     const zone = TIME_ZONE.exec(question)?.[1];
     return toolCall("clock", zone ? { timezone: zone } : {}, question);
   }
-  // A client-defined tool whose name's words all appear in the question, e.g. get_weather.
+  if (named !== undefined && offered.has(named)) return toolCall(named, {}, question);
+  // A client-defined tool named after something the question mentions, e.g. get_weather.
   const words = new Set(question.toLowerCase().match(/[a-z]+/g) ?? []);
   const byName = tools.find((t) =>
     t.function.name

@@ -1,0 +1,245 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import { HandoffError } from "@handoff/contracts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { simProfile } from "./defaults.js";
+import { loadConfig, parseConfig } from "./load.js";
+
+const YAML = `
+tiers:
+  light:
+    - provider: sim
+      model: sim-light
+  mid:
+    - provider: openai-compatible
+      model: gpt-4o-mini
+      base_url: https://api.openai.com/v1
+      api_key_env: OPENAI_API_KEY
+      price: { input_per_mtok: 0.15, output_per_mtok: 0.6 }
+      timeout_ms: 20000
+  heavy:
+    - id: claude
+      provider: anthropic
+      model: claude-sonnet
+      api_key_env: ANTHROPIC_API_KEY
+      headers:
+        anthropic-beta: tools
+limits:
+  max_hops: 4
+`;
+
+const DEFAULT_LIMITS = {
+  max_tool_steps: 6,
+  max_hops: 8,
+  request_timeout_ms: 60_000,
+  max_body_bytes: 1_048_576,
+  max_deliveries: 5,
+  ack_wait_ms: 30_000,
+};
+
+function tiers(overrides: Record<string, unknown> = {}) {
+  const one = [{ provider: "sim", model: "sim-x" }];
+  return { tiers: { light: one, mid: one, heavy: one, ...overrides } };
+}
+
+function configError(text: string, source: string): HandoffError {
+  try {
+    parseConfig(text, source);
+  } catch (error) {
+    if (error instanceof HandoffError) return error;
+    throw error;
+  }
+  throw new Error("expected parseConfig to throw");
+}
+
+describe("parseConfig", () => {
+  it("reads a YAML config with its deployments", () => {
+    const config = parseConfig(YAML, "/etc/handoff/config.yaml");
+    expect(config.tiers.mid).toEqual([
+      {
+        provider: "openai-compatible",
+        model: "gpt-4o-mini",
+        base_url: "https://api.openai.com/v1",
+        api_key_env: "OPENAI_API_KEY",
+        headers: {},
+        price: { input_per_mtok: 0.15, output_per_mtok: 0.6 },
+        timeout_ms: 20_000,
+        latency_ms: 0,
+      },
+    ]);
+    expect(config.tiers.heavy[0]?.id).toBe("claude");
+    expect(config.tiers.heavy[0]?.headers).toEqual({ "anthropic-beta": "tools" });
+  });
+
+  it("applies the defaults of limits, routing, price and timeout", () => {
+    const config = parseConfig(YAML, "config.yml");
+    expect(config.limits).toEqual({ ...DEFAULT_LIMITS, max_hops: 4 });
+    expect(config.routing).toEqual({ strategy: "rules" });
+    expect(config.tiers.light[0]).toEqual({
+      provider: "sim",
+      model: "sim-light",
+      headers: {},
+      price: { input_per_mtok: 0, output_per_mtok: 0 },
+      timeout_ms: 60_000,
+      latency_ms: 0,
+    });
+  });
+
+  it("uses every default limit when the section is missing", () => {
+    const config = parseConfig(JSON.stringify(tiers()), "config.json");
+    expect(config.limits).toEqual(DEFAULT_LIMITS);
+  });
+
+  it("defaults to one JetStream replica and rejects more than five", () => {
+    expect(parseConfig(JSON.stringify(tiers()), "c.json").jetstream).toEqual({ replicas: 1 });
+    const error = configError(JSON.stringify({ ...tiers(), jetstream: { replicas: 6 } }), "c.json");
+    expect(error.issues?.map((i) => i.path)).toEqual(["jetstream.replicas"]);
+  });
+
+  it("reads JSON when the file ends in .json", () => {
+    const config = parseConfig(
+      JSON.stringify({ ...tiers(), limits: { max_tool_steps: 3 } }),
+      "/srv/handoff.json",
+    );
+    expect(config.tiers.light[0]?.model).toBe("sim-x");
+    expect(config.limits.max_tool_steps).toBe(3);
+  });
+
+  it("names the file and the path of a missing model", () => {
+    const text = JSON.stringify(tiers({ mid: [{ provider: "sim" }] }));
+    const error = configError(text, "/etc/handoff/config.json");
+    expect(error.code).toBe("HANDOFF_ERR_CONFIG");
+    expect(error.retryable).toBe(false);
+    expect(error.message.startsWith("/etc/handoff/config.json is invalid: ")).toBe(true);
+    expect(error.message).toContain("tiers.mid[0].model: ");
+    expect(error.issues?.map((i) => i.path)).toEqual(["tiers.mid[0].model"]);
+  });
+
+  it("rejects an unknown provider by its path", () => {
+    const text = JSON.stringify(tiers({ heavy: [{ provider: "acme", model: "m" }] }));
+    const error = configError(text, "c.json");
+    expect(error.issues?.map((i) => i.path)).toEqual(["tiers.heavy[0].provider"]);
+    expect(error.message).toContain("tiers.heavy[0].provider: ");
+  });
+
+  it("rejects an api_key_env that is not a variable name", () => {
+    const text = JSON.stringify(
+      tiers({ light: [{ provider: "openai-compatible", model: "m", api_key_env: "sk-abc 123" }] }),
+    );
+    const error = configError(text, "c.json");
+    expect(error.issues).toEqual([
+      { path: "tiers.light[0].api_key_env", message: "must be an environment variable name" },
+    ]);
+  });
+
+  it("rejects an empty tier", () => {
+    const error = configError(JSON.stringify(tiers({ heavy: [] })), "c.json");
+    expect(error.issues).toEqual([
+      { path: "tiers.heavy", message: "a tier needs at least one deployment" },
+    ]);
+  });
+
+  it("rejects out-of-range limits", () => {
+    const text = JSON.stringify({ ...tiers(), limits: { max_tool_steps: 0, ack_wait_ms: 10 } });
+    const error = configError(text, "c.json");
+    expect(error.issues?.map((i) => i.path).sort()).toEqual([
+      "limits.ack_wait_ms",
+      "limits.max_tool_steps",
+    ]);
+  });
+
+  it("reports YAML that does not parse, naming the file", () => {
+    const error = configError("tiers: [unclosed", "/etc/handoff/broken.yaml");
+    expect(error.code).toBe("HANDOFF_ERR_CONFIG");
+    expect(error.message.startsWith("/etc/handoff/broken.yaml is not valid YAML: ")).toBe(true);
+    expect(error.cause).toBeInstanceOf(Error);
+  });
+
+  it("reports JSON that does not parse, naming the file", () => {
+    const error = configError("{ not json", "/etc/handoff/broken.json");
+    expect(error.message.startsWith("/etc/handoff/broken.json is not valid JSON: ")).toBe(true);
+  });
+
+  it("rejects an empty document at the root", () => {
+    const error = configError("", "empty.yaml");
+    expect(error.issues?.map((i) => i.path)).toEqual(["(root)"]);
+  });
+});
+
+describe("simProfile", () => {
+  it("serves every tier with a priced sim model", () => {
+    expect(simProfile.tiers.light.map((d) => [d.provider, d.model])).toEqual([
+      ["sim", "sim-light"],
+    ]);
+    expect(simProfile.tiers.mid.map((d) => [d.provider, d.model])).toEqual([["sim", "sim-mid"]]);
+    expect(simProfile.tiers.heavy.map((d) => [d.provider, d.model])).toEqual([
+      ["sim", "sim-heavy"],
+    ]);
+    expect(simProfile.tiers.heavy[0]?.price).toEqual({ input_per_mtok: 3, output_per_mtok: 15 });
+    expect(simProfile.limits).toEqual(DEFAULT_LIMITS);
+  });
+});
+
+describe("loadConfig", () => {
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "handoff-config-"));
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("returns the sim profile when HANDOFF_CONFIG is not set", async () => {
+    const loaded = await loadConfig({});
+    expect(loaded.source).toBe("builtin:sim");
+    expect(loaded.config).toBe(simProfile);
+  });
+
+  it("treats a blank HANDOFF_CONFIG as not set", async () => {
+    expect((await loadConfig({ HANDOFF_CONFIG: "   " })).source).toBe("builtin:sim");
+  });
+
+  it("reads the file HANDOFF_CONFIG points at", async () => {
+    const path = join(dir, "handoff.yaml");
+    await writeFile(path, YAML);
+    const loaded = await loadConfig({ HANDOFF_CONFIG: path });
+    expect(loaded.source).toBe(path);
+    expect(loaded.config.tiers.mid[0]?.model).toBe("gpt-4o-mini");
+    expect(loaded.config.limits.max_hops).toBe(4);
+  });
+
+  it("reports the absolute path of a relative HANDOFF_CONFIG", async () => {
+    const path = join(dir, "relative.json");
+    await writeFile(path, JSON.stringify(tiers()));
+    const loaded = await loadConfig({ HANDOFF_CONFIG: relative(process.cwd(), path) });
+    expect(relative(process.cwd(), path).startsWith("/")).toBe(false);
+    expect(loaded.source).toBe(resolve(path));
+  });
+
+  it("names the file in validation errors", async () => {
+    const path = join(dir, "invalid.json");
+    await writeFile(path, JSON.stringify(tiers({ light: [{ provider: "sim" }] })));
+    await expect(loadConfig({ HANDOFF_CONFIG: path })).rejects.toThrow(
+      `${path} is invalid: tiers.light[0].model: `,
+    );
+  });
+
+  it("errors naming the path of a missing file", async () => {
+    const path = join(dir, "does-not-exist.yaml");
+    const promise = loadConfig({ HANDOFF_CONFIG: path });
+    await expect(promise).rejects.toBeInstanceOf(HandoffError);
+    await expect(promise).rejects.toMatchObject({ code: "HANDOFF_ERR_CONFIG", retryable: false });
+    await expect(promise).rejects.toThrow(
+      `HANDOFF_CONFIG points at ${path}, which cannot be read: `,
+    );
+  });
+});
+
+describe("parseConfig error wording", () => {
+  it("calls a broken .JSON file JSON, whatever the case of its extension", () => {
+    expect(() => parseConfig("{", "/x/config.JSON")).toThrow(/config\.JSON is not valid JSON/);
+  });
+});

@@ -1,0 +1,371 @@
+import { type Deployment, type HandoffConfig, parseConfig, simProfile } from "@handoff/config";
+import { HandoffError, type Message } from "@handoff/contracts";
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  InMemorySpanExporter,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+  TracerProvider,
+} from "@opentelemetry/sdk-trace";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { costUsd } from "./cost.js";
+import { createModel, deploymentId, genAiProviderName } from "./registry.js";
+import { jobResult, ModelRouter } from "./router.js";
+import { SimModel } from "./sim/sim-model.js";
+import { estimateInputTokens, estimateTokens } from "./tokens.js";
+import type { ChatModel } from "./types.js";
+
+const exporter = new InMemorySpanExporter();
+const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+
+beforeAll(() => {
+  trace.setGlobalTracerProvider(provider);
+});
+
+afterEach(() => {
+  exporter.reset();
+});
+
+afterAll(async () => {
+  trace.disable();
+  await provider.shutdown();
+});
+
+const hello: Message[] = [{ role: "user", content: "Hello, how are you?" }];
+
+/** The sim profile with the mid tier replaced. */
+function withMid(mid: Record<string, unknown>): HandoffConfig {
+  return parseConfig(
+    JSON.stringify({ tiers: { light: simProfile.tiers.light, mid: [mid], heavy: [mid] } }),
+    "test.json",
+  );
+}
+
+function spansNamed(name: string): ReadableSpan[] {
+  return exporter.getFinishedSpans().filter((span) => span.name === name);
+}
+
+async function failure(promise: Promise<unknown>): Promise<HandoffError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof HandoffError) return error;
+    throw error;
+  }
+  throw new Error("expected the call to fail");
+}
+
+class FailingModel implements ChatModel {
+  readonly provider = "sim" as const;
+  readonly simulated = true;
+  constructor(
+    readonly model: string,
+    readonly error: unknown,
+  ) {}
+  async chat(): Promise<never> {
+    throw this.error;
+  }
+  // biome-ignore lint/correctness/useYield: the stream fails before it yields anything.
+  async *stream(): AsyncIterable<never> {
+    throw this.error;
+  }
+}
+
+describe("estimateTokens", () => {
+  it("counts about four characters a token, rounding up", () => {
+    expect(estimateTokens("")).toBe(0);
+    expect(estimateTokens("a")).toBe(1);
+    expect(estimateTokens("abcd")).toBe(1);
+    expect(estimateTokens("abcde")).toBe(2);
+    expect(estimateTokens("x".repeat(400))).toBe(100);
+  });
+});
+
+describe("estimateInputTokens", () => {
+  it("adds framing per request and per message", () => {
+    expect(estimateInputTokens([])).toBe(3);
+    expect(estimateInputTokens([{ role: "user", content: "abcd" }])).toBe(3 + 4 + 1);
+    expect(
+      estimateInputTokens([
+        { role: "system", content: "abcdefgh" },
+        { role: "user", content: "abcd" },
+      ]),
+    ).toBe(3 + (4 + 2) + (4 + 1));
+  });
+
+  it("counts an assistant's tool calls and a null content as nothing", () => {
+    const messages: Message[] = [
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [
+          {
+            id: "c1",
+            type: "function",
+            function: { name: "calculator", arguments: '{"expression":"1+1"}' },
+          },
+        ],
+      },
+    ];
+    // "calculator" is 10 characters (3 tokens), the 20-character arguments 5.
+    expect(estimateInputTokens(messages)).toBe(3 + 4 + 0 + 3 + 5);
+  });
+
+  it("counts the JSON of each tool's function", () => {
+    const tool = { type: "function" as const, function: { name: "clock" } };
+    const expected = 3 + 4 + 1 + estimateTokens(JSON.stringify(tool.function));
+    expect(estimateInputTokens([{ role: "user", content: "abcd" }], [tool])).toBe(expected);
+  });
+});
+
+describe("costUsd", () => {
+  it("prices input and output tokens per million", () => {
+    const price = { input_per_mtok: 0.4, output_per_mtok: 1.6 };
+    expect(costUsd(price, { inputTokens: 1_000, outputTokens: 500 })).toBe(0.0012);
+    expect(costUsd(price, { inputTokens: 1_000_000, outputTokens: 1_000_000 })).toBe(2);
+    expect(
+      costUsd({ input_per_mtok: 3, output_per_mtok: 15 }, { inputTokens: 7, outputTokens: 3 }),
+    ).toBe(0.000066);
+  });
+
+  it("is zero at a zero price", () => {
+    const free = { input_per_mtok: 0, output_per_mtok: 0 };
+    expect(costUsd(free, { inputTokens: 123_456, outputTokens: 7 })).toBe(0);
+  });
+
+  it("rounds to a nano-dollar", () => {
+    const price = { input_per_mtok: 0.1, output_per_mtok: 0 };
+    // 0.1 $/Mtok for 3 tokens is 3e-7; 0.1 * 3 alone would carry float dust.
+    expect(costUsd(price, { inputTokens: 3, outputTokens: 0 })).toBe(0.000_000_3);
+    expect(costUsd(price, { inputTokens: 1, outputTokens: 0 })).toBe(0.000_000_1);
+  });
+});
+
+describe("registry", () => {
+  const sim: Deployment = simProfile.tiers.mid[0] as Deployment;
+
+  it("builds a SimModel for a sim deployment", () => {
+    const model = createModel(sim);
+    expect(model).toBeInstanceOf(SimModel);
+    expect(model.model).toBe("sim-mid");
+    expect(model.simulated).toBe(true);
+  });
+
+  it("refuses providers this build does not have", () => {
+    const config = withMid({ provider: "openai-compatible", model: "gpt-4o-mini" });
+    expect(() => new ModelRouter(config)).toThrow(
+      'provider "openai-compatible" (model gpt-4o-mini) is not available in this build',
+    );
+    try {
+      new ModelRouter(config);
+    } catch (error) {
+      expect(error).toBeInstanceOf(HandoffError);
+      expect((error as HandoffError).code).toBe("HANDOFF_ERR_CONFIG");
+    }
+  });
+
+  it("names providers by the GenAI conventions", () => {
+    expect(genAiProviderName(sim)).toBe("handoff.sim");
+    expect(genAiProviderName({ ...sim, provider: "openai-compatible" })).toBe("openai");
+    expect(genAiProviderName({ ...sim, provider: "anthropic" })).toBe("anthropic");
+  });
+
+  it("names a deployment by its id, or provider and model", () => {
+    expect(deploymentId(sim)).toBe("sim:sim-mid");
+    expect(deploymentId({ ...sim, id: "primary" })).toBe("primary");
+  });
+});
+
+describe("ModelRouter", () => {
+  it("lists the deployments of each tier", () => {
+    const router = new ModelRouter(simProfile);
+    expect(router.deployments("mid")).toEqual(simProfile.tiers.mid);
+    expect(router.deployments("heavy").map((d) => d.model)).toEqual(["sim-heavy"]);
+  });
+
+  it("answers with the tier's model and a priced usage entry", async () => {
+    const router = new ModelRouter(simProfile);
+    const call = await router.chat("mid", { messages: hello }, { stage: "tool-executor" });
+    const price = simProfile.tiers.mid[0]?.price;
+    if (!price) throw new Error("sim profile has no mid price");
+    expect(call.result.model).toBe("sim-mid");
+    expect(call.result.message.content).toContain("[simulated sim-mid]");
+    expect(call.usage).toEqual({
+      stage: "tool-executor",
+      tier: "mid",
+      provider: "sim",
+      model: "sim-mid",
+      input_tokens: call.result.usage.inputTokens,
+      output_tokens: call.result.usage.outputTokens,
+      cost_usd: costUsd(price, call.result.usage),
+      latency_ms: expect.any(Number),
+      simulated: true,
+    });
+    expect(call.usage.input_tokens).toBe(estimateInputTokens(hello));
+    expect(call.usage.cost_usd).toBeGreaterThan(0);
+    expect(call.usage.latency_ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it("uses the first deployment of each tier", async () => {
+    const router = new ModelRouter(simProfile);
+    const light = await router.chat("light", { messages: hello }, { stage: "classifier" });
+    const heavy = await router.chat("heavy", { messages: hello }, { stage: "heavy-reasoner" });
+    expect([light.usage.model, light.usage.tier]).toEqual(["sim-light", "light"]);
+    expect([heavy.usage.model, heavy.usage.tier]).toEqual(["sim-heavy", "heavy"]);
+    expect(heavy.usage.cost_usd).toBeGreaterThan(light.usage.cost_usd);
+  });
+
+  it("fails a call that outlasts the deployment's timeout with a retryable provider error", async () => {
+    const router = new ModelRouter(
+      withMid({ provider: "sim", model: "sim-slow", timeout_ms: 20, latency_ms: 2_000 }),
+    );
+    const started = performance.now();
+    const error = await failure(
+      router.chat("mid", { messages: hello }, { stage: "tool-executor" }),
+    );
+    expect(performance.now() - started).toBeLessThan(1_500);
+    expect(error.code).toBe("HANDOFF_ERR_PROVIDER");
+    expect(error.retryable).toBe(true);
+    expect(error.message).toBe("sim:sim-slow did not answer within 20 ms");
+  });
+
+  it("reports the caller's own abort as a cancelled, retryable call", async () => {
+    const router = new ModelRouter(simProfile);
+    const error = await failure(
+      router.chat(
+        "mid",
+        { messages: hello },
+        { stage: "tool-executor", signal: AbortSignal.abort() },
+      ),
+    );
+    expect(error.code).toBe("HANDOFF_ERR_UNAVAILABLE");
+    expect(error.retryable).toBe(true);
+    expect(error.message).toBe("call to sim:sim-mid was cancelled");
+  });
+
+  it("wraps a model that throws in a retryable provider error", async () => {
+    const router = new ModelRouter(
+      simProfile,
+      (deployment) => new FailingModel(deployment.model, new Error("connection reset")),
+    );
+    const error = await failure(
+      router.chat("mid", { messages: hello }, { stage: "tool-executor" }),
+    );
+    expect(error.code).toBe("HANDOFF_ERR_PROVIDER");
+    expect(error.retryable).toBe(true);
+    expect(error.status).toBe(502);
+    expect(error.message).toBe("sim:sim-mid failed: connection reset");
+    expect((error.cause as Error).message).toBe("connection reset");
+  });
+
+  it("passes a model's own HandoffError through unchanged", async () => {
+    const rejected = new HandoffError("HANDOFF_ERR_PROVIDER_REJECTED", "prompt too long");
+    const router = new ModelRouter(simProfile, (d) => new FailingModel(d.model, rejected));
+    const error = await failure(router.chat("heavy", { messages: hello }, { stage: "classifier" }));
+    expect(error).toBe(rejected);
+    expect(error.retryable).toBe(false);
+  });
+
+  it("binds every deployment at construction, so a factory that throws fails there", () => {
+    expect(
+      () =>
+        new ModelRouter(simProfile, () => {
+          throw new Error("no adapter");
+        }),
+    ).toThrow("no adapter");
+  });
+});
+
+describe("ModelRouter spans", () => {
+  it("records a CLIENT chat span with GenAI attributes and the cost", async () => {
+    const router = new ModelRouter(simProfile);
+    const call = await router.chat(
+      "mid",
+      { messages: hello, params: { max_tokens: 500, temperature: 0.3 } },
+      { stage: "tool-executor" },
+    );
+    const spans = spansNamed("chat sim-mid");
+    expect(spans).toHaveLength(1);
+    const span = spans[0] as ReadableSpan;
+    expect(span.kind).toBe(SpanKind.CLIENT);
+    expect(span.status.code).not.toBe(SpanStatusCode.ERROR);
+    expect(span.instrumentationScope.name).toBe("@handoff/providers");
+    expect(span.attributes).toMatchObject({
+      "gen_ai.operation.name": "chat",
+      "gen_ai.provider.name": "handoff.sim",
+      "gen_ai.request.model": "sim-mid",
+      "gen_ai.request.max_tokens": 500,
+      "gen_ai.request.temperature": 0.3,
+      "gen_ai.response.model": "sim-mid",
+      "gen_ai.response.finish_reasons": ["stop"],
+      "gen_ai.usage.input_tokens": call.usage.input_tokens,
+      "gen_ai.usage.output_tokens": call.usage.output_tokens,
+      "handoff.cost_usd": call.usage.cost_usd,
+      "handoff.simulated": true,
+      "handoff.tier": "mid",
+      "handoff.stage": "tool-executor",
+      "handoff.deployment": "sim:sim-mid",
+    });
+    expect(span.attributes["error.type"]).toBeUndefined();
+  });
+
+  it("leaves request attributes out when the request has no such params", async () => {
+    await new ModelRouter(simProfile).chat("light", { messages: hello }, { stage: "classifier" });
+    const span = spansNamed("chat sim-light")[0];
+    expect(span?.attributes).not.toHaveProperty("gen_ai.request.max_tokens");
+    expect(span?.attributes).not.toHaveProperty("gen_ai.request.temperature");
+  });
+
+  it("marks a failed call's span as an error with its error type", async () => {
+    const router = new ModelRouter(simProfile, (d) => new FailingModel(d.model, new Error("boom")));
+    await failure(router.chat("mid", { messages: hello }, { stage: "tool-executor" }));
+    const span = spansNamed("chat sim-mid")[0];
+    expect(span?.status).toEqual({
+      code: SpanStatusCode.ERROR,
+      message: "sim:sim-mid failed: boom",
+    });
+    expect(span?.attributes["error.type"]).toBe("HANDOFF_ERR_PROVIDER");
+    expect(span?.attributes).not.toHaveProperty("gen_ai.usage.input_tokens");
+    expect(span?.events.map((e) => e.name)).toEqual(["exception"]);
+  });
+
+  it("marks a timed-out call's span with the timeout", async () => {
+    const router = new ModelRouter(
+      withMid({ provider: "sim", model: "sim-slow", timeout_ms: 10, latency_ms: 1_000 }),
+    );
+    await failure(router.chat("mid", { messages: hello }, { stage: "tool-executor" }));
+    const span = spansNamed("chat sim-slow")[0];
+    expect(span?.status.code).toBe(SpanStatusCode.ERROR);
+    expect(span?.status.message).toBe("sim:sim-slow did not answer within 10 ms");
+    expect(span?.attributes["error.type"]).toBe("HANDOFF_ERR_PROVIDER");
+  });
+});
+
+describe("jobResult", () => {
+  it("takes the message, finish reason, provider and model of the call", async () => {
+    const router = new ModelRouter(simProfile);
+    const call = await router.chat("heavy", { messages: hello }, { stage: "heavy-reasoner" });
+    expect(jobResult("heavy-reasoner", call)).toEqual({
+      message: call.result.message,
+      finish_reason: "stop",
+      stage: "heavy-reasoner",
+      provider: "sim",
+      model: "sim-heavy",
+    });
+  });
+
+  it("keeps a tool-calls finish reason", async () => {
+    const router = new ModelRouter(simProfile);
+    const call = await router.chat(
+      "mid",
+      {
+        messages: [{ role: "user", content: "What is 2 + 2?" }],
+        tools: [{ type: "function", function: { name: "calculator" } }],
+      },
+      { stage: "tool-executor" },
+    );
+    const result = jobResult("tool-executor", call);
+    expect(result.finish_reason).toBe("tool_calls");
+    expect(result.message.tool_calls?.[0]?.function.arguments).toBe('{"expression":"2 + 2"}');
+  });
+});

@@ -1,0 +1,164 @@
+import { simProfile } from "@handoff/config";
+import { type Enrichment, JobEnvelope, type Route } from "@handoff/contracts";
+import type { StageContext } from "@handoff/mesh";
+import { ModelRouter } from "@handoff/providers";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { contextMessage } from "./context.js";
+import { heavyReasonerHandler } from "./service.js";
+
+const QUESTION = "Prove rigorously that 17 * 23 is odd.";
+
+const route: Route = {
+  decision: "heavy",
+  strategy: "rules",
+  confidence: 0.85,
+  reason: "heavy signals proof, step-by-step (score 3)",
+};
+
+const enrichments: Enrichment[] = [
+  { kind: "classification", stage: "classifier", signals: ["heavy:proof"] },
+  {
+    kind: "tool_results",
+    stage: "tool-executor",
+    steps: 2,
+    runs: [
+      {
+        id: "c1",
+        name: "calculator",
+        arguments: '{"expression":"17 * 23"}',
+        output: "391",
+        latency_ms: 1,
+      },
+      {
+        id: "c2",
+        name: "clock",
+        arguments: '{"timezone":"Mars/Olympus"}',
+        output: 'error: unknown time zone "Mars/Olympus"',
+        error: 'unknown time zone "Mars/Olympus"',
+        latency_ms: 0,
+      },
+    ],
+  },
+  {
+    kind: "draft",
+    stage: "tool-executor",
+    content: "17 * 23 = 391.\n\n  It is odd.",
+    reason: "the route sends this job to the heavy tier",
+  },
+];
+
+function envelope(extra: Partial<JobEnvelope> = {}): JobEnvelope {
+  return JobEnvelope.parse({
+    v: 1,
+    id: "job_heavy_0001",
+    created_at: "2024-03-15T20:00:00.000Z",
+    input: { model: "handoff", messages: [{ role: "user", content: QUESTION }] },
+    plan: ["classifier", "tool-executor", "heavy-reasoner"],
+    budget: { deadline: "2099-01-01T00:00:00.000Z" },
+    ...extra,
+  });
+}
+
+function stageContext(): StageContext {
+  return {
+    stage: "heavy-reasoner",
+    instance: "test",
+    delivery: 1,
+    signal: new AbortController().signal,
+    logger: pino({ level: "silent" }),
+  };
+}
+
+describe("contextMessage", () => {
+  it("is undefined for an envelope with nothing learned yet", () => {
+    expect(contextMessage(envelope())).toBeUndefined();
+  });
+
+  it("is undefined when only a classification and a blank draft are present", () => {
+    const only: Enrichment[] = [
+      { kind: "classification", stage: "classifier", signals: [] },
+      { kind: "draft", stage: "tool-executor", content: "   ", reason: "limit" },
+    ];
+    expect(contextMessage(envelope({ enrichments: only }))).toBeUndefined();
+  });
+
+  it("lists the route, each tool run and the draft as '- ' lines", () => {
+    const message = contextMessage(envelope({ route, enrichments }));
+    expect(message?.role).toBe("system");
+    const lines = (message?.content ?? "").split("\n");
+    expect(lines[0]).toMatch(/^You are the heavy reasoning tier/);
+    expect(lines.slice(1)).toEqual([
+      "- Routed heavy by rules (confidence 0.85): heavy signals proof, step-by-step (score 3)",
+      '- Tool calculator({"expression":"17 * 23"}) returned: 391',
+      '- Tool clock({"timezone":"Mars/Olympus"}) failed: unknown time zone "Mars/Olympus"',
+      "- Draft from the tool-executor (the route sends this job to the heavy tier): 17 * 23 = 391. It is odd.",
+    ]);
+  });
+
+  it("gives the confidence with two decimals", () => {
+    const message = contextMessage(envelope({ route: { ...route, confidence: 0.9 } }));
+    expect(message?.content).toContain("(confidence 0.90)");
+  });
+
+  it("cuts a long draft to one line of 600 characters", () => {
+    const draft: Enrichment = {
+      kind: "draft",
+      stage: "tool-executor",
+      content: `${"word ".repeat(200)}\nend`,
+      reason: "limit",
+    };
+    const content = contextMessage(envelope({ enrichments: [draft] }))?.content ?? "";
+    const line = content.split("\n").find((l) => l.startsWith("- Draft"));
+    const prefix = "- Draft from the tool-executor (limit): ";
+    expect(line?.startsWith(prefix)).toBe(true);
+    expect(line?.slice(prefix.length)).toHaveLength(600);
+    expect(line?.endsWith("…")).toBe(true);
+  });
+});
+
+describe("heavyReasonerHandler", () => {
+  const handler = heavyReasonerHandler(new ModelRouter(simProfile));
+
+  it("answers with the heavy model and appends its usage", async () => {
+    const out = await handler(envelope({ route, enrichments }), stageContext());
+    expect(out.usage).toHaveLength(1);
+    expect(out.usage[0]).toMatchObject({
+      stage: "heavy-reasoner",
+      tier: "heavy",
+      provider: "sim",
+      model: "sim-heavy",
+      simulated: true,
+    });
+    expect(out.result).toMatchObject({
+      stage: "heavy-reasoner",
+      provider: "sim",
+      model: "sim-heavy",
+      finish_reason: "stop",
+    });
+    expect(JobEnvelope.safeParse(out).success).toBe(true);
+  });
+
+  it("mentions the findings of the earlier hops in its answer", async () => {
+    const out = await handler(envelope({ route, enrichments }), stageContext());
+    const content = out.result?.message.content ?? "";
+    expect(content).toContain("[simulated sim-heavy]");
+    expect(content).toContain(`Question: "${QUESTION}"`);
+    expect(content).toContain("Findings handed up by earlier stages (4):");
+    expect(content).toContain('- Tool calculator({"expression":"17 * 23"}) returned: 391');
+    expect(content).toContain("- Draft from the tool-executor");
+  });
+
+  it("answers without findings when nothing was handed up", async () => {
+    const out = await handler(envelope(), stageContext());
+    const content = out.result?.message.content ?? "";
+    expect(content).toContain("[simulated sim-heavy]");
+    expect(content).not.toContain("Findings");
+  });
+
+  it("counts the context message in the input tokens", async () => {
+    const bare = await handler(envelope(), stageContext());
+    const rich = await handler(envelope({ route, enrichments }), stageContext());
+    expect(rich.usage[0]?.input_tokens ?? 0).toBeGreaterThan(bare.usage[0]?.input_tokens ?? 0);
+  });
+});

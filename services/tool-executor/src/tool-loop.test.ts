@@ -1,0 +1,242 @@
+import { simProfile } from "@handoff/config";
+import { JobEnvelope, type Message, type Stage, type ToolDefinition } from "@handoff/contracts";
+import type { StageContext } from "@handoff/mesh";
+import { ModelRouter } from "@handoff/providers";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { toolExecutorHandler } from "./service.js";
+import { runToolLoop, type ToolLoopInput, type ToolLoopOutcome } from "./tool-loop.js";
+import { createBuiltinRegistry } from "./tools/index.js";
+
+const router = new ModelRouter(simProfile);
+const registry = createBuiltinRegistry();
+const FIXED = new Date("2024-03-15T20:00:00.000Z");
+
+const weatherTool: ToolDefinition = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    description: "Current weather for a city.",
+    parameters: { type: "object", properties: { city: { type: "string" } } },
+  },
+};
+
+const user = (content: string): Message[] => [{ role: "user", content }];
+
+function loop(overrides: Partial<ToolLoopInput>): Promise<ToolLoopOutcome> {
+  return runToolLoop({
+    router,
+    registry,
+    messages: user("What is 17 * 23?"),
+    clientTools: [],
+    maxSteps: 6,
+    signal: new AbortController().signal,
+    now: () => FIXED,
+    ...overrides,
+  });
+}
+
+function envelope(question: string, plan: Stage[], tools: ToolDefinition[] = []): JobEnvelope {
+  return JobEnvelope.parse({
+    v: 1,
+    id: "job_tools_0001",
+    created_at: "2024-03-15T20:00:00.000Z",
+    input: { model: "handoff", messages: user(question), tools },
+    plan,
+    budget: { deadline: "2099-01-01T00:00:00.000Z" },
+  });
+}
+
+function stageContext(): StageContext {
+  return {
+    stage: "tool-executor",
+    instance: "test",
+    delivery: 1,
+    signal: new AbortController().signal,
+    logger: pino({ level: "silent" }),
+  };
+}
+
+describe("runToolLoop", () => {
+  it("runs the calculator and answers with its result", async () => {
+    const outcome = await loop({});
+    expect(outcome.kind).toBe("answer");
+    expect(outcome.steps).toBe(2);
+    expect(outcome.usage).toHaveLength(2);
+    expect(outcome.usage.map((u) => [u.stage, u.tier, u.model])).toEqual([
+      ["tool-executor", "mid", "sim-mid"],
+      ["tool-executor", "mid", "sim-mid"],
+    ]);
+    expect(outcome.runs).toHaveLength(1);
+    expect(outcome.runs[0]).toMatchObject({
+      name: "calculator",
+      arguments: '{"expression":"17 * 23"}',
+      output: "391",
+    });
+    expect(outcome.runs[0]?.error).toBeUndefined();
+    expect(outcome.runs[0]?.id).toMatch(/^call_/);
+    expect(outcome.last.finishReason).toBe("stop");
+    expect(outcome.last.message.content).toContain("391");
+    expect(outcome.last.message.content).toBe("17 * 23 = 391.");
+  });
+
+  it("runs the clock with the loop's clock", async () => {
+    const outcome = await loop({ messages: user("What time is it in UTC?") });
+    expect(outcome.kind).toBe("answer");
+    expect(outcome.runs.map((r) => [r.name, r.arguments])).toEqual([
+      ["clock", '{"timezone":"UTC"}'],
+    ]);
+    expect(JSON.parse(outcome.runs[0]?.output ?? "{}")).toMatchObject({
+      iso: "2024-03-15T20:00:00.000Z",
+      timezone: "UTC",
+      unix: 1_710_532_800,
+    });
+    expect(outcome.last.message.content).toMatch(
+      /^It is Friday, March 15, 2024 at 8:00:00\sPM UTC\.$/,
+    );
+  });
+
+  it("hands a call to a client tool back to the client without running anything", async () => {
+    const outcome = await loop({
+      messages: user("What's the weather like in Paris?"),
+      clientTools: [weatherTool],
+    });
+    expect(outcome.kind).toBe("client_tools");
+    expect(outcome.steps).toBe(1);
+    expect(outcome.runs).toEqual([]);
+    expect(outcome.usage).toHaveLength(1);
+    expect(outcome.last.message.tool_calls?.map((c) => c.function.name)).toEqual(["get_weather"]);
+    expect(outcome.last.finishReason).toBe("tool_calls");
+  });
+
+  it("stops at the step limit", async () => {
+    const outcome = await loop({ maxSteps: 1 });
+    expect(outcome.kind).toBe("exhausted");
+    expect(outcome.steps).toBe(1);
+    expect(outcome.usage).toHaveLength(1);
+    expect(outcome.runs.map((r) => r.output)).toEqual(["391"]);
+    expect(outcome.last.message.tool_calls?.[0]?.function.name).toBe("calculator");
+  });
+
+  it("answers directly when no tool fits", async () => {
+    const outcome = await loop({ messages: user("Tell me a joke") });
+    expect(outcome.kind).toBe("answer");
+    expect(outcome.steps).toBe(1);
+    expect(outcome.runs).toEqual([]);
+    expect(outcome.last.message.content).toContain("[simulated sim-mid]");
+  });
+
+  it("records a failing tool as a run with an error and answers with the failure", async () => {
+    const outcome = await loop({ messages: user("What is 1 / 0?") });
+    expect(outcome.kind).toBe("answer");
+    expect(outcome.runs).toHaveLength(1);
+    const run = outcome.runs[0];
+    expect(run?.error).toBeDefined();
+    expect(run?.output).toBe(`error: ${run?.error}`);
+    expect(outcome.last.message.content).toBe(`The calculator tool failed (${run?.output}).`);
+  });
+
+  it("does not call tools when tool_choice is none", async () => {
+    const outcome = await loop({ toolChoice: "none" });
+    expect(outcome.kind).toBe("answer");
+    expect(outcome.steps).toBe(1);
+    expect(outcome.runs).toEqual([]);
+  });
+
+  it("rejects when the job is already cancelled", async () => {
+    await expect(loop({ signal: AbortSignal.abort() })).rejects.toMatchObject({
+      code: "HANDOFF_ERR_UNAVAILABLE",
+    });
+  });
+});
+
+describe("toolExecutorHandler", () => {
+  const handler = toolExecutorHandler(router, registry, 6);
+
+  it("answers the job when the plan ends at the tool-executor", async () => {
+    const out = await handler(
+      envelope("What is 17 * 23?", ["classifier", "tool-executor"]),
+      stageContext(),
+    );
+    expect(out.result).toEqual({
+      message: { role: "assistant", content: "17 * 23 = 391." },
+      finish_reason: "stop",
+      stage: "tool-executor",
+      provider: "sim",
+      model: "sim-mid",
+    });
+    expect(out.plan).toEqual(["classifier", "tool-executor"]);
+    expect(out.usage).toHaveLength(2);
+    expect(out.enrichments).toHaveLength(1);
+    expect(out.enrichments[0]).toMatchObject({
+      kind: "tool_results",
+      stage: "tool-executor",
+      steps: 2,
+    });
+    const first = out.enrichments[0];
+    expect(first?.kind === "tool_results" ? first.runs.map((r) => r.output) : []).toEqual(["391"]);
+    expect(JobEnvelope.safeParse(out).success).toBe(true);
+  });
+
+  it("hands a draft and its tool results up when the plan continues to heavy", async () => {
+    const out = await handler(
+      envelope("What is 17 * 23?", ["classifier", "tool-executor", "heavy-reasoner"]),
+      stageContext(),
+    );
+    expect(out.result).toBeUndefined();
+    expect(out.plan).toEqual(["classifier", "tool-executor", "heavy-reasoner"]);
+    expect(out.enrichments.map((e) => e.kind)).toEqual(["tool_results", "draft"]);
+    expect(out.enrichments[1]).toEqual({
+      kind: "draft",
+      stage: "tool-executor",
+      content: "17 * 23 = 391.",
+      reason: "the route sends this job to the heavy tier",
+    });
+    expect(out.usage).toHaveLength(2);
+  });
+
+  it("escalates to the heavy-reasoner when the loop runs out of steps", async () => {
+    const out = await toolExecutorHandler(
+      router,
+      registry,
+      1,
+    )(envelope("What is 17 * 23?", ["classifier", "tool-executor"]), stageContext());
+    expect(out.result).toBeUndefined();
+    expect(out.plan).toEqual(["classifier", "tool-executor", "heavy-reasoner"]);
+    expect(out.enrichments.at(-1)).toEqual({
+      kind: "draft",
+      stage: "tool-executor",
+      content: "",
+      reason: "the tool loop reached its limit of 1 steps",
+    });
+    expect(out.enrichments[0]).toMatchObject({ kind: "tool_results", steps: 1 });
+  });
+
+  it("does not add the heavy-reasoner twice when it is already planned", async () => {
+    const out = await toolExecutorHandler(
+      router,
+      registry,
+      1,
+    )(
+      envelope("What is 17 * 23?", ["classifier", "tool-executor", "heavy-reasoner"]),
+      stageContext(),
+    );
+    expect(out.plan).toEqual(["classifier", "tool-executor", "heavy-reasoner"]);
+    expect(out.enrichments.at(-1)).toMatchObject({
+      kind: "draft",
+      reason: "the tool loop reached its limit of 1 steps",
+    });
+  });
+
+  it("returns a client tool call to the client as the result", async () => {
+    const out = await handler(
+      envelope("What's the weather like in Paris?", ["classifier", "tool-executor"], [weatherTool]),
+      stageContext(),
+    );
+    expect(out.result?.finish_reason).toBe("tool_calls");
+    expect(out.result?.stage).toBe("tool-executor");
+    expect(out.result?.model).toBe("sim-mid");
+    expect(out.result?.message.tool_calls?.map((c) => c.function.name)).toEqual(["get_weather"]);
+    expect(out.enrichments[0]).toMatchObject({ kind: "tool_results", runs: [], steps: 1 });
+  });
+});
