@@ -102,7 +102,8 @@ describe("the mesh under failure", () => {
       const client = new Svcm(nc).client({ strategy: "timer", maxWait: 1_000 });
       const counts: number[] = [];
       for await (const stats of await client.stats("tool-executor")) {
-        counts.push((stats.endpoints?.[0]?.data as { finished: number }).finished);
+        const data = stats.endpoints?.[0]?.data as { finished?: number } | undefined;
+        counts.push(data?.finished ?? 0);
       }
       expect(counts).toHaveLength(2);
       expect(counts.reduce((a, b) => a + b, 0)).toBe(questions.length);
