@@ -21,6 +21,7 @@ export default defineConfig({
             "services/*/src/**/*.test.ts",
             "cli/src/**/*.test.ts",
             "deploy/**/*.test.ts",
+            "bench/**/*.test.ts",
           ],
         },
       },

@@ -49,6 +49,17 @@ export class JobStore {
     return parsed.data;
   }
 
+  /** Writes the first record of a new job in one round trip; false if the id is taken. */
+  async create(record: JobRecord): Promise<boolean> {
+    try {
+      await this.kv.create(record.id, JSON.stringify(record));
+      return true;
+    } catch (error) {
+      if (await this.kv.get(record.id)) return false;
+      throw error;
+    }
+  }
+
   /**
    * Writes `record` unless the stored one is already terminal. Returns false when the write was
    * skipped because the job had finished.

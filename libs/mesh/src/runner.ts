@@ -321,8 +321,10 @@ export class StageRunner {
 
     const next = out.result || out.error ? undefined : nextStage(out.plan, stage);
     if (next) {
-      await publishJob(this.#js, out, next);
+      // Record first, then forward: the next stage cannot finish the job before this write lands,
+      // so the compare-and-set never loses to it.
       await this.#outcomes.progressed(out, next, activeTraceId());
+      await publishJob(this.#js, out, next);
       this.#stats.forwarded++;
       logger.info({ next }, `forwarded to ${next}`);
     } else {

@@ -39,7 +39,9 @@ export class JobClient {
   async submit(envelope: JobEnvelope, traceId: string | undefined): Promise<void> {
     const first = envelope.plan[0];
     if (!first) throw new HandoffError("HANDOFF_ERR_INTERNAL", "job has an empty plan");
-    await this.store.save(recordFromEnvelope(envelope, "queued", traceId, first));
+    if (!(await this.store.create(recordFromEnvelope(envelope, "queued", traceId, first)))) {
+      throw new HandoffError("HANDOFF_ERR_INTERNAL", `job id ${envelope.id} is already taken`);
+    }
     await publishJob(this.#js, envelope, first);
   }
 

@@ -1,0 +1,407 @@
+/**
+ * `npm run bench`: throughput and latency of the Handoff mesh next to two baselines measured in
+ * the same run on the same freshly spawned nats-server:
+ *
+ *   A. core NATS request-reply (the floor for any message round trip);
+ *   B. JetStream publish → durable pull consumer → ackAck (the floor for one durable hop);
+ *   mesh: HTTP requests to the gateway, with the four services running as separate processes
+ *         from their built `dist/main.js`, for a 2-hop tools request and a 1-hop light request.
+ *
+ * Each workload gets a warm-up, a measured run of BENCH_N operations at BENCH_CONCURRENCY in
+ * flight, and a short serial run (one at a time) for the unloaded latency. Prints the tables and
+ * writes bench/README.md. Any failed operation fails the whole run.
+ */
+import { writeFileSync } from "node:fs";
+import { ServiceNames } from "@handoff/contracts";
+import {
+  findNatsServer,
+  freePort,
+  type NatsHandle,
+  type ServiceProcess,
+  spawnNatsServer,
+  spawnService,
+  waitFor,
+} from "@handoff/testkit";
+import { connect } from "@nats-io/transport-node";
+import { coreRequestReply, jetStreamWorkQueue, type Workload } from "./baselines.ts";
+import { classifySubject, envInt, runConcurrent, type Summary, summarize } from "./lib.ts";
+import { CpuMeter, childPids, machineFacts } from "./proc.ts";
+import { type Measurement, renderReadme, renderTables } from "./report.ts";
+
+const settings = {
+  n: envInt(process.env, "BENCH_N", 2000),
+  concurrency: envInt(process.env, "BENCH_CONCURRENCY", 16),
+  warmup: envInt(process.env, "BENCH_WARMUP", 200, 0),
+  serialN: envInt(process.env, "BENCH_SERIAL_N", 200, 0),
+};
+
+/** Size of the JetStream baseline's message, about that of a job envelope between stages. */
+const ENVELOPE_BYTES = 1536;
+const HTTP_TIMEOUT_MS = 30_000;
+const READY_TIMEOUT_MS = 30_000;
+const root = new URL("..", import.meta.url);
+
+// ---------------------------------------------------------------------------------------------
+// Clean-up: whatever happens (error, Ctrl-C, SIGTERM), servers, processes and stores go away.
+
+const cleanups: Array<() => Promise<void>> = [];
+let cleaning: Promise<void> | undefined;
+/** Aborted on SIGINT/SIGTERM: stops the load at once, so the services can drain quickly. */
+const interrupted = new AbortController();
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    for (const fn of cleanups.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch (error) {
+        console.error("clean-up step failed:", error);
+      }
+    }
+  })();
+  return cleaning;
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping the load, the services and nats-server…`);
+    interrupted.abort(new Error(`interrupted by ${signal}`));
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mesh: four services, four processes.
+
+interface RunningMesh {
+  gatewayUrl: string;
+  processes: Map<string, ServiceProcess>;
+  /** Throws if a service exited, or logged an error, since the last check. */
+  check(): void;
+  stop(): Promise<void>;
+}
+
+async function startMesh(natsUrl: string): Promise<RunningMesh> {
+  const gatewayPort = await freePort();
+  const processes = new Map<string, ServiceProcess>();
+  const problems: string[] = [];
+  let stopping = false;
+
+  const stop = async () => {
+    stopping = true;
+    await Promise.all([...processes.values()].map((p) => p.stop(15_000)));
+  };
+  // Registered before the first spawn, so an interruption during start-up stops them too.
+  cleanups.push(stop);
+
+  const start = async (name: string) => {
+    const healthPort = name === "gateway" ? gatewayPort : await freePort();
+    const proc = spawnService({
+      name,
+      entry: new URL(`services/${name}/dist/main.js`, root).pathname,
+      env: {
+        NATS_URL: natsUrl,
+        HANDOFF_CONFIG: undefined,
+        HANDOFF_CONCURRENCY: undefined,
+        LOG_LEVEL: "warn",
+        OTEL_SERVICE_NAME: undefined,
+        OTEL_TRACES_EXPORTER: "none",
+        OTEL_METRICS_EXPORTER: "none",
+        OTEL_LOGS_EXPORTER: "none",
+        OTEL_EXPORTER_OTLP_ENDPOINT: undefined,
+        HOST: "127.0.0.1",
+        PORT: String(gatewayPort),
+        HEALTH_PORT: name === "gateway" ? undefined : String(healthPort),
+      },
+    });
+    processes.set(name, proc);
+    void proc.exited.then((exit) => {
+      if (!stopping) {
+        problems.push(
+          `${name} exited during the run (code ${exit.code}, signal ${exit.signal}):\n${proc.output().slice(-4000)}`,
+        );
+      }
+    });
+    // At LOG_LEVEL=warn there is no "ready" log line: ask /readyz (workers via HEALTH_PORT).
+    const ready = waitFor(
+      async () => (await fetch(`http://127.0.0.1:${healthPort}/readyz`)).status === 200,
+      { timeoutMs: READY_TIMEOUT_MS, intervalMs: 100, what: `${name} /readyz` },
+    );
+    const died = proc.exited.then((exit) => {
+      throw new Error(
+        `${name} exited before it was ready (code ${exit.code}, signal ${exit.signal}):\n${proc.output().slice(-4000)}`,
+      );
+    });
+    await Promise.race([ready, died]);
+  };
+
+  try {
+    await Promise.all(ServiceNames.map(start));
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+
+  return {
+    gatewayUrl: `http://127.0.0.1:${gatewayPort}`,
+    processes,
+    check() {
+      for (const [name, proc] of processes) {
+        const errors = proc.logs().filter((line) => Number(line.level) >= 50);
+        if (errors.length > 0) {
+          problems.push(
+            `${name} logged ${errors.length} error(s), e.g. ${JSON.stringify(errors[0])}`,
+          );
+        }
+      }
+      if (problems.length > 0) throw new Error(problems.join("\n"));
+    },
+    stop,
+  };
+}
+
+/** Warnings (pino level 40) the services logged: reported, since they hint at trouble. */
+function warnings(mesh: RunningMesh): string[] {
+  return [...mesh.processes].flatMap(([name, proc]) =>
+    proc
+      .logs()
+      .filter((line) => Number(line.level) === 40)
+      .map((line) => `${name}: ${String(line.msg)}`),
+  );
+}
+
+interface ChatKind {
+  question: string;
+  route: string[];
+  /** Text the answer must contain, if any. */
+  contains?: string;
+}
+
+/** One HTTP request to the gateway, checked: 200, the expected route, the expected answer. */
+function chatOp(gatewayUrl: string, kind: ChatKind): Workload {
+  const body = JSON.stringify({
+    model: "handoff",
+    messages: [{ role: "user", content: kind.question }],
+  });
+  const route = kind.route.join(" -> ");
+  return {
+    async op(index) {
+      const res = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+        signal: AbortSignal.any([AbortSignal.timeout(HTTP_TIMEOUT_MS), interrupted.signal]),
+      });
+      const text = await res.text();
+      if (res.status !== 200) {
+        throw new Error(`request ${index}: HTTP ${res.status}: ${text.slice(0, 500)}`);
+      }
+      const answer = JSON.parse(text) as {
+        choices?: Array<{ message?: { content?: unknown } }>;
+        handoff?: { route?: unknown };
+      };
+      const content = answer.choices?.[0]?.message?.content;
+      if (typeof content !== "string" || content === "") {
+        throw new Error(`request ${index}: no answer text in ${text.slice(0, 500)}`);
+      }
+      if (kind.contains !== undefined && !content.includes(kind.contains)) {
+        throw new Error(`request ${index}: answer "${content}" lacks "${kind.contains}"`);
+      }
+      const got = Array.isArray(answer.handoff?.route) ? answer.handoff.route.join(" -> ") : "?";
+      if (got !== route) throw new Error(`request ${index}: route ${got}, expected ${route}`);
+    },
+    close: async () => {},
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring.
+
+/**
+ * Counts the messages flowing through the server by purpose, with a wildcard subscriber. Used
+ * only during warm-ups: copying every message to one more client would distort the measurement.
+ */
+async function startTap(url: string) {
+  const nc = await connect({ servers: url, name: "bench-tap" });
+  const counts = new Map<string, { messages: number; bytes: number }>();
+  for (const subject of [
+    "handoff.v1.>",
+    "bench.>",
+    "$KV.>",
+    "$JS.API.>",
+    "$JS.ACK.>",
+    "_INBOX.>",
+  ]) {
+    nc.subscribe(subject, {
+      callback: (error, msg) => {
+        if (error) return;
+        const kind = classifySubject(msg.subject, msg.reply ?? "");
+        const entry = counts.get(kind) ?? { messages: 0, bytes: 0 };
+        entry.messages++;
+        entry.bytes += msg.data.length;
+        counts.set(kind, entry);
+      },
+    });
+  }
+  await nc.flush();
+  return {
+    async stop() {
+      await nc.flush();
+      await nc.close();
+      return counts;
+    },
+  };
+}
+
+async function measure(
+  name: string,
+  workload: Workload,
+  natsUrl: string,
+  pids: ReadonlyMap<string, number>,
+): Promise<Omit<Measurement, "key" | "label" | "what">> {
+  const { n, concurrency, warmup, serialN } = settings;
+  const op = (index: number) => {
+    interrupted.signal.throwIfAborted();
+    return workload.op(index);
+  };
+  process.stdout.write(`${name}: warm-up ${warmup}`);
+  const tap = await startTap(natsUrl);
+  let traffic: Measurement["traffic"];
+  try {
+    if (warmup > 0) await runConcurrent(warmup, concurrency, op);
+  } finally {
+    const counts = await tap.stop();
+    traffic = warmup > 0 ? { ops: warmup, counts } : undefined;
+  }
+
+  process.stdout.write(`, ${n} ops at concurrency ${concurrency}`);
+  const meter = new CpuMeter(pids);
+  meter.start();
+  const loaded = summarize(await runConcurrent(n, concurrency, op));
+  const cpuMs = meter.stop();
+
+  let serial: Summary | undefined;
+  if (serialN > 0) {
+    process.stdout.write(`, ${serialN} one at a time`);
+    serial = summarize(await runConcurrent(serialN, 1, op));
+  }
+  process.stdout.write(
+    ` → ${loaded.opsPerSec.toFixed(0)} ops/s, p50 ${loaded.p50Ms.toFixed(2)} ms, p99 ${loaded.p99Ms.toFixed(2)} ms\n`,
+  );
+  return { loaded, serial, cpuMs, traffic };
+}
+
+async function main(): Promise<void> {
+  const binary = findNatsServer();
+  if (binary === undefined) {
+    throw new Error("nats-server not found on PATH or in /usr/sbin, /usr/local/bin: install it");
+  }
+  const machine = machineFacts(binary);
+  const startedAt = new Date();
+  console.log(
+    `Handoff mesh benchmark: N=${settings.n}, concurrency ${settings.concurrency}, warm-up ${settings.warmup}, serial ${settings.serialN}`,
+  );
+  console.log(
+    `${machine.cpuModel}, ${machine.cores} cores (load average ${machine.loadAverage.toFixed(2)}), Node ${machine.node}, ${machine.natsServer}\n`,
+  );
+
+  // Always a fresh server of our own on a free port with a temporary store: never NATS_URL.
+  const nats: NatsHandle = await spawnNatsServer(binary);
+  cleanups.push(() => nats.stop());
+  const pids = new Map<string, number>([["bench (client)", process.pid]]);
+  const natsPid = childPids(process.pid, "nats-server")[0];
+  if (natsPid !== undefined) pids.set("nats-server", natsPid);
+
+  const measurements: Measurement[] = [];
+
+  const core = await coreRequestReply(nats.url);
+  try {
+    measurements.push({
+      key: "core",
+      label: "A. core NATS request-reply",
+      what: `request ${core.requestBytes} B → reply ${core.replyBytes} B`,
+      ...(await measure("core request-reply", core, nats.url, pids)),
+    });
+  } finally {
+    await core.close();
+  }
+
+  const js = await jetStreamWorkQueue(nats.url, ENVELOPE_BYTES);
+  try {
+    measurements.push({
+      key: "jetstream",
+      label: "B. JetStream publish → pull → ackAck",
+      what: `${js.messageBytes} B message, file store, work queue`,
+      ...(await measure("JetStream publish/consume/ack", js, nats.url, pids)),
+    });
+  } finally {
+    await js.close();
+  }
+
+  process.stdout.write("starting the mesh (4 processes)… ");
+  const mesh = await startMesh(nats.url);
+  console.log("ready");
+  const meshPids = new Map(pids);
+  for (const [name, proc] of mesh.processes) meshPids.set(name, proc.pid);
+
+  const kinds: Array<{ key: Measurement["key"]; label: string; what: string; kind: ChatKind }> = [
+    {
+      key: "mesh-tools",
+      label: 'mesh: "What is 17 * 23?"',
+      what: "HTTP → classifier → tool-executor (2 hops, 2 model calls + calculator)",
+      kind: {
+        question: "What is 17 * 23?",
+        route: ["classifier", "tool-executor"],
+        contains: "391",
+      },
+    },
+    {
+      key: "mesh-light",
+      label: 'mesh: "Hello there"',
+      what: "HTTP → classifier, answered by the light model (1 hop, 1 model call)",
+      kind: { question: "Hello there", route: ["classifier"] },
+    },
+  ];
+  for (const { key, label, what, kind } of kinds) {
+    const result = await measure(label, chatOp(mesh.gatewayUrl, kind), nats.url, meshPids);
+    mesh.check();
+    measurements.push({ key, label, what, ...result });
+  }
+  const serviceWarnings = warnings(mesh);
+
+  const finishedAt = new Date();
+  const report = {
+    settings,
+    machine,
+    measurements,
+    serviceWarnings,
+    startedAt,
+    finishedAt,
+    command: "npm run bench",
+  };
+  console.log(`\n${renderTables(report)}`);
+  if (serviceWarnings.length > 0) {
+    console.log(`\nService warnings during the run (${serviceWarnings.length}):`);
+    for (const line of serviceWarnings.slice(0, 20)) console.log(`  ${line}`);
+  }
+  const readme = new URL("bench/README.md", root);
+  writeFileSync(readme, renderReadme(report));
+  console.log(`\nwrote ${readme.pathname} (${((+finishedAt - +startedAt) / 1000).toFixed(1)} s)`);
+}
+
+try {
+  await main();
+} catch (error) {
+  if (interrupted.signal.aborted) {
+    console.error("benchmark interrupted: no results");
+    process.exitCode = 130;
+  } else {
+    const detail = error instanceof Error ? (error.stack ?? error.message) : error;
+    console.error("\nbenchmark FAILED:", detail);
+    process.exitCode = 1;
+  }
+} finally {
+  await cleanup();
+}
+// Keep-alive sockets and timers of finished clients must not keep a finished run alive.
+process.exit();
