@@ -86,6 +86,22 @@ export type Message = z.infer<typeof Message>;
 export const FinishReason = z.enum(["stop", "length", "tool_calls", "content_filter"]);
 export type FinishReason = z.infer<typeof FinishReason>;
 
+/** OpenAI's `response_format`: free text, any JSON object, or JSON matching a schema. */
+export const ResponseFormat = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("text") }),
+  z.object({ type: z.literal("json_object") }),
+  z.object({
+    type: z.literal("json_schema"),
+    json_schema: z.object({
+      name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "names are 1-64 letters, digits, '_' or '-'"),
+      description: z.string().optional(),
+      schema: z.record(z.string(), z.unknown()).optional(),
+      strict: z.boolean().nullish(),
+    }),
+  }),
+]);
+export type ResponseFormat = z.infer<typeof ResponseFormat>;
+
 /** Sampling parameters passed through to whichever model answers. */
 export const ChatParams = z.object({
   temperature: z.number().min(0).max(2).optional(),
@@ -93,6 +109,7 @@ export const ChatParams = z.object({
   max_tokens: z.number().int().positive().optional(),
   stop: z.array(z.string()).max(4).optional(),
   seed: z.number().int().optional(),
+  response_format: ResponseFormat.optional(),
 });
 export type ChatParams = z.infer<typeof ChatParams>;
 

@@ -70,6 +70,7 @@ export function envelopeFromRequest(
         ...(maxTokens != null ? { max_tokens: maxTokens } : {}),
         ...(stop != null ? { stop } : {}),
         ...(request.seed != null ? { seed: request.seed } : {}),
+        ...(request.response_format != null ? { response_format: request.response_format } : {}),
       },
     },
     plan: ["classifier"],
