@@ -313,6 +313,7 @@ describe("gateway failure paths", () => {
       expect(res?.statusCode).toBe(502);
       const { error } = ErrorBody.parse(res?.json());
       expect(error.code).toBe("HANDOFF_ERR_RETRIES_EXHAUSTED");
+      expect(error.message).toContain("2 attempts (sim:sim-slow: timeout; sim:sim-slow: timeout)");
       expect(error.message).toContain("did not answer within 100 ms");
       expect(error.job_id).toMatch(/.+/);
     } finally {

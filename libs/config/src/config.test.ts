@@ -65,6 +65,9 @@ describe("parseConfig", () => {
         headers: {},
         price: { input_per_mtok: 0.15, output_per_mtok: 0.6 },
         timeout_ms: 20_000,
+        retries: 2,
+        fallbacks: [],
+        max_output_tokens: 1_024,
         latency_ms: 0,
       },
     ]);
@@ -82,6 +85,9 @@ describe("parseConfig", () => {
       headers: {},
       price: { input_per_mtok: 0, output_per_mtok: 0 },
       timeout_ms: 60_000,
+      retries: 2,
+      fallbacks: [],
+      max_output_tokens: 1_024,
       latency_ms: 0,
     });
   });
@@ -241,5 +247,58 @@ describe("loadConfig", () => {
 describe("parseConfig error wording", () => {
   it("calls a broken .JSON file JSON, whatever the case of its extension", () => {
     expect(() => parseConfig("{", "/x/config.JSON")).toThrow(/config\.JSON is not valid JSON/);
+  });
+});
+
+describe("resilience settings and deployment ids", () => {
+  it("defaults the resilience policy and caps attempts at the hard maximum", () => {
+    const config = parseConfig(JSON.stringify(tiers()), "c.json");
+    expect(config.resilience).toEqual({
+      max_attempts: 4,
+      backoff_base_ms: 250,
+      backoff_max_ms: 8_000,
+      max_retry_after_ms: 20_000,
+      cooldown_after_failures: 3,
+      cooldown_ms: 30_000,
+    });
+    const error = configError(
+      JSON.stringify({ ...tiers(), resilience: { max_attempts: 11 } }),
+      "c.json",
+    );
+    expect(error.issues?.map((i) => i.path)).toEqual(["resilience.max_attempts"]);
+  });
+
+  it("lets one deployment serve two tiers, but not two deployments share an id", () => {
+    const same = { provider: "sim", model: "shared" };
+    expect(() =>
+      parseConfig(
+        JSON.stringify({ tiers: { light: [same], mid: [same], heavy: [same] } }),
+        "c.json",
+      ),
+    ).not.toThrow();
+    const error = configError(
+      JSON.stringify({
+        tiers: { light: [same], mid: [{ ...same, timeout_ms: 5 }], heavy: [same] },
+      }),
+      "c.json",
+    );
+    expect(error.issues?.map((i) => i.path)).toEqual(["tiers.mid[0].id"]);
+    expect(error.message).toContain("names a different deployment at tiers.light[0]");
+  });
+
+  it("rejects a fallback to an id no deployment has", () => {
+    const error = configError(
+      JSON.stringify({
+        tiers: {
+          light: [{ provider: "sim", model: "a", fallbacks: ["nowhere"] }],
+          mid: [{ provider: "sim", model: "b" }],
+          heavy: [{ provider: "sim", model: "c" }],
+        },
+      }),
+      "c.json",
+    );
+    expect(error.issues).toEqual([
+      { path: "tiers.light[0].fallbacks[0]", message: 'no deployment has the id "nowhere"' },
+    ]);
   });
 });

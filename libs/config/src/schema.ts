@@ -30,10 +30,24 @@ export const Deployment = z.object({
   price: Price.default({ input_per_mtok: 0, output_per_mtok: 0 }),
   /** Per-attempt timeout of one model call. */
   timeout_ms: z.number().int().positive().default(60_000),
+  /** Attempts on this deployment (the first try and its retries) before falling back. */
+  retries: z.number().int().min(1).max(5).default(2),
+  /**
+   * Deployment ids (of any tier) to try when this one fails, after the rest of its own tier.
+   * Cycles are allowed: the attempt cap ends them.
+   */
+  fallbacks: z.array(z.string().min(1)).default([]),
+  /** Output tokens assumed for a call that sets no `max_tokens`, when checking a budget. */
+  max_output_tokens: z.number().int().positive().default(1_024),
   /** `sim` only: how long the simulated model takes to answer. */
   latency_ms: z.number().int().nonnegative().default(0),
 });
 export type Deployment = z.infer<typeof Deployment>;
+
+/** How a deployment is named in logs, metrics, spans and `fallbacks`. */
+export function deploymentId(deployment: Pick<Deployment, "id" | "provider" | "model">): string {
+  return deployment.id ?? `${deployment.provider}:${deployment.model}`;
+}
 
 const TierDeployments = z.array(Deployment).min(1, "a tier needs at least one deployment");
 
@@ -57,20 +71,73 @@ export const Limits = z.object({
 });
 export type Limits = z.infer<typeof Limits>;
 
+/** No configuration may allow more attempts than this for one model call. */
+export const HARD_MAX_ATTEMPTS = 10;
+
+/** Retries, fallbacks and cooldowns: one policy for every model call. */
+export const Resilience = z.object({
+  /** Attempts per model call across retries and fallbacks: a hard cap, whatever else is set. */
+  max_attempts: z.number().int().min(1).max(HARD_MAX_ATTEMPTS).default(4),
+  /** First retry delay; it doubles per retry, with full jitter. */
+  backoff_base_ms: z.number().int().min(0).default(250),
+  backoff_max_ms: z.number().int().min(0).default(8_000),
+  /** A `Retry-After` longer than this moves on to the next deployment instead of waiting. */
+  max_retry_after_ms: z.number().int().min(0).default(20_000),
+  /** Consecutive failures that take a deployment out of rotation (a circuit breaker). */
+  cooldown_after_failures: z.number().int().min(1).default(3),
+  /** How long a deployment stays out of rotation. */
+  cooldown_ms: z.number().int().min(0).default(30_000),
+});
+export type Resilience = z.infer<typeof Resilience>;
+
 export const JetStreamSettings = z.object({
   /** Copies of each stream and bucket across a NATS cluster: 3 in production, 1 on one server. */
   replicas: z.number().int().min(1).max(5).default(1),
 });
 
-export const HandoffConfig = z.object({
-  tiers: z.object({
-    light: TierDeployments,
-    mid: TierDeployments,
-    heavy: TierDeployments,
-  }),
-  routing: Routing.default({ strategy: "rules" }),
-  limits: Limits.default(Limits.parse({})),
-  jetstream: JetStreamSettings.default({ replicas: 1 }),
-});
+export const HandoffConfig = z
+  .object({
+    tiers: z.object({
+      light: TierDeployments,
+      mid: TierDeployments,
+      heavy: TierDeployments,
+    }),
+    routing: Routing.default({ strategy: "rules" }),
+    limits: Limits.default(Limits.parse({})),
+    resilience: Resilience.default(Resilience.parse({})),
+    jetstream: JetStreamSettings.default({ replicas: 1 }),
+  })
+  .superRefine((config, ctx) => {
+    // Deployment ids name fallbacks, breakers, spans and metrics. One deployment may serve
+    // several tiers, but two different deployments may not share an id.
+    const seen = new Map<string, { at: string; same: string }>();
+    for (const [tier, list] of Object.entries(config.tiers)) {
+      list.forEach((deployment, index) => {
+        const id = deploymentId(deployment);
+        const first = seen.get(id);
+        const same = JSON.stringify(deployment);
+        if (first && first.same !== same) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["tiers", tier, index, "id"],
+            message: `deployment id "${id}" names a different deployment at ${first.at}; give one of them its own id`,
+          });
+        } else if (!first) seen.set(id, { at: `tiers.${tier}[${index}]`, same });
+      });
+    }
+    for (const [tier, list] of Object.entries(config.tiers)) {
+      list.forEach((deployment, index) => {
+        deployment.fallbacks.forEach((target, at) => {
+          if (!seen.has(target)) {
+            ctx.addIssue({
+              code: "custom",
+              path: ["tiers", tier, index, "fallbacks", at],
+              message: `no deployment has the id "${target}"`,
+            });
+          }
+        });
+      });
+    }
+  });
 export type HandoffConfig = z.infer<typeof HandoffConfig>;
 export type HandoffConfigInput = z.input<typeof HandoffConfig>;

@@ -440,6 +440,8 @@ describe("jsonSchemaOf", () => {
     ],
     "chat-completion-request": ["model", "messages"],
     "chat-completion": ["id", "object", "created", "model", "choices", "usage", "handoff"],
+    "chat-completion-chunk": ["id", "object", "created", "model", "choices"],
+    "stream-chunk": ["job_id", "stage", "delivery", "seq", "model", "delta"],
     "error-body": ["error"],
   };
 

@@ -120,6 +120,8 @@ export const JobInput = z.object({
   tools: z.array(ToolDefinition).default([]),
   tool_choice: ToolChoice.optional(),
   params: ChatParams.default({}),
+  /** The client reads the answer as it is produced: the answering stage relays its tokens. */
+  stream: z.boolean().default(false),
 });
 export type JobInput = z.infer<typeof JobInput>;
 
@@ -164,6 +166,19 @@ export function totalCost(usage: readonly Usage[]): number {
   return roundUsd(usage.reduce((sum, u) => sum + u.cost_usd, 0));
 }
 
+/**
+ * What the job may still spend: its `max_cost_usd` minus what its usage (and `pending`, usage not
+ * yet on the envelope) has cost. Undefined when the job has no budget.
+ */
+export function remainingBudget(
+  envelope: Pick<JobEnvelope, "budget" | "usage">,
+  pending: readonly Usage[] = [],
+): number | undefined {
+  const max = envelope.budget.max_cost_usd;
+  if (max === undefined) return undefined;
+  return Math.max(0, roundUsd(max - totalCost([...envelope.usage, ...pending])));
+}
+
 /** Dollar amounts are kept to a nano-dollar: fine enough for per-token prices, free of float dust. */
 export function roundUsd(value: number): number {
   return Math.round(value * 1e9) / 1e9;
@@ -174,3 +189,18 @@ export function nextStage(plan: readonly Stage[], current: Stage): Stage | undef
   const at = plan.lastIndexOf(current);
   return at === -1 ? undefined : plan[at + 1];
 }
+
+/**
+ * One piece of a streamed answer, on `handoff.v1.stream.<jobId>` (core NATS). `seq` counts from 0
+ * per delivery of the job to the answering stage, so a consumer can spot a gap or a restart.
+ */
+export const StreamChunk = z.object({
+  job_id: JobId,
+  stage: Stage,
+  /** JetStream delivery of the job at that stage: a redelivered job streams anew. */
+  delivery: z.number().int().positive(),
+  seq: z.number().int().nonnegative(),
+  model: z.string(),
+  delta: z.string(),
+});
+export type StreamChunk = z.infer<typeof StreamChunk>;

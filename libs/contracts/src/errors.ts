@@ -11,6 +11,7 @@ export const ErrorCodes = {
   HANDOFF_ERR_BODY_TOO_LARGE: { status: 413, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_MEDIA_TYPE: { status: 415, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_NOT_FOUND: { status: 404, type: "not_found_error", retryable: false },
+  HANDOFF_ERR_BUDGET: { status: 402, type: "budget_exceeded", retryable: false },
   HANDOFF_ERR_INVALID_MESSAGE: { status: 500, type: "server_error", retryable: false },
   HANDOFF_ERR_HOP_LIMIT: { status: 500, type: "server_error", retryable: false },
   HANDOFF_ERR_DEADLINE: { status: 504, type: "timeout_error", retryable: false },

@@ -1,8 +1,8 @@
 import { z } from "zod";
 import { DeadLetter } from "./dead-letter.js";
-import { JobEnvelope } from "./envelope.js";
+import { JobEnvelope, StreamChunk } from "./envelope.js";
 import { JobRecord } from "./job-record.js";
-import { ChatCompletion, ChatCompletionRequest, ErrorBody } from "./openai.js";
+import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ErrorBody } from "./openai.js";
 
 /** Every schema that crosses a wire, by the name its JSON Schema file takes. */
 export const WireSchemas = {
@@ -11,6 +11,8 @@ export const WireSchemas = {
   "dead-letter": DeadLetter,
   "chat-completion-request": ChatCompletionRequest,
   "chat-completion": ChatCompletion,
+  "chat-completion-chunk": ChatCompletionChunk,
+  "stream-chunk": StreamChunk,
   "error-body": ErrorBody,
 } as const satisfies Record<string, z.ZodType>;
 export type WireSchemaName = keyof typeof WireSchemas;

@@ -51,6 +51,8 @@ export type RequestMessage = z.infer<typeof RequestMessage>;
 export const HandoffRequestOptions = z.object({
   /** How long the gateway waits for the answer before a 504. */
   timeout_ms: z.number().int().min(100).max(600_000).optional(),
+  /** Upper bound on the job's model spend, in US dollars. */
+  max_cost_usd: z.number().positive().optional(),
 });
 
 export const ChatCompletionRequest = z.object({
@@ -67,8 +69,11 @@ export const ChatCompletionRequest = z.object({
   response_format: ResponseFormat.nullish(),
   n: z.literal(1, { error: "only n = 1 is supported" }).nullish(),
   stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
   user: z.string().optional(),
   metadata: z.record(z.string(), z.string()).optional(),
+  /** Upper bound on the job's model spend, in US dollars (also `x-handoff-max-cost-usd`). */
+  max_cost_usd: z.number().positive().optional(),
   handoff: HandoffRequestOptions.optional(),
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
@@ -110,6 +115,46 @@ export const ChatCompletion = z.object({
   handoff: HandoffInfo,
 });
 export type ChatCompletion = z.infer<typeof ChatCompletion>;
+
+/** One server-sent event of a streamed completion: OpenAI's `chat.completion.chunk`. */
+export const ChatCompletionChunk = z.object({
+  id: z.string(),
+  object: z.literal("chat.completion.chunk"),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(
+    z.object({
+      index: z.number().int(),
+      delta: z.object({
+        role: z.literal("assistant").optional(),
+        content: z.string().nullable().optional(),
+        tool_calls: z
+          .array(
+            z.object({
+              index: z.number().int(),
+              id: z.string().optional(),
+              type: z.literal("function").optional(),
+              function: z.object({ name: z.string().optional(), arguments: z.string().optional() }),
+            }),
+          )
+          .optional(),
+      }),
+      finish_reason: FinishReason.nullable(),
+      logprobs: z.null(),
+    }),
+  ),
+  usage: z
+    .object({
+      prompt_tokens: z.number().int(),
+      completion_tokens: z.number().int(),
+      total_tokens: z.number().int(),
+    })
+    .nullable()
+    .optional(),
+  /** On the last chunk: how the answer was made, as on a non-streamed completion. */
+  handoff: HandoffInfo.optional(),
+});
+export type ChatCompletionChunk = z.infer<typeof ChatCompletionChunk>;
 
 /** OpenAI's error body, with Handoff's issue list when a request failed validation. */
 export const ErrorBody = z.object({

@@ -4,6 +4,7 @@ import {
   JobEnvelope as JobEnvelopeSchema,
   nextStage,
   type Stage,
+  type StreamChunk,
   Streams,
   Subjects,
 } from "@handoff/contracts";
@@ -34,7 +35,15 @@ export interface StageContext {
   /** Aborted at the job's deadline, or when a draining runner runs out of patience. */
   signal: AbortSignal;
   logger: Logger;
+  /**
+   * Set when the client streams the answer: pass it as a model call's `onEvent`, and the call's
+   * text reaches the client as it is produced. Undefined otherwise.
+   */
+  relay: ((event: StreamedOutput, model: string) => void) | undefined;
 }
+
+/** The part of a model's streamed output the runner relays: text deltas. */
+export type StreamedOutput = { type: "text"; delta: string } | { type: "tool_call" };
 
 /**
  * A stage's logic: take the envelope, return it enriched. To end the job, set `result` (or
@@ -380,10 +389,29 @@ export class StageRunner {
         delivery: msg.info.deliveryCount,
         signal,
         logger,
+        relay: envelope.input.stream ? this.#relay(envelope.id, msg.info.deliveryCount) : undefined,
       });
     } finally {
       clearInterval(beat);
     }
+  }
+
+  /** Publishes text deltas on `handoff.v1.stream.<jobId>`, numbered, for the waiting gateway. */
+  #relay(jobId: string, delivery: number) {
+    const subject = Subjects.stream(jobId);
+    let seq = 0;
+    return (event: StreamedOutput, model: string) => {
+      if (event.type !== "text" || event.delta === "") return;
+      const chunk: StreamChunk = {
+        job_id: jobId,
+        stage: this.#o.stage,
+        delivery,
+        seq: seq++,
+        model,
+        delta: event.delta,
+      };
+      this.#o.nc.publish(subject, JSON.stringify(chunk));
+    };
   }
 
   #classify(thrown: unknown, envelope: JobEnvelope): HandoffError {

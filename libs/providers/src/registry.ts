@@ -1,21 +1,23 @@
 import type { Deployment } from "@handoff/config";
-import { HandoffError } from "@handoff/contracts";
+
+export { deploymentId } from "@handoff/config";
+
+import { AnthropicModel } from "./anthropic/adapter.js";
+import { OpenAICompatibleModel } from "./openai-compatible/adapter.js";
 import { SimModel } from "./sim/sim-model.js";
 import type { ChatModel } from "./types.js";
 
 /** Builds the model adapter a deployment names. */
 export type ModelFactory = (deployment: Deployment, env?: NodeJS.ProcessEnv) => ChatModel;
 
-export const createModel: ModelFactory = (deployment) => {
+export const createModel: ModelFactory = (deployment, env = process.env) => {
   switch (deployment.provider) {
     case "sim":
       return new SimModel({ model: deployment.model, latencyMs: deployment.latency_ms });
     case "openai-compatible":
+      return new OpenAICompatibleModel(deployment, { env });
     case "anthropic":
-      throw new HandoffError(
-        "HANDOFF_ERR_CONFIG",
-        `provider "${deployment.provider}" (model ${deployment.model}) is not available in this build`,
-      );
+      return new AnthropicModel(deployment, { env });
   }
 };
 
@@ -29,8 +31,4 @@ export function genAiProviderName(deployment: Deployment): string {
     case "anthropic":
       return "anthropic";
   }
-}
-
-export function deploymentId(deployment: Deployment): string {
-  return deployment.id ?? `${deployment.provider}:${deployment.model}`;
 }

@@ -8,7 +8,9 @@ import {
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { AnthropicModel } from "./anthropic/adapter.js";
 import { costUsd } from "./cost.js";
+import { OpenAICompatibleModel } from "./openai-compatible/adapter.js";
 import { createModel, deploymentId, genAiProviderName } from "./registry.js";
 import { jobResult, ModelRouter } from "./router.js";
 import { SimModel } from "./sim/sim-model.js";
@@ -151,15 +153,37 @@ describe("registry", () => {
     expect(model.simulated).toBe(true);
   });
 
-  it("refuses providers this build does not have", () => {
-    const config = withMid({ provider: "openai-compatible", model: "gpt-4o-mini" });
-    expect(() => new ModelRouter(config)).toThrow(
-      'provider "openai-compatible" (model gpt-4o-mini) is not available in this build',
+  it("builds the adapter each provider names", () => {
+    const env = { OPENAI_API_KEY: "sk-test", ANTHROPIC_API_KEY: "ak-test" };
+    const openai = createModel(
+      {
+        ...sim,
+        provider: "openai-compatible",
+        model: "gpt-4o-mini",
+        api_key_env: "OPENAI_API_KEY",
+      },
+      env,
     );
+    expect(openai).toBeInstanceOf(OpenAICompatibleModel);
+    expect([openai.provider, openai.model, openai.simulated]).toEqual([
+      "openai-compatible",
+      "gpt-4o-mini",
+      false,
+    ]);
+    const claude = createModel({ ...sim, provider: "anthropic", model: "claude-sonnet-4-5" }, env);
+    expect(claude).toBeInstanceOf(AnthropicModel);
+  });
+
+  it("refuses a deployment whose API key variable is unset, naming it", () => {
+    const config = withMid({
+      provider: "openai-compatible",
+      model: "gpt-4o-mini",
+      api_key_env: "NOT_SET_ANYWHERE",
+    });
+    expect(() => new ModelRouter(config, (d) => createModel(d, {}))).toThrow(/NOT_SET_ANYWHERE/);
     try {
-      new ModelRouter(config);
+      new ModelRouter(config, (d) => createModel(d, {}));
     } catch (error) {
-      expect(error).toBeInstanceOf(HandoffError);
       expect((error as HandoffError).code).toBe("HANDOFF_ERR_CONFIG");
     }
   });
@@ -215,7 +239,7 @@ describe("ModelRouter", () => {
     expect(heavy.usage.cost_usd).toBeGreaterThan(light.usage.cost_usd);
   });
 
-  it("fails a call that outlasts the deployment's timeout with a retryable provider error", async () => {
+  it("retries a call that outlasts the deployment's timeout, then gives up for good", async () => {
     const router = new ModelRouter(
       withMid({ provider: "sim", model: "sim-slow", timeout_ms: 20, latency_ms: 2_000 }),
     );
@@ -224,9 +248,13 @@ describe("ModelRouter", () => {
       router.chat("mid", { messages: hello }, { stage: "tool-executor" }),
     );
     expect(performance.now() - started).toBeLessThan(1_500);
-    expect(error.code).toBe("HANDOFF_ERR_PROVIDER");
-    expect(error.retryable).toBe(true);
-    expect(error.message).toBe("sim:sim-slow did not answer within 20 ms");
+    expect(error.code).toBe("HANDOFF_ERR_RETRIES_EXHAUSTED");
+    expect(error.retryable).toBe(false);
+    expect(error.message).toBe(
+      "tier mid: every attempt failed, 2 attempts (sim:sim-slow: timeout; sim:sim-slow: timeout); " +
+        "last: sim:sim-slow did not answer within 20 ms",
+    );
+    expect((error.cause as HandoffError).message).toBe("sim:sim-slow did not answer within 20 ms");
   });
 
   it("reports the caller's own abort as a cancelled, retryable call", async () => {
@@ -243,7 +271,7 @@ describe("ModelRouter", () => {
     expect(error.message).toBe("call to sim:sim-mid was cancelled");
   });
 
-  it("wraps a model that throws in a retryable provider error", async () => {
+  it("wraps a model that throws in a provider error and retries it before giving up", async () => {
     const router = new ModelRouter(
       simProfile,
       (deployment) => new FailingModel(deployment.model, new Error("connection reset")),
@@ -251,19 +279,33 @@ describe("ModelRouter", () => {
     const error = await failure(
       router.chat("mid", { messages: hello }, { stage: "tool-executor" }),
     );
-    expect(error.code).toBe("HANDOFF_ERR_PROVIDER");
-    expect(error.retryable).toBe(true);
+    expect(error.code).toBe("HANDOFF_ERR_RETRIES_EXHAUSTED");
     expect(error.status).toBe(502);
-    expect(error.message).toBe("sim:sim-mid failed: connection reset");
-    expect((error.cause as Error).message).toBe("connection reset");
+    expect(error.message).toContain("2 attempts (sim:sim-mid: server; sim:sim-mid: server)");
+    const last = error.cause as HandoffError;
+    expect(last.code).toBe("HANDOFF_ERR_PROVIDER");
+    expect(last.message).toBe("sim:sim-mid failed: connection reset");
+    expect((last.cause as Error).message).toBe("connection reset");
   });
 
-  it("passes a model's own HandoffError through unchanged", async () => {
+  it("does not retry a model's own non-retryable HandoffError, and keeps its code", async () => {
     const rejected = new HandoffError("HANDOFF_ERR_PROVIDER_REJECTED", "prompt too long");
-    const router = new ModelRouter(simProfile, (d) => new FailingModel(d.model, rejected));
+    let calls = 0;
+    const router = new ModelRouter(simProfile, (d) => {
+      const model = new FailingModel(d.model, rejected);
+      return Object.assign(model, {
+        chat: async () => {
+          calls++;
+          throw rejected;
+        },
+      });
+    });
     const error = await failure(router.chat("heavy", { messages: hello }, { stage: "classifier" }));
-    expect(error).toBe(rejected);
+    expect(error.code).toBe("HANDOFF_ERR_PROVIDER_REJECTED");
     expect(error.retryable).toBe(false);
+    expect(error.message).toContain("prompt too long");
+    expect(error.cause).toBe(rejected);
+    expect(calls).toBe(1);
   });
 
   it("binds every deployment at construction, so a factory that throws fails there", () => {
@@ -324,7 +366,7 @@ describe("ModelRouter spans", () => {
       code: SpanStatusCode.ERROR,
       message: "sim:sim-mid failed: boom",
     });
-    expect(span?.attributes["error.type"]).toBe("HANDOFF_ERR_PROVIDER");
+    expect(span?.attributes["error.type"]).toBe("server");
     expect(span?.attributes).not.toHaveProperty("gen_ai.usage.input_tokens");
     expect(span?.events.map((e) => e.name)).toEqual(["exception"]);
   });
@@ -337,7 +379,7 @@ describe("ModelRouter spans", () => {
     const span = spansNamed("chat sim-slow")[0];
     expect(span?.status.code).toBe(SpanStatusCode.ERROR);
     expect(span?.status.message).toBe("sim:sim-slow did not answer within 10 ms");
-    expect(span?.attributes["error.type"]).toBe("HANDOFF_ERR_PROVIDER");
+    expect(span?.attributes["error.type"]).toBe("timeout");
   });
 });
 

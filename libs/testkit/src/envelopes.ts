@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { JobEnvelope, Stage } from "@handoff/contracts";
+import type { StageContext } from "@handoff/mesh";
+import { pino } from "pino";
 
 export interface TestEnvelopeOptions {
   id?: string;
@@ -21,11 +23,28 @@ export function testEnvelope(options: TestEnvelopeOptions = {}): JobEnvelope {
       messages: [{ role: "user", content: options.question ?? "What is 17 * 23?" }],
       tools: [],
       params: {},
+      stream: false,
     },
     plan: options.plan ?? ["classifier"],
     hops: [],
     enrichments: [],
     usage: [],
     budget: { deadline: new Date(now + (options.deadlineInMs ?? 30_000)).toISOString() },
+  };
+}
+
+/** The context a stage handler gets from the runner, for calling handlers directly in tests. */
+export function testStageContext(
+  stage: Stage,
+  overrides: Partial<StageContext> = {},
+): StageContext {
+  return {
+    stage,
+    instance: "test",
+    delivery: 1,
+    signal: new AbortController().signal,
+    logger: pino({ level: "silent" }),
+    relay: undefined,
+    ...overrides,
   };
 }

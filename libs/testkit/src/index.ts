@@ -1,4 +1,4 @@
-export { type TestEnvelopeOptions, testEnvelope } from "./envelopes.js";
+export { type TestEnvelopeOptions, testEnvelope, testStageContext } from "./envelopes.js";
 export { freePort } from "./free-port.js";
 export {
   findNatsServer,

@@ -6,9 +6,8 @@ import {
   type RouteDecision,
   type ToolDefinition,
 } from "@handoff/contracts";
-import type { StageContext } from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
-import { pino } from "pino";
+import { testStageContext } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { type Classification, classifyByRules } from "./rules.js";
 import { classifierHandler, planFor } from "./service.js";
@@ -37,15 +36,7 @@ function envelope(question: string, tools: ToolDefinition[] = []): JobEnvelope {
   });
 }
 
-function stageContext(): StageContext {
-  return {
-    stage: "classifier",
-    instance: "test",
-    delivery: 1,
-    signal: new AbortController().signal,
-    logger: pino({ level: "silent" }),
-  };
-}
+const stageContext = () => testStageContext("classifier");
 
 const LONG_DESIGN_QUESTION =
   "We run a shop with a few million users and a single Postgres database. How should we design " +

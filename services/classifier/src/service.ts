@@ -1,5 +1,5 @@
 import type { HandoffConfig } from "@handoff/config";
-import type { JobEnvelope, Stage } from "@handoff/contracts";
+import { type JobEnvelope, remainingBudget, type Stage } from "@handoff/contracts";
 import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
 import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -62,6 +62,8 @@ export function classifierHandler(router: ModelRouter) {
       const call = await router.chat("light", chatRequestFor(envelope.input), {
         stage: "classifier",
         signal: ctx.signal,
+        budgetUsd: remainingBudget(envelope),
+        onEvent: ctx.relay,
       });
       envelope.usage.push(call.usage);
       envelope.result = jobResult("classifier", call);

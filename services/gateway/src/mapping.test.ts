@@ -133,6 +133,7 @@ describe("envelopeFromRequest", () => {
         model: "handoff",
         messages: [{ role: "user", content: "What is 17 * 23?" }],
         tools: [],
+        stream: false,
         params: {},
       },
       plan: ["classifier"],

@@ -43,6 +43,7 @@ function toMessage(m: RequestMessage): Message {
 
 export interface EnvelopeOptions {
   timeoutMs: number;
+  maxCostUsd?: number;
   now?: Date;
   id?: string;
 }
@@ -64,6 +65,7 @@ export function envelopeFromRequest(
       messages: toMessages(request.messages),
       tools: request.tools ?? [],
       ...(request.tool_choice ? { tool_choice: request.tool_choice } : {}),
+      stream: request.stream === true,
       params: {
         ...(request.temperature != null ? { temperature: request.temperature } : {}),
         ...(request.top_p != null ? { top_p: request.top_p } : {}),
@@ -77,7 +79,10 @@ export function envelopeFromRequest(
     hops: [],
     enrichments: [],
     usage: [],
-    budget: { deadline: new Date(now.getTime() + options.timeoutMs).toISOString() },
+    budget: {
+      deadline: new Date(now.getTime() + options.timeoutMs).toISOString(),
+      ...(options.maxCostUsd !== undefined ? { max_cost_usd: options.maxCostUsd } : {}),
+    },
   };
 }
 

@@ -1,8 +1,7 @@
 import { simProfile } from "@handoff/config";
 import { type Enrichment, JobEnvelope, type Route } from "@handoff/contracts";
-import type { StageContext } from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
-import { pino } from "pino";
+import { testStageContext } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { contextMessage } from "./context.js";
 import { heavyReasonerHandler } from "./service.js";
@@ -60,15 +59,7 @@ function envelope(extra: Partial<JobEnvelope> = {}): JobEnvelope {
   });
 }
 
-function stageContext(): StageContext {
-  return {
-    stage: "heavy-reasoner",
-    instance: "test",
-    delivery: 1,
-    signal: new AbortController().signal,
-    logger: pino({ level: "silent" }),
-  };
-}
+const stageContext = () => testStageContext("heavy-reasoner");
 
 describe("contextMessage", () => {
   it("is undefined for an envelope with nothing learned yet", () => {

@@ -1,5 +1,5 @@
 import type { HandoffConfig } from "@handoff/config";
-import type { JobEnvelope } from "@handoff/contracts";
+import { type JobEnvelope, remainingBudget } from "@handoff/contracts";
 import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
 import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -24,6 +24,10 @@ export function heavyReasonerHandler(router: ModelRouter) {
     const call = await router.chat("heavy", chatRequestFor(input, messages), {
       stage: "heavy-reasoner",
       signal: ctx.signal,
+      // Over budget, a cheaper tier answers rather than none.
+      budgetUsd: remainingBudget(envelope),
+      degradeTo: ["mid", "light"],
+      onEvent: ctx.relay,
     });
     envelope.usage.push(call.usage);
     envelope.result = jobResult("heavy-reasoner", call);

@@ -1,6 +1,6 @@
 import type { HandoffConfig } from "@handoff/config";
 import type { JobEnvelope } from "@handoff/contracts";
-import { nextStage } from "@handoff/contracts";
+import { nextStage, remainingBudget } from "@handoff/contracts";
 import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -36,6 +36,9 @@ export function toolExecutorHandler(router: ModelRouter, registry: ToolRegistry,
       params: input.params,
       maxSteps,
       signal: ctx.signal,
+      budget: (pending) => remainingBudget(envelope, pending),
+      // Stream only when this stage answers; handing up to heavy, its draft is not the answer.
+      onEvent: nextStage(envelope.plan, "tool-executor") === undefined ? ctx.relay : undefined,
     });
     envelope.usage.push(...outcome.usage);
     envelope.enrichments.push({

@@ -1,8 +1,7 @@
 import { simProfile } from "@handoff/config";
 import { JobEnvelope, type Message, type Stage, type ToolDefinition } from "@handoff/contracts";
-import type { StageContext } from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
-import { pino } from "pino";
+import { testStageContext } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { toolExecutorHandler } from "./service.js";
 import { runToolLoop, type ToolLoopInput, type ToolLoopOutcome } from "./tool-loop.js";
@@ -47,15 +46,7 @@ function envelope(question: string, plan: Stage[], tools: ToolDefinition[] = [])
   });
 }
 
-function stageContext(): StageContext {
-  return {
-    stage: "tool-executor",
-    instance: "test",
-    delivery: 1,
-    signal: new AbortController().signal,
-    logger: pino({ level: "silent" }),
-  };
-}
+const stageContext = () => testStageContext("tool-executor");
 
 describe("runToolLoop", () => {
   it("runs the calculator and answers with its result", async () => {

@@ -7,7 +7,7 @@ import type {
   ToolRun,
   Usage,
 } from "@handoff/contracts";
-import type { ChatResult, ModelRouter } from "@handoff/providers";
+import type { ChatResult, ModelRouter, TierCallContext } from "@handoff/providers";
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { ToolRegistry } from "./tools/index.js";
 
@@ -22,6 +22,10 @@ export interface ToolLoopInput {
   toolChoice?: ToolChoice;
   params?: ChatParams;
   maxSteps: number;
+  /** What the job may still spend, given the usage of this loop so far; undefined: no budget. */
+  budget?: (pending: readonly Usage[]) => number | undefined;
+  /** Relays the model's text to a streaming client; see `StageContext.relay`. */
+  onEvent?: TierCallContext["onEvent"];
   signal: AbortSignal;
   now?: () => Date;
 }
@@ -61,7 +65,14 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
         ...(input.toolChoice && step === 1 ? { toolChoice: input.toolChoice } : {}),
         ...(input.params ? { params: input.params } : {}),
       },
-      { stage: "tool-executor", signal: input.signal },
+      {
+        stage: "tool-executor",
+        signal: input.signal,
+        budgetUsd: input.budget?.(usage),
+        // Over budget, a light model may still finish the loop.
+        degradeTo: ["light"],
+        onEvent: input.onEvent,
+      },
     );
     usage.push(call.usage);
     const last = call.result;

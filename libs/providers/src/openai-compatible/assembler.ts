@@ -1,0 +1,207 @@
+import { randomUUID } from "node:crypto";
+import type { AssistantMessage, HandoffError, ToolCall } from "@handoff/contracts";
+import { providerError } from "../errors.js";
+import type { SseEvent } from "../sse.js";
+import { estimateInputTokens, estimateTokens } from "../tokens.js";
+import type { ChatRequest, ChatResult, ChatStreamEvent } from "../types.js";
+import {
+  argumentsText,
+  firstChoice,
+  toFinishReason,
+  vendorError,
+  vendorErrorFailure,
+  WireChunk,
+  type WireCompletion,
+  type WireUsage,
+} from "./wire.js";
+
+/** An id for a tool call the server sent without one; the mesh needs one to pair the result. */
+export function syntheticCallId(): string {
+  return `call_${randomUUID().replace(/-/g, "").slice(0, 24)}`;
+}
+
+/** Token counts from the server, with the tokenizer-free estimate for whatever it left out. */
+export function usageOf(
+  usage: WireUsage | null | undefined,
+  request: ChatRequest,
+  message: AssistantMessage,
+): ChatResult["usage"] {
+  const outputText =
+    (message.content ?? "") + (message.tool_calls ?? []).map((c) => c.function.arguments).join("");
+  return {
+    inputTokens: usage?.prompt_tokens ?? estimateInputTokens(request.messages, request.tools),
+    outputTokens: usage?.completion_tokens ?? estimateTokens(outputText),
+  };
+}
+
+/** A non-streamed completion as the mesh's result. */
+export function resultOfCompletion(
+  completion: WireCompletion,
+  request: ChatRequest,
+  fallbackModel: string,
+): ChatResult {
+  // The schema guarantees at least one choice.
+  const choice = firstChoice(completion.choices) as WireCompletion["choices"][number];
+  const calls: ToolCall[] = (choice.message.tool_calls ?? []).map((call) => ({
+    id: call.id || syntheticCallId(),
+    type: "function",
+    function: { name: call.function.name, arguments: argumentsText(call.function.arguments) },
+  }));
+  // A refusal (structured outputs) is the only text the model produced, so it is the answer.
+  const raw = choice.message.content ?? choice.message.refusal ?? null;
+  const message: AssistantMessage = {
+    role: "assistant",
+    content: raw === "" && calls.length > 0 ? null : raw,
+    ...(calls.length > 0 ? { tool_calls: calls } : {}),
+  };
+  return {
+    message,
+    finishReason: toFinishReason(choice.finish_reason, calls.length > 0),
+    usage: usageOf(completion.usage, request, message),
+    model: completion.model || fallbackModel,
+  };
+}
+
+interface PartialCall {
+  id?: string;
+  name?: string;
+  arguments: string;
+}
+
+/**
+ * Turns the events of one streamed completion into the mesh's stream events and, at the end, the
+ * assembled result. Feed it every SSE event with `accept`; it stops accepting at `[DONE]`. Throws
+ * classified provider errors for an error event, a `data:` payload that is not JSON, or a chunk
+ * of the wrong shape.
+ */
+export class StreamAssembler {
+  readonly #deployment: string;
+  readonly #request: ChatRequest;
+  readonly #fallbackModel: string;
+  #text = "";
+  readonly #calls = new Map<number, PartialCall>();
+  #finish: string | undefined;
+  #usage: WireUsage | undefined;
+  #model: string | undefined;
+  #sawDone = false;
+  #chunks = 0;
+
+  constructor(deployment: string, request: ChatRequest, fallbackModel: string) {
+    this.#deployment = deployment;
+    this.#request = request;
+    this.#fallbackModel = fallbackModel;
+  }
+
+  /** `[DONE]` arrived: nothing after it belongs to the answer. */
+  get done(): boolean {
+    return this.#sawDone;
+  }
+
+  /** Chunks accepted so far, for error messages. */
+  get chunks(): number {
+    return this.#chunks;
+  }
+
+  accept(event: SseEvent): ChatStreamEvent[] {
+    if (this.#sawDone) return [];
+    const data = event.data.trim();
+    if (data === "[DONE]") {
+      this.#sawDone = true;
+      return [];
+    }
+    if (data === "") return []; // an empty keep-alive event
+
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      throw this.#malformed(`data line ${this.#chunks + 1} of the stream is not JSON`);
+    }
+    const reported = vendorError(json);
+    if (event.event === "error" || reported) {
+      const error = reported ?? {};
+      throw providerError(
+        `${this.#deployment}: the stream reported an error: ${error.message ?? data.slice(0, 200)}`,
+        { failure: vendorErrorFailure(error), deployment: this.#deployment },
+      );
+    }
+    const parsed = WireChunk.safeParse(json);
+    if (!parsed.success) {
+      const where = parsed.error.issues.map((i) => i.path.join(".") || "(root)").join(", ");
+      throw this.#malformed(`chunk ${this.#chunks + 1} has an unexpected shape (${where})`);
+    }
+    this.#chunks++;
+    const chunk = parsed.data;
+    if (chunk.model && !this.#model) this.#model = chunk.model;
+    if (chunk.usage) this.#usage = chunk.usage;
+
+    const choice = firstChoice(chunk.choices);
+    if (!choice) return [];
+    const out: ChatStreamEvent[] = [];
+    const delta = choice.delta;
+    const text = (delta?.content ?? "") + (delta?.refusal ?? "");
+    if (text !== "") {
+      this.#text += text;
+      out.push({ type: "text", delta: text });
+    }
+    for (const [position, call] of (delta?.tool_calls ?? []).entries()) {
+      const index = call.index ?? position;
+      const partial = this.#calls.get(index) ?? { arguments: "" };
+      this.#calls.set(index, partial);
+      // Some servers repeat the id and name on every fragment: the first one counts.
+      if (call.id && !partial.id) partial.id = call.id;
+      const name = call.function?.name;
+      if (name && !partial.name) partial.name = name;
+      const args = call.function?.arguments ?? "";
+      partial.arguments += args;
+      out.push({
+        type: "tool_call",
+        index,
+        ...(call.id ? { id: call.id } : {}),
+        ...(name ? { name } : {}),
+        argumentsDelta: args,
+      });
+    }
+    if (choice.finish_reason) this.#finish = choice.finish_reason;
+    return out;
+  }
+
+  /**
+   * The assembled result once the stream has closed. A stream that closed before `[DONE]` and
+   * before any finish reason was cut off, and its answer may be incomplete: malformed.
+   */
+  finish(): ChatResult {
+    if (!this.#sawDone && this.#finish === undefined) {
+      throw this.#malformed(
+        `the stream ended after ${this.#chunks} chunks without a finish_reason or [DONE]`,
+      );
+    }
+    const calls: ToolCall[] = [];
+    for (const [index, partial] of [...this.#calls.entries()].sort((a, b) => a[0] - b[0])) {
+      if (!partial.name) throw this.#malformed(`streamed tool call ${index} has no function name`);
+      calls.push({
+        id: partial.id ?? syntheticCallId(),
+        type: "function",
+        function: { name: partial.name, arguments: argumentsText(partial.arguments) },
+      });
+    }
+    const message: AssistantMessage = {
+      role: "assistant",
+      content: this.#text === "" && calls.length > 0 ? null : this.#text,
+      ...(calls.length > 0 ? { tool_calls: calls } : {}),
+    };
+    return {
+      message,
+      finishReason: toFinishReason(this.#finish, calls.length > 0),
+      usage: usageOf(this.#usage, this.#request, message),
+      model: this.#model ?? this.#fallbackModel,
+    };
+  }
+
+  #malformed(what: string): HandoffError {
+    return providerError(`${this.#deployment}: malformed stream: ${what}`, {
+      failure: "malformed",
+      deployment: this.#deployment,
+    });
+  }
+}

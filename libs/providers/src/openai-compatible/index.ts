@@ -1,0 +1,6 @@
+export {
+  OPENAI_BASE_URL,
+  OpenAICompatibleModel,
+  type OpenAICompatibleOptions,
+} from "./adapter.js";
+export { type Dialect, dialectOf, toWireRequest, type WireRequestOptions } from "./wire.js";
