@@ -98,6 +98,9 @@ function startService(
     cwd: root,
     env,
     stdio: ["ignore", log, log],
+    // Its own process group: a Ctrl-C in the terminal reaches only this runner, which then
+    // stops each service with one SIGTERM, so they drain instead of exiting on a second signal.
+    detached: true,
   });
   return child;
 }

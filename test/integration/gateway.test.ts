@@ -1,5 +1,11 @@
 import { HandoffConfig as ConfigSchema, type HandoffConfig, simProfile } from "@handoff/config";
-import { ChatCompletion, ErrorBody, JobRecord, Streams } from "@handoff/contracts";
+import {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ErrorBody,
+  JobRecord,
+  Streams,
+} from "@handoff/contracts";
 import type { MeshService } from "@handoff/mesh";
 import { type NatsHandle, startNats, waitFor } from "@handoff/testkit";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -22,6 +28,14 @@ import { createHeavyReasonerService } from "../../services/heavy-reasoner/src/se
 import { createToolExecutorService } from "../../services/tool-executor/src/service.js";
 
 const logger = pino({ level: "silent" });
+
+/** The `data:` payloads of a server-sent-events body, in order. */
+function sseData(body: string): string[] {
+  return body
+    .split("\n\n")
+    .flatMap((event) => event.split("\n").filter((line) => line.startsWith("data: ")))
+    .map((line) => line.slice("data: ".length));
+}
 const exporter = new InMemorySpanExporter();
 const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
 const contextManager = new AsyncLocalStorageContextManager();
@@ -191,7 +205,7 @@ describe("gateway against a live mesh", () => {
     expect(error.message).toContain("messages[0].role");
   });
 
-  it("rejects malformed JSON with 400, a non-JSON body with 415, and streaming with 400", async () => {
+  it("rejects malformed JSON with 400 and a non-JSON body with 415", async () => {
     const malformed = await app.inject({
       method: "POST",
       url: "/v1/chat/completions",
@@ -208,10 +222,111 @@ describe("gateway against a live mesh", () => {
       payload: "hello",
     });
     expect(text.statusCode).toBe(415);
+  });
 
-    const stream = await chat("hi", { stream: true });
-    expect(stream.statusCode).toBe(400);
-    expect(ErrorBody.parse(stream.json()).error.param).toBe("stream");
+  it("streams a completion as OpenAI chunks from the answering tier, ending in [DONE]", async () => {
+    const res = await chat("What is 17 * 23?", {
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers["content-type"]).toMatch(/^text\/event-stream/);
+    const events = sseData(res.body);
+    expect(events.at(-1)).toBe("[DONE]");
+    const chunks = events.slice(0, -1).map((e) => ChatCompletionChunk.parse(JSON.parse(e)));
+    expect(chunks[0]?.choices[0]?.delta.role).toBe("assistant");
+    // Several content deltas, relayed from the tool-executor as the model produced them.
+    const deltas = chunks.flatMap((c) => c.choices.map((ch) => ch.delta.content ?? ""));
+    expect(deltas.filter((d) => d !== "").length).toBeGreaterThan(1);
+    expect(deltas.join("")).toBe("17 * 23 = 391.");
+    const finish = chunks.find((c) => c.choices[0]?.finish_reason);
+    expect(finish?.choices[0]?.finish_reason).toBe("stop");
+    const usage = chunks.at(-1);
+    expect(usage?.choices).toEqual([]);
+    expect(usage?.usage?.total_tokens).toBeGreaterThan(0);
+    expect(usage?.handoff?.route).toEqual(["classifier", "tool-executor"]);
+    expect(new Set(chunks.map((c) => c.id)).size).toBe(1);
+  });
+
+  it("ends a stream whose job fails with an error event in OpenAI's shape", async () => {
+    const res = await chat("Prove that P != NP.", { stream: true, max_cost_usd: 0.000001 });
+    expect(res.statusCode).toBe(200);
+    const events = sseData(res.body);
+    const last = JSON.parse(events.at(-1) ?? "{}");
+    expect(ErrorBody.parse(last).error.code).toBe("HANDOFF_ERR_BUDGET");
+    expect(events).not.toContain("[DONE]");
+  });
+
+  it("accepts a job asynchronously and streams its record's changes until it ends", async () => {
+    const res = await app.inject({
+      method: "POST",
+      url: "/v1/jobs",
+      payload: { model: "handoff", messages: [{ role: "user", content: "What is 6 * 7?" }] },
+    });
+    expect(res.statusCode).toBe(202);
+    const job = res.json<{ id: string; status: string; links: { events: string } }>();
+    expect(job.status).toBe("queued");
+    expect(res.headers.location).toBe(`/v1/jobs/${job.id}`);
+    const events = await app.inject({ method: "GET", url: job.links.events });
+    expect(events.headers["content-type"]).toMatch(/^text\/event-stream/);
+    const records = sseData(events.body).map((e) => JobRecord.parse(JSON.parse(e)));
+    expect(records.at(-1)?.status).toBe("succeeded");
+    expect(records.at(-1)?.result?.message.content).toContain("42");
+    expect(events.body).toContain("event: succeeded");
+    const missing = await app.inject({ method: "GET", url: "/v1/jobs/no-such-job-123/events" });
+    expect(missing.statusCode).toBe(404);
+  });
+
+  it("lists the models: routed, pinned per tier, and every deployment", async () => {
+    const res = await app.inject({ method: "GET", url: "/v1/models" });
+    const ids = res.json<{ object: string; data: Array<{ id: string }> }>().data.map((m) => m.id);
+    expect(ids.slice(0, 4)).toEqual(["handoff", "handoff/light", "handoff/mid", "handoff/heavy"]);
+    expect(ids).toEqual(expect.arrayContaining(["sim:sim-light", "sim:sim-mid", "sim:sim-heavy"]));
+  });
+
+  it("honours a pinned tier in the model name", async () => {
+    const body = ChatCompletion.parse((await chat("Hello!", { model: "handoff/heavy" })).json());
+    expect(body.handoff.route.at(-1)).toBe("heavy-reasoner");
+    expect(body.handoff.decision).toMatchObject({
+      decision: "heavy",
+      strategy: "pinned",
+      confidence: 1,
+    });
+  });
+
+  it("degrades a proof to a cheaper tier when the budget cannot afford the heavy one", async () => {
+    const body = ChatCompletion.parse(
+      (
+        await chat("Prove step by step that there are infinitely many primes.", {
+          max_cost_usd: 0.0002,
+        })
+      ).json(),
+    );
+    expect(body.handoff.route.at(-1)).toBe("heavy-reasoner");
+    expect(body.handoff.usage.at(-1)?.tier).not.toBe("heavy");
+    expect(body.handoff.cost_usd).toBeLessThanOrEqual(0.0002);
+  });
+
+  it("ends a job with a budget error when no tier is affordable, and checks the budget header", async () => {
+    const res = await app.inject({
+      method: "POST",
+      url: "/v1/chat/completions",
+      headers: { "x-handoff-max-cost-usd": "0.0000001" },
+      payload: { model: "m", messages: [{ role: "user", content: "What is 2 + 2?" }] },
+    });
+    expect(res.statusCode).toBe(402);
+    const { error } = ErrorBody.parse(res.json());
+    expect(error.code).toBe("HANDOFF_ERR_BUDGET");
+    expect(error.message).toMatch(/budget has \$[0-9.e-]+ left/);
+    expect(error.job_id).toBeDefined();
+    const bad = await app.inject({
+      method: "POST",
+      url: "/v1/chat/completions",
+      headers: { "x-handoff-max-cost-usd": "lots" },
+      payload: { model: "m", messages: [{ role: "user", content: "hi" }] },
+    });
+    expect(bad.statusCode).toBe(400);
+    expect(ErrorBody.parse(bad.json()).error.param).toBe("headers.x-handoff-max-cost-usd");
   });
 
   it("answers 413 for a body over the limit", async () => {

@@ -125,3 +125,23 @@ export function classifyByRules(input: JobInput): Classification {
     wantsTools,
   };
 }
+
+const PINNED = /^handoff\/(light|mid|heavy)$/;
+const PINNED_DECISION = { light: "light", mid: "tools", heavy: "heavy" } as const;
+
+/**
+ * A request for `handoff/light`, `handoff/mid` or `handoff/heavy` pins its tier: the client
+ * chose, so the classifier only records it. Undefined for any other model name.
+ */
+export function classifyPinned(input: JobInput): Classification | undefined {
+  const tier = PINNED.exec(input.model)?.[1] as keyof typeof PINNED_DECISION | undefined;
+  if (!tier) return undefined;
+  const rules = classifyByRules(input);
+  return {
+    decision: PINNED_DECISION[tier],
+    confidence: 1,
+    reason: `model ${input.model} pins the ${tier} tier`,
+    signals: [`pinned:${tier}`],
+    wantsTools: tier === "mid" || rules.wantsTools,
+  };
+}

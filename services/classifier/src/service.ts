@@ -5,7 +5,7 @@ import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import { type Classification, classifyByRules } from "./rules.js";
+import { type Classification, classifyByRules, classifyPinned } from "./rules.js";
 
 export interface ClassifierDeps {
   nc: NatsConnection;
@@ -36,10 +36,12 @@ export function planFor(classification: Classification): Stage[] {
  */
 export function classifierHandler(router: ModelRouter) {
   return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
-    const classification = classifyByRules(envelope.input);
+    const pinned = classifyPinned(envelope.input);
+    const classification = pinned ?? classifyByRules(envelope.input);
+    const strategy = pinned ? "pinned" : "rules";
     envelope.route = {
       decision: classification.decision,
-      strategy: "rules",
+      strategy,
       confidence: classification.confidence,
       reason: classification.reason,
     };
@@ -51,7 +53,7 @@ export function classifierHandler(router: ModelRouter) {
     });
     trace.getActiveSpan()?.setAttributes({
       "handoff.route.decision": classification.decision,
-      "handoff.route.strategy": "rules",
+      "handoff.route.strategy": strategy,
       "handoff.route.confidence": classification.confidence,
       "handoff.route.reason": classification.reason,
       "handoff.route.plan": envelope.plan.join(","),

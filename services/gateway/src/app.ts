@@ -7,6 +7,7 @@ import type { JobClient } from "./job-client.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import { registerHealth } from "./routes/health.js";
 import { registerJobs } from "./routes/jobs.js";
+import { registerModels } from "./routes/models.js";
 import { registerTracing } from "./tracing.js";
 
 export interface AppDeps {
@@ -23,7 +24,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // pino is fastify's own logger; only the generic parameters differ.
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.config.limits.max_body_bytes,
-    disableRequestLogging: false,
   });
 
   // The API speaks JSON only: a text/plain body is a 415, not a string for the validator.
@@ -54,6 +54,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   registerHealth(app, deps.ready);
   registerChatCompletions(app, { jobs: deps.jobs, config: deps.config });
-  registerJobs(app, deps.jobs);
+  registerJobs(app, { jobs: deps.jobs, config: deps.config });
+  registerModels(app, deps.config);
   return app;
 }

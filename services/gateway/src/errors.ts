@@ -1,4 +1,10 @@
-import { type ErrorBody, ErrorCodes, HandoffError } from "@handoff/contracts";
+import {
+  type ErrorBody,
+  ErrorCodes,
+  HandoffError,
+  isErrorCode,
+  type JobRecord,
+} from "@handoff/contracts";
 
 interface FastifyLikeError {
   code?: string;
@@ -74,4 +80,21 @@ export function errorBody(
       ...extra,
     },
   };
+}
+
+/** The error a finished job reports, or one for a job that never finished. */
+export function jobFailure(
+  record: JobRecord | undefined,
+  timeoutMs: number,
+  jobId: string,
+): HandoffError {
+  if (!record) {
+    return new HandoffError(
+      "HANDOFF_ERR_DEADLINE",
+      `no answer within ${timeoutMs} ms; the job may still finish: GET /v1/jobs/${jobId}`,
+    );
+  }
+  const failure = record.error;
+  const code = failure && isErrorCode(failure.code) ? failure.code : "HANDOFF_ERR_INTERNAL";
+  return new HandoffError(code, failure?.message ?? "the job ended without an answer");
 }

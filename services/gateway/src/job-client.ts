@@ -3,12 +3,20 @@ import {
   isTerminal,
   type JobEnvelope,
   JobRecord,
+  StreamChunk,
   Subjects,
 } from "@handoff/contracts";
 import { JobStore, publishJob, recordFromEnvelope } from "@handoff/mesh";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
+
+export interface RunOptions {
+  /** Receives the answer's tokens as the answering stage relays them. */
+  onChunk?: (chunk: StreamChunk) => void;
+  /** Stops waiting (the job itself goes on), e.g. when the client hangs up. */
+  signal?: AbortSignal;
+}
 
 export interface JobClientOptions {
   /** How often a waiting request checks the job record, in case it missed the live result. */
@@ -47,18 +55,27 @@ export class JobClient {
 
   /**
    * Submits and waits until the job finishes or its deadline passes. Resolves to the terminal
-   * record, or undefined at the deadline: the job may still finish later, and its record will say.
+   * record, or undefined at the deadline (or when `signal` aborts): the job may still finish
+   * later, and its record will say. With `onChunk`, streamed answer tokens arrive as they come.
    */
-  async run(envelope: JobEnvelope, traceId: string | undefined): Promise<JobRecord | undefined> {
+  async run(
+    envelope: JobEnvelope,
+    traceId: string | undefined,
+    options: RunOptions = {},
+  ): Promise<JobRecord | undefined> {
     // Subscribe before publishing, so even the fastest answer cannot slip past.
-    const sub = this.nc.subscribe(Subjects.result(envelope.id), { max: 1 });
+    const results = this.nc.subscribe(Subjects.result(envelope.id), { max: 1 });
+    const chunks = options.onChunk ? this.nc.subscribe(Subjects.stream(envelope.id)) : undefined;
     const deadline = Date.parse(envelope.budget.deadline);
     let timer: NodeJS.Timeout | undefined;
     let poller: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
     try {
       await this.submit(envelope, traceId);
       return await new Promise<JobRecord | undefined>((resolve, reject) => {
         timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+        onAbort = () => resolve(undefined);
+        options.signal?.addEventListener("abort", onAbort, { once: true });
         poller = setInterval(() => {
           this.store.get(envelope.id).then(
             (record) => {
@@ -68,10 +85,10 @@ export class JobClient {
           );
         }, this.#pollMs);
         void (async () => {
-          for await (const msg of sub) {
+          for await (const msg of results) {
             const parsed = JobRecord.safeParse(msg.json());
             if (parsed.success) resolve(parsed.data);
-            else
+            else {
               reject(
                 HandoffError.validation(
                   `result for job ${envelope.id}`,
@@ -79,13 +96,26 @@ export class JobClient {
                   "HANDOFF_ERR_INVALID_MESSAGE",
                 ),
               );
+            }
           }
         })().catch(reject);
+        if (chunks && options.onChunk) {
+          const onChunk = options.onChunk;
+          void (async () => {
+            for await (const msg of chunks) {
+              const parsed = StreamChunk.safeParse(msg.json());
+              // A broken chunk costs the client some text, not the answer: the record has it all.
+              if (parsed.success) onChunk(parsed.data);
+            }
+          })().catch(() => undefined);
+        }
       });
     } finally {
       clearTimeout(timer);
       clearInterval(poller);
-      sub.unsubscribe();
+      if (onAbort) options.signal?.removeEventListener("abort", onAbort);
+      results.unsubscribe();
+      chunks?.unsubscribe();
     }
   }
 }

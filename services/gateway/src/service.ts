@@ -48,12 +48,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
         logger: deps.logger,
         ready: () => topologyReady && connection.connected(),
       });
-      app.addHook("onRequest", async () => {
+      app.addHook("onRequest", async (_request, reply) => {
         counters.requests++;
         counters.in_flight++;
-      });
-      app.addHook("onResponse", async () => {
-        counters.in_flight--;
+        reply.raw.once("close", () => counters.in_flight--);
       });
       service = await registerService(deps.nc, {
         name: "gateway",

@@ -28,11 +28,11 @@ const UNTRACED = new Set(["/healthz", "/readyz"]);
 export function registerTracing(app: FastifyInstance): void {
   app.decorateRequest("otelSpan", undefined);
 
-  app.addHook("onRequest", (request, _reply, done) => {
+  app.addHook("onRequest", (request, reply, done) => {
     const route = request.routeOptions.url;
     if (route && UNTRACED.has(route)) return done();
     const parent = propagation.extract(ROOT_CONTEXT, request.headers);
-    request.otelSpan = tracer.startSpan(
+    const span = tracer.startSpan(
       `${request.method} ${route ?? "unmatched"}`,
       {
         kind: SpanKind.SERVER,
@@ -48,24 +48,24 @@ export function registerTracing(app: FastifyInstance): void {
       },
       parent,
     );
+    request.otelSpan = span;
+    // The raw response's close ends the span: it fires for replies, streamed (hijacked)
+    // responses and clients that hang up alike.
+    reply.raw.once("close", () => {
+      const status = reply.raw.statusCode;
+      span.setAttribute("http.response.status_code", status);
+      if (status >= 500) {
+        span.setAttribute("error.type", String(status));
+        span.setStatus({ code: SpanStatusCode.ERROR });
+      }
+      if (!reply.raw.writableFinished) span.setAttribute("handoff.client_aborted", true);
+      span.end();
+    });
     done();
   });
 
   app.addHook("onError", (request, _reply, error, done) => {
     request.otelSpan?.recordException(error);
-    done();
-  });
-
-  app.addHook("onResponse", (request, reply, done) => {
-    const span = request.otelSpan;
-    if (span) {
-      span.setAttribute("http.response.status_code", reply.statusCode);
-      if (reply.statusCode >= 500) {
-        span.setAttribute("error.type", String(reply.statusCode));
-        span.setStatus({ code: SpanStatusCode.ERROR });
-      }
-      span.end();
-    }
     done();
   });
 }

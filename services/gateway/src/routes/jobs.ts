@@ -1,23 +1,101 @@
+import type { HandoffConfig } from "@handoff/config";
 import {
   HandoffError,
+  isTerminal,
   JobId,
+  JobRecord,
   jsonSchemaOf,
   type WireSchemaName,
   WireSchemas,
 } from "@handoff/contracts";
+import { activeTraceId } from "@handoff/mesh";
+import { trace } from "@opentelemetry/api";
 import type { FastifyInstance } from "fastify";
 import type { JobClient } from "../job-client.js";
+import { openSse } from "../sse.js";
+import { parseSubmission } from "../submission.js";
 import { inRequestSpan } from "../tracing.js";
 
-/** `GET /v1/jobs/:id` (the stored job record) and `GET /v1/schemas/:name` (wire JSON Schemas). */
-export function registerJobs(app: FastifyInstance, jobs: JobClient): void {
+export interface JobRouteDeps {
+  jobs: JobClient;
+  config: HandoffConfig;
+}
+
+function jobId(raw: string): string {
+  const id = JobId.safeParse(raw);
+  if (!id.success) throw HandoffError.validation("job id", id.error);
+  return id.data;
+}
+
+/**
+ * The async jobs API: `POST /v1/jobs` takes a chat-completions request and answers 202 with the
+ * job's id at once; `GET /v1/jobs/:id` is the stored record; `GET /v1/jobs/:id/events` streams the
+ * record's changes as server-sent events until the job ends. Also `GET /v1/schemas/:name`.
+ */
+export function registerJobs(app: FastifyInstance, deps: JobRouteDeps): void {
+  const { jobs } = deps;
+
+  app.post("/v1/jobs", (request, reply) =>
+    inRequestSpan(request, async () => {
+      const { envelope, body } = parseSubmission(request, deps.config);
+      if (body.stream) {
+        throw new HandoffError(
+          "HANDOFF_ERR_UNSUPPORTED",
+          "a job is not streamed; follow GET /v1/jobs/{id}/events",
+          {
+            issues: [{ path: "stream", message: "must be false or absent for /v1/jobs" }],
+          },
+        );
+      }
+      const traceId = activeTraceId();
+      trace.getActiveSpan()?.setAttribute("handoff.job.id", envelope.id);
+      await jobs.submit(envelope, traceId);
+      request.log.info({ job_id: envelope.id }, "job accepted");
+      return reply
+        .status(202)
+        .header("location", `/v1/jobs/${envelope.id}`)
+        .send({
+          id: envelope.id,
+          object: "handoff.job",
+          status: "queued",
+          created_at: envelope.created_at,
+          deadline: envelope.budget.deadline,
+          ...(traceId ? { trace_id: traceId } : {}),
+          links: { self: `/v1/jobs/${envelope.id}`, events: `/v1/jobs/${envelope.id}/events` },
+        });
+    }),
+  );
+
   app.get<{ Params: { id: string } }>("/v1/jobs/:id", (request) =>
     inRequestSpan(request, async () => {
-      const id = JobId.safeParse(request.params.id);
-      if (!id.success) throw HandoffError.validation("job id", id.error);
-      const record = await jobs.store.get(id.data);
-      if (!record) throw new HandoffError("HANDOFF_ERR_NOT_FOUND", `no job with id ${id.data}`);
+      const id = jobId(request.params.id);
+      const record = await jobs.store.get(id);
+      if (!record) throw new HandoffError("HANDOFF_ERR_NOT_FOUND", `no job with id ${id}`);
       return record;
+    }),
+  );
+
+  app.get<{ Params: { id: string } }>("/v1/jobs/:id/events", (request, reply) =>
+    inRequestSpan(request, async () => {
+      const id = jobId(request.params.id);
+      if (!(await jobs.store.get(id)))
+        throw new HandoffError("HANDOFF_ERR_NOT_FOUND", `no job with id ${id}`);
+      const sse = openSse(reply);
+      // The watch delivers the current record first, then every change.
+      const watch = await jobs.store.kv.watch({ key: id });
+      sse.signal.addEventListener("abort", () => watch.stop(), { once: true });
+      try {
+        for await (const entry of watch) {
+          if (entry.operation !== "PUT") continue;
+          const record = JobRecord.safeParse(entry.json());
+          if (!record.success) continue;
+          sse.send(record.data, record.data.status);
+          if (isTerminal(record.data.status)) break;
+        }
+      } finally {
+        watch.stop();
+        sse.end();
+      }
     }),
   );
 
