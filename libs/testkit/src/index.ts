@@ -22,4 +22,20 @@ export {
   SpanCollector,
   type TraceCheck,
 } from "./span-collector.js";
+export {
+  anthropicError,
+  anthropicMessage,
+  anthropicModelReply,
+  anthropicStream,
+  decideMove,
+  type ModelMove,
+  openaiCompletion,
+  openaiError,
+  openaiModelReply,
+  openaiStream,
+  type RecordedRequest,
+  sseEvent,
+  type UpstreamReply,
+  UpstreamServer,
+} from "./upstreams.js";
 export { type WaitForOptions, waitFor } from "./wait.js";
