@@ -64,6 +64,7 @@ function completion(extra: Partial<ChatCompletion["handoff"]> = {}): ChatComplet
         }),
       ],
       cost_usd: 0.000_14,
+      cost_by_stage: { "tool-executor": 0.000_14 },
       trace_id: TRACE,
       simulated: true,
       ...extra,

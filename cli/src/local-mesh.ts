@@ -129,12 +129,14 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
   mkdirSync(logDir, { recursive: true });
   const port = Number(baseEnv.PORT ?? 8080);
   const host = baseEnv.HOST ?? "127.0.0.1";
+  const collector = Boolean(baseEnv.OTEL_EXPORTER_OTLP_ENDPOINT);
   const env: NodeJS.ProcessEnv = {
     ...baseEnv,
     NATS_URL: nats.url,
-    // Without a collector configured, keep the SDK from retrying exports to a port nobody serves.
-    OTEL_TRACES_EXPORTER:
-      baseEnv.OTEL_TRACES_EXPORTER ?? (baseEnv.OTEL_EXPORTER_OTLP_ENDPOINT ? undefined : "none"),
+    // Without a collector configured, keep the SDK from exporting to a port nobody serves.
+    OTEL_TRACES_EXPORTER: baseEnv.OTEL_TRACES_EXPORTER ?? (collector ? undefined : "none"),
+    OTEL_METRICS_EXPORTER: baseEnv.OTEL_METRICS_EXPORTER ?? (collector ? undefined : "none"),
+    OTEL_LOGS_EXPORTER: baseEnv.OTEL_LOGS_EXPORTER ?? "none",
   };
   const children = new Map<string, ChildProcess>();
   const stop = async () => {

@@ -1,4 +1,4 @@
-import { ChatCompletion } from "@handoff/contracts";
+import { ChatCompletion, ChatCompletionChunk } from "@handoff/contracts";
 import { checkTrace } from "@handoff/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Mesh, pingServices, postChat, startMesh, waitFor } from "./harness.js";
@@ -127,6 +127,70 @@ describe("the mesh end to end, four services as four processes", () => {
         lines.some((line) => line.trace_id === traceId && typeof line.span_id === "string"),
       ).toBe(true);
     }
+  });
+
+  it("streams an answer across the processes as OpenAI chunks, in one trace", async () => {
+    const res = await fetch(`${mesh.gatewayUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "handoff",
+        stream: true,
+        messages: [{ role: "user", content: "What is 12 * 12?" }],
+      }),
+    });
+    expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const data = (await res.text())
+      .split("\n")
+      .filter((line) => line.startsWith("data: "))
+      .map((line) => line.slice(6));
+    expect(data.at(-1)).toBe("[DONE]");
+    const chunks = data.slice(0, -1).map((d) => ChatCompletionChunk.parse(JSON.parse(d)));
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe("12 * 12 = 144.");
+    const traceId = chunks.at(-1)?.handoff?.trace_id ?? "";
+    const spans = await waitFor(() => {
+      const all = mesh.spans.trace(traceId);
+      return all.some((s) => s.serviceName === "tool-executor" && s.kind === "CONSUMER")
+        ? all
+        : undefined;
+    });
+    expect(checkTrace(spans).roots).toHaveLength(1);
+    expect(checkTrace(spans).broken).toEqual([]);
+  });
+
+  it("exports cost and token metrics, and puts each stage's cost on its span", async () => {
+    const names = await waitFor(
+      () => {
+        const found = new Set<string>();
+        for (const payload of mesh.spans.payloads("metrics")) {
+          const body = payload.body as {
+            resourceMetrics?: Array<{
+              scopeMetrics?: Array<{ metrics?: Array<{ name: string }> }>;
+            }>;
+          };
+          for (const rm of body.resourceMetrics ?? []) {
+            for (const sm of rm.scopeMetrics ?? [])
+              for (const m of sm.metrics ?? []) found.add(m.name);
+          }
+        }
+        return found.has("handoff.cost") && found.has("gen_ai.client.token.usage")
+          ? found
+          : undefined;
+      },
+      { timeoutMs: 15_000, what: "cost and token metrics" },
+    );
+    expect(names.has("gen_ai.client.operation.duration")).toBe(true);
+    const arithmetic = answers[0];
+    const consumer = mesh.spans
+      .trace(arithmetic?.handoff.trace_id ?? "")
+      .find((s) => s.serviceName === "tool-executor" && s.kind === "CONSUMER");
+    expect(consumer?.attributes["handoff.stage.cost_usd"]).toBeCloseTo(
+      arithmetic?.handoff.cost_usd ?? -1,
+      9,
+    );
+    expect(arithmetic?.handoff.cost_by_stage).toEqual({
+      "tool-executor": arithmetic?.handoff.cost_usd,
+    });
   });
 
   it("drains on SIGTERM: a service exits cleanly and leaves the service API", async () => {

@@ -161,6 +161,13 @@ export type JobEnvelope = z.infer<typeof JobEnvelope>;
 /** The envelope as a producer may write it (defaults not yet applied). */
 export type JobEnvelopeInput = z.input<typeof JobEnvelope>;
 
+/** Model spend per stage, for the stages that spent anything. */
+export function costByStage(usage: readonly Usage[]): Partial<Record<Stage, number>> {
+  const out: Partial<Record<Stage, number>> = {};
+  for (const u of usage) out[u.stage] = roundUsd((out[u.stage] ?? 0) + u.cost_usd);
+  return out;
+}
+
 /** Total model spend of a job so far. */
 export function totalCost(usage: readonly Usage[]): number {
   return roundUsd(usage.reduce((sum, u) => sum + u.cost_usd, 0));

@@ -22,6 +22,10 @@ export const JobRecord = z.object({
   hops: z.array(Stage),
   usage: z.array(Usage),
   cost_usd: z.number().nonnegative(),
+  /** The same spend, summed per stage. */
+  cost_by_stage: z.partialRecord(Stage, z.number().nonnegative()).default({}),
+  /** The job's budget, when it had one. */
+  max_cost_usd: z.number().optional(),
   result: JobResult.optional(),
   error: JobError.optional(),
 });

@@ -88,6 +88,10 @@ export const HandoffInfo = z.object({
   decision: Route.optional(),
   usage: z.array(HopUsage),
   cost_usd: z.number().nonnegative(),
+  /** The same spend, summed per stage. */
+  cost_by_stage: z.partialRecord(Stage, z.number().nonnegative()),
+  /** The job's budget, when it had one. */
+  max_cost_usd: z.number().optional(),
   trace_id: z.string(),
   /** True when any answer in the chain came from the simulated `sim` provider. */
   simulated: z.boolean(),

@@ -1,5 +1,6 @@
 import {
   Buckets,
+  costByStage,
   HandoffError,
   isTerminal,
   type JobEnvelope,
@@ -27,6 +28,8 @@ export function recordFromEnvelope(
     hops: envelope.hops.map((h) => h.stage),
     usage: envelope.usage,
     cost_usd: totalCost(envelope.usage),
+    cost_by_stage: costByStage(envelope.usage),
+    ...(envelope.budget.max_cost_usd !== undefined ? { max_cost_usd: envelope.budget.max_cost_usd } : {}),
     ...(envelope.result ? { result: envelope.result } : {}),
     ...(envelope.error ? { error: envelope.error } : {}),
   };

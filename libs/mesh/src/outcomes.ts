@@ -48,6 +48,7 @@ export class JobOutcomes {
       hops: [],
       usage: [],
       cost_usd: 0,
+      cost_by_stage: {},
       error: { code: error.code, message: error.message, retryable: false, stage },
     });
   }

@@ -3,10 +3,12 @@ import {
   type JobEnvelope,
   JobEnvelope as JobEnvelopeSchema,
   nextStage,
+  roundUsd,
   type Stage,
   type StreamChunk,
   Streams,
   Subjects,
+  totalCost,
 } from "@handoff/contracts";
 import {
   type ConsumerMessages,
@@ -320,6 +322,10 @@ export class StageRunner {
       return;
     }
     const out = checked.data;
+    span.setAttributes({
+      "handoff.stage.cost_usd": roundUsd(totalCost(out.usage) - totalCost(input.usage)),
+      "handoff.job.cost_usd": totalCost(out.usage),
+    });
     out.hops.push({
       stage,
       instance: this.#o.instance,

@@ -15,7 +15,15 @@ import {
   type Tier,
   type Usage,
 } from "@handoff/contracts";
-import { metrics, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  type Counter,
+  type Histogram,
+  metrics,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
 import { CircuitBreaker } from "./breaker.js";
 import { fitBudget } from "./budget.js";
 import { costUsd } from "./cost.js";
@@ -24,19 +32,38 @@ import { createModel, genAiProviderName, type ModelFactory } from "./registry.js
 import type { ChatModel, ChatRequest, ChatResult, ChatStreamEvent } from "./types.js";
 
 const tracer = trace.getTracer("@handoff/providers");
-const meter = metrics.getMeter("@handoff/providers");
-const tokenUsage = meter.createHistogram("gen_ai.client.token.usage", {
-  description: "Tokens used by model calls",
-  unit: "{token}",
-});
-const operationDuration = meter.createHistogram("gen_ai.client.operation.duration", {
-  description: "Duration of model call attempts",
-  unit: "s",
-});
-const spend = meter.createCounter("handoff.cost", {
-  description: "Model spend from the configured list prices",
-  unit: "USD",
-});
+/**
+ * The metric instruments, made on first use: unlike tracing, the metrics API has no proxy, so a
+ * meter taken at import time (before the SDK starts) would stay a no-op for good.
+ */
+const instruments = (() => {
+  let made:
+    | {
+        tokenUsage: Histogram;
+        operationDuration: Histogram;
+        spend: Counter;
+      }
+    | undefined;
+  return () => {
+    if (made) return made;
+    const meter = metrics.getMeter("@handoff/providers");
+    made = {
+      tokenUsage: meter.createHistogram("gen_ai.client.token.usage", {
+        description: "Tokens used by model calls",
+        unit: "{token}",
+      }),
+      operationDuration: meter.createHistogram("gen_ai.client.operation.duration", {
+        description: "Duration of model call attempts",
+        unit: "s",
+      }),
+      spend: meter.createCounter("handoff.cost", {
+        description: "Model spend from the configured list prices",
+        unit: "USD",
+      }),
+    };
+    return made;
+  };
+})();
 
 export interface TierCallContext {
   stage: Stage;
@@ -300,6 +327,7 @@ export class ModelRouter {
           };
           recordResult(span, result, usage);
           const measured = { ...attributes, "gen_ai.response.model": result.model };
+          const { tokenUsage, operationDuration, spend } = instruments();
           tokenUsage.record(usage.input_tokens, { ...measured, "gen_ai.token.type": "input" });
           tokenUsage.record(usage.output_tokens, { ...measured, "gen_ai.token.type": "output" });
           operationDuration.record(seconds, measured);
@@ -316,7 +344,7 @@ export class ModelRouter {
           const kind = providerDetails(failure)?.failure ?? failure.code;
           span.setAttribute("error.type", kind);
           span.setStatus({ code: SpanStatusCode.ERROR, message: failure.message });
-          operationDuration.record((performance.now() - started) / 1000, {
+          instruments().operationDuration.record((performance.now() - started) / 1000, {
             ...attributes,
             "error.type": kind,
           });

@@ -60,6 +60,7 @@ function record(extra: Partial<JobRecord> = {}): JobRecord {
       }),
     ],
     cost_usd: 0.000_139,
+    cost_by_stage: { "tool-executor": 0.000_139 },
     result: {
       message: { role: "assistant", content: "17 * 23 = 391." },
       finish_reason: "stop",
@@ -218,6 +219,7 @@ describe("completionFromRecord", () => {
         decision: record().route,
         usage: record().usage,
         cost_usd: 0.000_139,
+        cost_by_stage: { "tool-executor": 0.000_139 },
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
         simulated: true,
       },

@@ -121,6 +121,8 @@ export function completionFromRecord(record: JobRecord, traceId: string): ChatCo
       ...(record.route ? { decision: record.route } : {}),
       usage: record.usage,
       cost_usd: record.cost_usd,
+      cost_by_stage: record.cost_by_stage,
+      ...(record.max_cost_usd !== undefined ? { max_cost_usd: record.max_cost_usd } : {}),
       // The request's own trace: the one its SERVER span started and every hop continued.
       trace_id: traceId || record.trace_id || "",
       simulated: record.usage.some((u) => u.simulated),
