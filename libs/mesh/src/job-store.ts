@@ -29,7 +29,9 @@ export function recordFromEnvelope(
     usage: envelope.usage,
     cost_usd: totalCost(envelope.usage),
     cost_by_stage: costByStage(envelope.usage),
-    ...(envelope.budget.max_cost_usd !== undefined ? { max_cost_usd: envelope.budget.max_cost_usd } : {}),
+    ...(envelope.budget.max_cost_usd !== undefined
+      ? { max_cost_usd: envelope.budget.max_cost_usd }
+      : {}),
     ...(envelope.result ? { result: envelope.result } : {}),
     ...(envelope.error ? { error: envelope.error } : {}),
   };
