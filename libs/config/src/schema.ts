@@ -95,6 +95,58 @@ export const JetStreamSettings = z.object({
   replicas: z.number().int().min(1).max(5).default(1),
 });
 
+/** An environment variable's name: where a secret lives, so the file never holds it. */
+const EnvVarName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name");
+
+/** One client of the gateway: a named API key and, optionally, its request rate. */
+export const ApiKey = z.object({
+  /** Who holds the key, as logs and spans show it (`handoff.api_key.name`). Never the key itself. */
+  name: z
+    .string()
+    .regex(
+      /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
+      "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    ),
+  /** Name of the environment variable holding the key (the key itself never goes in the file). */
+  key_env: EnvVarName,
+  /**
+   * Requests this key may make per minute, as a token bucket: up to this many at once, refilled
+   * evenly over the minute. Counted by each gateway instance on its own, so N replicas allow up
+   * to N times this rate. Absent: no limit.
+   */
+  requests_per_minute: z.number().int().positive().max(1_000_000).optional(),
+});
+export type ApiKey = z.infer<typeof ApiKey>;
+
+/**
+ * The gateway's HTTP front door. With no `api_keys` the API is open, as behind a private network;
+ * with any, every `/v1/*` request needs one of them (`Authorization: Bearer <key>` or `api-key`).
+ */
+export const GatewaySettings = z
+  .object({
+    api_keys: z.array(ApiKey).default([]),
+  })
+  .superRefine((gateway, ctx) => {
+    // A name identifies the caller in logs and owns a rate bucket; a variable is one key. Either
+    // shared by two entries would make two callers indistinguishable.
+    for (const field of ["name", "key_env"] as const) {
+      const first = new Map<string, number>();
+      gateway.api_keys.forEach((key, index) => {
+        const at = first.get(key[field]);
+        if (at === undefined) first.set(key[field], index);
+        else
+          ctx.addIssue({
+            code: "custom",
+            path: ["api_keys", index, field],
+            message: `${field} "${key[field]}" is already used by gateway.api_keys[${at}]`,
+          });
+      });
+    }
+  });
+export type GatewaySettings = z.infer<typeof GatewaySettings>;
+
 export const HandoffConfig = z
   .object({
     tiers: z.object({
@@ -106,6 +158,7 @@ export const HandoffConfig = z
     limits: Limits.default(Limits.parse({})),
     resilience: Resilience.default(Resilience.parse({})),
     jetstream: JetStreamSettings.default({ replicas: 1 }),
+    gateway: GatewaySettings.default({ api_keys: [] }),
   })
   .superRefine((config, ctx) => {
     // Deployment ids name fallbacks, breakers, spans and metrics. One deployment may serve

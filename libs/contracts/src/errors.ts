@@ -11,6 +11,10 @@ export const ErrorCodes = {
   HANDOFF_ERR_BODY_TOO_LARGE: { status: 413, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_MEDIA_TYPE: { status: 415, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_NOT_FOUND: { status: 404, type: "not_found_error", retryable: false },
+  /** No API key, or one the gateway does not know: OpenAI answers the same with a 401. */
+  HANDOFF_ERR_UNAUTHORIZED: { status: 401, type: "invalid_request_error", retryable: false },
+  /** A key's request rate is spent; `requests` is the type OpenAI gives a requests-per-minute limit. */
+  HANDOFF_ERR_RATE_LIMITED: { status: 429, type: "requests", retryable: true },
   HANDOFF_ERR_BUDGET: { status: 402, type: "budget_exceeded", retryable: false },
   HANDOFF_ERR_INVALID_MESSAGE: { status: 500, type: "server_error", retryable: false },
   HANDOFF_ERR_HOP_LIMIT: { status: 500, type: "server_error", retryable: false },

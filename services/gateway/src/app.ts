@@ -1,9 +1,12 @@
 import type { HandoffConfig } from "@handoff/config";
 import { HandoffError } from "@handoff/contracts";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import type { Logger } from "pino";
+import { type ApiKeyEntry, registerAuth } from "./auth.js";
 import { errorBody, toHandoffError } from "./errors.js";
 import type { JobClient } from "./job-client.js";
+import { collectRoutes, registerOpenApi } from "./openapi.js";
+import type { Clock } from "./rate-limit.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import { registerHealth } from "./routes/health.js";
 import { registerJobs } from "./routes/jobs.js";
@@ -16,6 +19,14 @@ export interface AppDeps {
   logger: Logger;
   /** Ready to take jobs: NATS connected, streams in place. */
   ready: () => boolean;
+  /** The gateway's version (its package.json), shown in the OpenAPI document. */
+  version?: string;
+  /** The API keys read at start (`loadApiKeys`). None: the API is open, as behind a private network. */
+  apiKeys?: readonly ApiKeyEntry[];
+  /** The rate limiter's clock; tests inject one. */
+  clock?: Clock;
+  /** Called first for every request, before the key check (the service's request counters). */
+  onRequest?: (reply: FastifyReply) => void;
 }
 
 /** The gateway's HTTP app. Builds, never listens: `main.ts` listens, tests use `inject()`. */
@@ -28,7 +39,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   // The API speaks JSON only: a text/plain body is a 415, not a string for the validator.
   app.removeContentTypeParser("text/plain");
+  // Before any route: `onRoute` sees only the routes registered after it.
+  collectRoutes(app);
+  const { onRequest } = deps;
+  if (onRequest) app.addHook("onRequest", async (_request, reply) => onRequest(reply));
   registerTracing(app);
+  // After tracing, whose hook opens the span the key's name is written on.
+  const apiKeys = deps.apiKeys ?? [];
+  if (apiKeys.length > 0)
+    registerAuth(app, { keys: apiKeys, ...(deps.clock ? { clock: deps.clock } : {}) });
 
   app.setErrorHandler((error, request, reply) => {
     const handoffError = toHandoffError(error);
@@ -56,5 +75,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerChatCompletions(app, { jobs: deps.jobs, config: deps.config });
   registerJobs(app, { jobs: deps.jobs, config: deps.config });
   registerModels(app, deps.config);
+  registerOpenApi(app, { version: deps.version ?? "0.0.0", auth: apiKeys.length > 0 });
   return app;
 }

@@ -5,6 +5,7 @@ import type { Service } from "@nats-io/services";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { buildApp } from "./app.js";
+import { loadApiKeys } from "./auth.js";
 import { JobClient } from "./job-client.js";
 
 export interface GatewayDeps {
@@ -14,6 +15,8 @@ export interface GatewayDeps {
   version: string;
   host: string;
   port: number;
+  /** Where the API keys' variables are read; `process.env` when absent. */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 export interface Gateway {
@@ -38,6 +41,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return app;
     },
     async start() {
+      // Keys first: a missing variable fails the start before anything touches NATS.
+      const apiKeys = loadApiKeys(deps.config.gateway.api_keys, deps.env ?? process.env);
       const limits = meshLimits(deps.config);
       const topology = await ensureTopology(deps.nc, limits);
       topologyReady = true;
@@ -47,11 +52,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
         config: deps.config,
         logger: deps.logger,
         ready: () => topologyReady && connection.connected(),
-      });
-      app.addHook("onRequest", async (_request, reply) => {
-        counters.requests++;
-        counters.in_flight++;
-        reply.raw.once("close", () => counters.in_flight--);
+        version: deps.version,
+        apiKeys,
+        // Counted before the key check, so refused requests (401, 429) show in the stats too.
+        onRequest: (reply) => {
+          counters.requests++;
+          counters.in_flight++;
+          reply.raw.once("close", () => counters.in_flight--);
+        },
       });
       service = await registerService(deps.nc, {
         name: "gateway",
@@ -60,7 +68,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
         stats: () => ({ ...counters }),
       });
       const url = await app.listen({ host: deps.host, port: deps.port });
-      deps.logger.info({ url, instance: service.info().id }, "gateway ready");
+      // The message is what deployments and the e2e harness wait for: keep it as it is.
+      deps.logger.info(
+        {
+          url,
+          instance: service.info().id,
+          auth: apiKeys.length > 0 ? "api_key" : "none",
+          api_keys: apiKeys.map((key) => key.name),
+        },
+        "gateway ready",
+      );
       return url;
     },
     async stop() {

@@ -1,0 +1,84 @@
+import { HandoffError } from "@handoff/contracts";
+import { describe, expect, it } from "vitest";
+import { parseConfig } from "./load.js";
+
+const TIERS = `
+tiers:
+  light: [{ provider: sim, model: sim-light }]
+  mid: [{ provider: sim, model: sim-mid }]
+  heavy: [{ provider: sim, model: sim-heavy }]
+`;
+
+function configError(text: string): HandoffError {
+  try {
+    parseConfig(text, "handoff.yaml");
+  } catch (error) {
+    if (error instanceof HandoffError) return error;
+    throw error;
+  }
+  throw new Error("expected the config to be rejected");
+}
+
+describe("the gateway section", () => {
+  it("is optional: no section, no keys, an open API", () => {
+    expect(parseConfig(TIERS, "handoff.yaml").gateway).toEqual({ api_keys: [] });
+  });
+
+  it("reads named keys by variable, with an optional rate", () => {
+    const config = parseConfig(
+      `${TIERS}
+gateway:
+  api_keys:
+    - name: team-a
+      key_env: HANDOFF_KEY_TEAM_A
+      requests_per_minute: 60
+    - name: ci.bot_2
+      key_env: CI_KEY
+`,
+      "handoff.yaml",
+    );
+    expect(config.gateway.api_keys).toEqual([
+      { name: "team-a", key_env: "HANDOFF_KEY_TEAM_A", requests_per_minute: 60 },
+      { name: "ci.bot_2", key_env: "CI_KEY" },
+    ]);
+  });
+
+  it("names the path of a duplicate name or variable, and of the entry it repeats", () => {
+    const error = configError(`${TIERS}
+gateway:
+  api_keys:
+    - { name: a, key_env: K1 }
+    - { name: b, key_env: K2 }
+    - { name: a, key_env: K2 }
+`);
+    expect(error.code).toBe("HANDOFF_ERR_CONFIG");
+    expect(error.issues).toEqual([
+      {
+        path: "gateway.api_keys[2].name",
+        message: 'name "a" is already used by gateway.api_keys[0]',
+      },
+      {
+        path: "gateway.api_keys[2].key_env",
+        message: 'key_env "K2" is already used by gateway.api_keys[1]',
+      },
+    ]);
+  });
+
+  it("rejects a variable that is not a variable name, a bad name, and a rate that is not a positive integer", () => {
+    const error = configError(`${TIERS}
+gateway:
+  api_keys:
+    - { name: a, key_env: "sk-live-123" }
+    - { name: "has space", key_env: K }
+    - { name: c, key_env: C, requests_per_minute: 0 }
+    - { name: d, key_env: D, requests_per_minute: 1.5 }
+`);
+    expect(error.issues?.map((i) => i.path)).toEqual([
+      "gateway.api_keys[0].key_env",
+      "gateway.api_keys[1].name",
+      "gateway.api_keys[2].requests_per_minute",
+      "gateway.api_keys[3].requests_per_minute",
+    ]);
+    expect(error.message).toContain("must be an environment variable name");
+  });
+});

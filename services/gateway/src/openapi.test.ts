@@ -1,0 +1,253 @@
+import { simProfile } from "@handoff/config";
+import { ChatCompletion, ChatCompletionRequest, ErrorBody, JobRecord } from "@handoff/contracts";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { buildApp } from "./app.js";
+import type { JobClient } from "./job-client.js";
+import { buildOpenApiDocument, documentedOperations, hoistDefs, toOpenApiPath } from "./openapi.js";
+
+type Json = Record<string, unknown>;
+
+/** Every `$ref` in a JSON value, with where it was found. */
+function refsIn(value: unknown, at = "#"): Array<{ ref: string; at: string }> {
+  if (Array.isArray(value)) return value.flatMap((v, i) => refsIn(v, `${at}/${i}`));
+  if (value === null || typeof value !== "object") return [];
+  return Object.entries(value).flatMap(([key, child]) =>
+    key === "$ref" && typeof child === "string"
+      ? [{ ref: child, at }]
+      : refsIn(child, `${at}/${key}`),
+  );
+}
+
+/** Resolves a local JSON pointer (`#/a/b`) in `doc`; undefined when nothing is there. */
+function resolvePointer(doc: unknown, ref: string): unknown {
+  if (!ref.startsWith("#/")) return undefined;
+  return ref
+    .slice(2)
+    .split("/")
+    .map((token) => decodeURIComponent(token).replace(/~1/g, "/").replace(/~0/g, "~"))
+    .reduce<unknown>(
+      (node, token) =>
+        node !== null && typeof node === "object" && Object.hasOwn(node, token)
+          ? (node as Json)[token]
+          : undefined,
+      doc,
+    );
+}
+
+function unresolvedRefs(doc: Json): string[] {
+  return refsIn(doc)
+    .filter(({ ref }) => resolvePointer(doc, ref) === undefined)
+    .map(({ ref, at }) => `${ref} (at ${at})`);
+}
+
+const METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+function operationsOf(doc: Json): Array<{ key: string; operation: Json; path: string }> {
+  const paths = doc.paths as Record<string, Record<string, Json>>;
+  return Object.entries(paths).flatMap(([path, item]) =>
+    Object.entries(item)
+      .filter(([method]) => METHODS.includes(method))
+      .map(([method, operation]) => ({ key: `${method.toUpperCase()} ${path}`, operation, path })),
+  );
+}
+
+describe("buildOpenApiDocument", () => {
+  for (const auth of [false, true]) {
+    describe(auth ? "with API keys" : "open", () => {
+      const doc = buildOpenApiDocument({ version: "1.2.3", auth });
+
+      it("is an OpenAPI 3.1 document with info from the options", () => {
+        expect(doc.openapi).toBe("3.1.0");
+        expect(doc.info).toMatchObject({ title: "Handoff gateway", version: "1.2.3" });
+        expect(JSON.parse(JSON.stringify(doc))).toEqual(doc); // plain JSON, nothing lost
+      });
+
+      it("resolves every $ref inside the document", () => {
+        expect(refsIn(doc).length).toBeGreaterThan(20);
+        expect(unresolvedRefs(doc)).toEqual([]);
+      });
+
+      it("has a valid JSON Schema 2020-12 for every component, validating what the wire schemas accept", () => {
+        const ajv = new Ajv2020({ strict: false, validateFormats: false });
+        // Registered whole, so refs between components resolve as they do in the document.
+        ajv.addSchema(doc, "openapi.json");
+        const schemas = (doc.components as Json).schemas as Record<string, Json>;
+        for (const name of Object.keys(schemas)) {
+          expect(
+            () => ajv.getSchema(`openapi.json#/components/schemas/${name}`),
+            name,
+          ).not.toThrow();
+        }
+        const validate = (name: string, value: unknown) => {
+          const check = ajv.getSchema(`openapi.json#/components/schemas/${name}`);
+          if (!check) throw new Error(`no schema ${name}`);
+          return check(value);
+        };
+        const request = ChatCompletionRequest.parse({
+          model: "handoff",
+          messages: [{ role: "user", content: "hi" }],
+        });
+        expect(validate("ChatCompletionRequest", request)).toBe(true);
+        expect(validate("ChatCompletionRequest", { model: "handoff", messages: [] })).toBe(false);
+        const error = ErrorBody.parse({
+          error: { message: "m", type: "t", param: null, code: "HANDOFF_ERR_NOT_FOUND" },
+        });
+        expect(validate("ErrorBody", error)).toBe(true);
+        expect(validate("ErrorBody", { message: "not wrapped" })).toBe(false);
+      });
+
+      it("names the wire schemas as components", () => {
+        const schemas = (doc.components as Json).schemas as Record<string, Json>;
+        for (const name of [
+          "ChatCompletionRequest",
+          "ChatCompletion",
+          "ChatCompletionChunk",
+          "JobRecord",
+          "ErrorBody",
+        ]) {
+          expect(schemas[name], name).toMatchObject({ type: "object" });
+          expect(schemas[name]?.$schema).toBeUndefined();
+        }
+        // Requests as clients may write them (no closed objects), responses as written.
+        expect(schemas.ChatCompletionRequest?.additionalProperties).toBeUndefined();
+        expect(schemas.ChatCompletion?.additionalProperties).toBe(false);
+        expect(schemas.JobRecord?.required).toContain("id");
+        expect(Object.keys((schemas.JobRecord?.properties as Json) ?? {})).toEqual(
+          Object.keys(JobRecord.shape),
+        );
+        expect(Object.keys((schemas.ChatCompletion?.properties as Json) ?? {})).toEqual(
+          Object.keys(ChatCompletion.shape),
+        );
+      });
+
+      it("gives every operation an id, a success and error responses, and declares its path parameters", () => {
+        const ids = new Set<string>();
+        for (const { key, operation, path } of operationsOf(doc)) {
+          expect(typeof operation.operationId, key).toBe("string");
+          expect(ids.has(operation.operationId as string), key).toBe(false);
+          ids.add(operation.operationId as string);
+          const responses = operation.responses as Record<string, Json>;
+          expect(
+            Object.keys(responses).some((s) => s.startsWith("2")),
+            key,
+          ).toBe(true);
+          expect(responses.default, key).toEqual({ $ref: "#/components/responses/ServerError" });
+          const declared = ((operation.parameters as Json[] | undefined) ?? [])
+            .map((p) => (p.$ref ? resolvePointer(doc, p.$ref as string) : p) as Json)
+            .filter((p) => p.in === "path")
+            .map((p) => p.name);
+          const templated = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
+          expect(declared, key).toEqual(templated);
+        }
+      });
+
+      it(
+        auth ? "requires a key on /v1 and may answer 401 and 429 there" : "requires no key",
+        () => {
+          for (const { key, operation, path } of operationsOf(doc)) {
+            const responses = operation.responses as Json;
+            const guarded = auth && path.startsWith("/v1/");
+            expect(operation.security !== undefined, key).toBe(guarded);
+            expect("401" in responses, key).toBe(guarded);
+            expect("429" in responses, key).toBe(guarded);
+          }
+          const components = doc.components as Json;
+          expect(components.securitySchemes !== undefined).toBe(auth);
+          expect(doc.security).toBeUndefined(); // per operation, so open routes need no override
+        },
+      );
+    });
+  }
+
+  it("describes the chat route's JSON and SSE answers, its headers and its errors", () => {
+    const doc = buildOpenApiDocument({ version: "1", auth: true });
+    const chat = (doc.paths as Record<string, Record<string, Json>>)["/v1/chat/completions"]
+      ?.post as Json;
+    const ok = (chat.responses as Record<string, Json>)["200"] as Json;
+    expect(Object.keys(ok.content as Json)).toEqual(["application/json", "text/event-stream"]);
+    expect(Object.keys(chat.responses as Json).sort()).toEqual(
+      ["200", "400", "401", "402", "413", "415", "429", "502", "504", "default"].sort(),
+    );
+    const headers = (chat.parameters as Json[]).map(
+      (p) => (resolvePointer(doc, p.$ref as string) as Json).name,
+    );
+    expect(headers).toEqual(["x-handoff-timeout-ms", "x-handoff-max-cost-usd"]);
+    const limited = resolvePointer(doc, "#/components/responses/RateLimited") as Json;
+    expect(Object.keys(limited.headers as Json)).toEqual([
+      "retry-after",
+      "x-ratelimit-limit-requests",
+      "x-ratelimit-remaining-requests",
+      "x-ratelimit-reset-requests",
+    ]);
+    const jobs = (doc.paths as Record<string, Record<string, Json>>)["/v1/jobs"]?.post as Json;
+    expect(Object.keys(jobs.responses as Json)).toContain("202");
+  });
+});
+
+describe("hoistDefs", () => {
+  it("lifts $defs into components and points every $ref, cycles included, at them", () => {
+    const generated = {
+      $schema: "https://json-schema.org/draft/2020-12/schema",
+      type: "object",
+      properties: {
+        usage: { $ref: "#/$defs/Usage" },
+        children: { type: "array", items: { $ref: "#" } },
+        first: { $ref: "#/properties/children/items" },
+        odd: { $ref: "#/$defs/a~1b" },
+      },
+      $defs: {
+        Usage: { type: "object", properties: { next: { $ref: "#/$defs/Usage" } } },
+        "a/b": { type: "string" },
+      },
+    };
+    const components = hoistDefs("Tree", generated);
+    expect(Object.keys(components)).toEqual(["Tree", "Tree.Usage", "Tree.a_b"]);
+    expect(components.Tree).not.toHaveProperty("$defs");
+    expect(components.Tree).not.toHaveProperty("$schema");
+    const doc = { components: { schemas: components } };
+    expect(refsIn(doc).map((r) => r.ref)).toEqual([
+      "#/components/schemas/Tree.Usage",
+      "#/components/schemas/Tree",
+      "#/components/schemas/Tree/properties/children/items",
+      "#/components/schemas/Tree.a_b",
+      "#/components/schemas/Tree.Usage",
+    ]);
+    expect(unresolvedRefs(doc)).toEqual([]);
+    // The input is not modified.
+    expect(generated.properties.usage.$ref).toBe("#/$defs/Usage");
+  });
+});
+
+describe("the document and the app's routes", () => {
+  it("describe exactly the same routes", async () => {
+    const app = buildApp({
+      jobs: {} as JobClient,
+      config: simProfile,
+      logger: pino({ level: "silent" }),
+      ready: () => true,
+    });
+    await app.ready();
+    try {
+      const registered = app.registeredRoutes.map((r) => `${r.method} ${toOpenApiPath(r.url)}`);
+      expect(registered.length).toBeGreaterThanOrEqual(10);
+      expect(new Set(registered).size).toBe(registered.length);
+      expect([...registered].sort()).toEqual([...documentedOperations()].sort());
+      // And the document's own paths are those operations, each reachable on the app.
+      const doc = (await app.inject({ method: "GET", url: "/openapi.json" })).json();
+      expect(
+        operationsOf(doc)
+          .map((o) => o.key)
+          .sort(),
+      ).toEqual([...registered].sort());
+      for (const key of documentedOperations()) {
+        const [method = "", path = ""] = key.split(" ");
+        const url = path.replace(/\{([^}]+)\}/g, ":$1");
+        expect(app.hasRoute({ method: method as "GET", url }), key).toBe(true);
+      }
+    } finally {
+      await app.close();
+    }
+  });
+});
