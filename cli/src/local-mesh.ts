@@ -3,7 +3,13 @@ import { mkdirSync, openSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { ServiceNames } from "@handoff/contracts";
-import { findNatsServer, type NatsHandle, spawnNatsServer, waitFor } from "@handoff/testkit";
+import {
+  findNatsServer,
+  type NatsHandle,
+  probeNats,
+  spawnNatsServer,
+  waitFor,
+} from "@handoff/testkit";
 import { Svcm } from "@nats-io/services";
 import { connect } from "@nats-io/transport-node";
 
@@ -36,22 +42,6 @@ export const HOW_TO_INSTALL_NATS = [
   "  - or point NATS_URL at a server you run (JetStream on).",
 ].join("\n");
 
-/** Whether a JetStream-enabled NATS server answers at `url`. */
-export async function probeNats(url: string): Promise<"jetstream" | "no-jetstream" | "down"> {
-  let nc: Awaited<ReturnType<typeof connect>> | undefined;
-  try {
-    nc = await connect({ servers: url, reconnect: false, timeout: 1_500, name: "handoff-probe" });
-    const reply = await nc.request("$JS.API.INFO", "", { timeout: 1_500 });
-    const info = reply.json<{ error?: unknown }>();
-    return info.error ? "no-jetstream" : "jetstream";
-  } catch {
-    // Connected, but nobody answered the JetStream API: JetStream is off.
-    return nc ? "no-jetstream" : "down";
-  } finally {
-    await nc?.close();
-  }
-}
-
 async function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
@@ -67,7 +57,7 @@ async function provideNats(
   say: (line: string) => void,
 ): Promise<{ url: string; handle?: NatsHandle }> {
   const url = env.NATS_URL?.trim() || "nats://127.0.0.1:4222";
-  const state = await probeNats(url);
+  const { state } = await probeNats(url, 1_500);
   if (state === "jetstream") {
     say(`NATS:     using the server at ${url}`);
     return { url };

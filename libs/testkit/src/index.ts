@@ -3,6 +3,8 @@ export { freePort } from "./free-port.js";
 export {
   findNatsServer,
   type NatsHandle,
+  type NatsProbe,
+  probeNats,
   type SpawnNatsOptions,
   type StartNatsOptions,
   spawnNatsServer,

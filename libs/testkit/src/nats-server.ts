@@ -174,28 +174,47 @@ function launch(binary: string, port: number, storeDir: string, jetstream: boole
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** What answers at a NATS URL: a server with JetStream, one without, or nothing. */
+export interface NatsProbe {
+  state: "jetstream" | "no-jetstream" | "down";
+  /** Why it is not `jetstream`, for error messages. */
+  detail?: string;
+}
+
+/**
+ * Connects once without reconnecting and asks the JetStream API for account info: the cheapest
+ * call that only succeeds once JetStream really serves (it finishes recovering its store after
+ * the client port opens). Used by the tests' readiness wait and by the local runner.
+ */
+export async function probeNats(url: string, timeoutMs = 1_000): Promise<NatsProbe> {
+  let nc: Awaited<ReturnType<typeof connect>> | undefined;
+  try {
+    nc = await connect({
+      servers: url,
+      reconnect: false,
+      timeout: timeoutMs,
+      name: "handoff-probe",
+    });
+    const reply = await nc.request("$JS.API.INFO", "", { timeout: timeoutMs });
+    const info = reply.json<{ error?: { code?: number; description?: string } }>();
+    if (!info.error) return { state: "jetstream" };
+    return {
+      state: "no-jetstream",
+      detail: `JetStream not ready: ${info.error.description ?? info.error.code}`,
+    };
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    // Connected, but nobody answered the JetStream API: JetStream is off (or not up yet).
+    return { state: nc ? "no-jetstream" : "down", detail };
+  } finally {
+    await nc?.close();
+  }
+}
+
 /** Succeeds once the server accepts a client and, when asked, answers a JetStream API call. */
 async function probe(url: string, jetstream: boolean): Promise<void> {
-  const nc = await connect({
-    servers: url,
-    reconnect: false,
-    timeout: 1_000,
-    name: "testkit-probe",
-  });
-  try {
-    await nc.flush();
-    if (jetstream) {
-      // JetStream finishes recovering its store after the client port opens; account info is
-      // the cheapest call that only succeeds once it is really serving.
-      const reply = await nc.request("$JS.API.INFO", "", { timeout: 1_000 });
-      const info = reply.json<{ error?: { code?: number; description?: string } }>();
-      if (info.error) {
-        throw new Error(`JetStream not ready: ${info.error.description ?? info.error.code}`);
-      }
-    }
-  } finally {
-    await nc.close();
-  }
+  const { state, detail } = await probeNats(url);
+  if (state === "down" || (jetstream && state !== "jetstream")) throw new Error(detail ?? state);
 }
 
 async function waitReady(launched: Launched, url: string, jetstream: boolean): Promise<void> {

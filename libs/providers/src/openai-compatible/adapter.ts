@@ -1,6 +1,7 @@
 import { type Deployment, deploymentId } from "@handoff/config";
 import { HandoffError } from "@handoff/contracts";
 import { httpFailure, providerError, retryAfterMs } from "../errors.js";
+import { replayAsStream } from "../replay.js";
 import { SseLimitError, SseParser } from "../sse.js";
 import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamEvent } from "../types.js";
 import { resultOfCompletion, StreamAssembler } from "./assembler.js";
@@ -117,18 +118,7 @@ export class OpenAICompatibleModel implements ChatModel {
     // A server that ignores `stream: true` answers with one JSON completion: replay it as events.
     const type = response.headers.get("content-type") ?? "";
     if (type.includes("application/json")) {
-      const result = await this.#readCompletion(response, request, signal);
-      if (result.message.content) yield { type: "text", delta: result.message.content };
-      for (const [index, call] of (result.message.tool_calls ?? []).entries()) {
-        yield {
-          type: "tool_call",
-          index,
-          id: call.id,
-          name: call.function.name,
-          argumentsDelta: call.function.arguments,
-        };
-      }
-      yield { type: "done", result };
+      yield* replayAsStream(await this.#readCompletion(response, request, signal));
       return;
     }
     if (!response.body) throw this.#malformed("the streamed response has no body");

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { AssistantMessage, Message, ToolCall, ToolDefinition } from "@handoff/contracts";
+import { replayAsStream } from "../replay.js";
 import { estimateInputTokens, estimateTokens } from "../tokens.js";
 import type {
   CallOptions,
@@ -42,22 +43,11 @@ export class SimModel implements ChatModel {
   }
 
   async *stream(request: ChatRequest, options: CallOptions = {}): AsyncIterable<ChatStreamEvent> {
-    const result = await this.chat(request, options);
-    const { content, tool_calls: calls } = result.message;
-    if (content) {
-      // Word-sized deltas, like a real token stream.
-      for (const piece of content.match(/\S+\s*|\s+/g) ?? []) yield { type: "text", delta: piece };
-    }
-    for (const [index, call] of (calls ?? []).entries()) {
-      yield {
-        type: "tool_call",
-        index,
-        id: call.id,
-        name: call.function.name,
-        argumentsDelta: call.function.arguments,
-      };
-    }
-    yield { type: "done", result };
+    // Word-sized deltas, like a real token stream.
+    yield* replayAsStream(
+      await this.chat(request, options),
+      (text) => text.match(/\S+\s*|\s+/g) ?? [],
+    );
   }
 
   /** The simulated answer, without latency. */
