@@ -7,7 +7,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { runToolLoop } from "./tool-loop.js";
-import { createBuiltinRegistry, type ToolRegistry } from "./tools/index.js";
+import { createBuiltinRegistry, type ToolRegistry } from "@handoff/tools";
 
 export interface ToolExecutorDeps {
   nc: NatsConnection;

@@ -5,7 +5,7 @@ import { testStageContext } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { toolExecutorHandler } from "./service.js";
 import { runToolLoop, type ToolLoopInput, type ToolLoopOutcome } from "./tool-loop.js";
-import { createBuiltinRegistry } from "./tools/index.js";
+import { createBuiltinRegistry } from "@handoff/tools";
 
 const router = new ModelRouter(simProfile);
 const registry = createBuiltinRegistry();

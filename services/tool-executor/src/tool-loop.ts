@@ -9,7 +9,7 @@ import type {
 } from "@handoff/contracts";
 import type { ChatResult, ModelRouter, TierCallContext } from "@handoff/providers";
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-import type { ToolRegistry } from "./tools/index.js";
+import type { ToolRegistry } from "@handoff/tools";
 
 const tracer = trace.getTracer("@handoff/tool-executor");
 
