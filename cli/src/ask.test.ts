@@ -43,6 +43,7 @@ function completion(extra: Partial<ChatCompletion["handoff"]> = {}): ChatComplet
         confidence: 0.8,
         reason: "tool signals arithmetic (score 2)",
       },
+      escalated: false,
       usage: [
         usage({
           stage: "tool-executor",
@@ -111,6 +112,37 @@ describe("formatCompletion", () => {
     );
     expect(lines.find((l) => l.startsWith("total:"))).toBe("total:   $0.0125");
     expect(lines.filter((l) => l.includes("$0.0125"))).toHaveLength(2);
+  });
+
+  it("prints the score against its threshold, and why a cascade escalated", () => {
+    const escalation = {
+      stage: "classifier" as const,
+      score: 0.91,
+      reason: "verifier: arithmetic error (91%)",
+    };
+    const decision = {
+      decision: "heavy" as const,
+      strategy: "cascade",
+      confidence: 0.91,
+      reason: "pre-route: 20% likely to need the strong model; verifier: arithmetic error (91%)",
+      score: 0.91,
+      threshold: 0.18,
+      escalation,
+    };
+    const lines = formatCompletion(
+      completion({
+        route: ["classifier", "heavy-reasoner"],
+        decision,
+        escalated: true,
+        escalation,
+      }),
+    ).split("\n");
+    expect(lines[2]).toBe(
+      "route:   classifier -> heavy-reasoner  (heavy by cascade, score 0.91 vs threshold 0.18, confidence 0.91: pre-route: 20% likely to need the strong model; verifier: arithmetic error (91%))",
+    );
+    expect(lines[3]).toBe(
+      "escalated: the classifier's answer did not stand (verifier: arithmetic error (91%))",
+    );
   });
 
   it("prints the route alone when there is no decision", () => {

@@ -49,8 +49,13 @@ export function formatCompletion(completion: ChatCompletion): string {
     (choice?.message.tool_calls ?? [])
       .map((c) => `(calls ${c.function.name} ${c.function.arguments})`)
       .join("\n");
-  const decision = handoff.decision
-    ? `${handoff.decision.decision} by ${handoff.decision.strategy}, confidence ${handoff.decision.confidence.toFixed(2)}: ${handoff.decision.reason}`
+  const d = handoff.decision;
+  const scored =
+    d?.score !== undefined && d.threshold !== undefined
+      ? `, score ${d.score.toFixed(2)} vs threshold ${d.threshold.toFixed(2)}`
+      : "";
+  const decision = d
+    ? `${d.decision} by ${d.strategy}${scored}, confidence ${d.confidence.toFixed(2)}: ${d.reason}`
     : "";
   const hops = table([
     ["stage", "tier", "provider", "model", "tokens in", "out", "cost", "latency"],
@@ -69,6 +74,11 @@ export function formatCompletion(completion: ChatCompletion): string {
     answer,
     "",
     `route:   ${handoff.route.join(" -> ")}${decision ? `  (${decision})` : ""}`,
+    ...(handoff.escalation
+      ? [
+          `escalated: the ${handoff.escalation.stage}'s answer did not stand (${handoff.escalation.reason})`,
+        ]
+      : []),
     "cost per hop:",
     ...hops.map((line) => `  ${line}`),
     `total:   ${usd(handoff.cost_usd)}${handoff.simulated ? "  (simulated models: configure real providers for real answers)" : ""}`,

@@ -1,7 +1,9 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ask, formatCompletion, formatError } from "./ask.js";
+import { jobsMain } from "./jobs.js";
 import { startLocalMesh } from "./local-mesh.js";
+import { routerMain } from "./router.js";
 
 const USAGE = `handoff: run the Handoff mesh locally and talk to it
 
@@ -9,6 +11,8 @@ const USAGE = `handoff: run the Handoff mesh locally and talk to it
   handoff ask "<question>"      send a question to the gateway; print answer, route, cost, trace
   handoff demo                  up, ask two example questions, then stop
   handoff job <id>              print a job's stored record
+  handoff jobs export [--since <time>]   write recorded jobs as JSON lines, for replay (see --help)
+  handoff router <train|score|eval|calibrate|split>   routing strategies offline (see --help)
 
 options:
   --url <gateway>      gateway URL for ask/job (default $HANDOFF_URL or http://127.0.0.1:8080)
@@ -36,7 +40,15 @@ async function askAndPrint(url: string, question: string, json: boolean, timeout
   return outcome.ok;
 }
 
+const io = {
+  out: (line: string) => console.log(line),
+  err: (line: string) => console.error(line),
+};
+
 async function main(argv: string[]): Promise<number> {
+  // Nouns with verbs of their own parse their own options.
+  if (argv[0] === "router") return routerMain(argv.slice(1), io);
+  if (argv[0] === "jobs") return jobsMain(argv.slice(1), io);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

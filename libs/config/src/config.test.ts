@@ -78,7 +78,12 @@ describe("parseConfig", () => {
   it("applies the defaults of limits, routing, price and timeout", () => {
     const config = parseConfig(YAML, "config.yml");
     expect(config.limits).toEqual({ ...DEFAULT_LIMITS, max_hops: 4 });
-    expect(config.routing).toEqual({ strategy: "rules" });
+    expect(config.routing).toEqual({
+      strategy: "learned",
+      record_inputs: false,
+      llm_fallback: "rules",
+      cascade: { self_confidence: true, logprobs: true },
+    });
     expect(config.tiers.light[0]).toEqual({
       provider: "sim",
       model: "sim-light",

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { extname, resolve } from "node:path";
+import { dirname, extname, isAbsolute, resolve } from "node:path";
 import { HandoffError } from "@handoff/contracts";
 import { parse as parseYaml } from "yaml";
 import { simProfile } from "./defaults.js";
@@ -26,7 +26,13 @@ export function parseConfig(text: string, source: string): HandoffConfig {
   }
   const parsed = HandoffConfig.safeParse(raw);
   if (!parsed.success) throw HandoffError.validation(source, parsed.error, "HANDOFF_ERR_CONFIG");
-  return parsed.data;
+  const config = parsed.data;
+  // A router model named relative to the config file is found next to it, wherever the service runs.
+  const model = config.routing.model;
+  if (model !== undefined && !isAbsolute(model) && isAbsolute(source)) {
+    config.routing.model = resolve(dirname(source), model);
+  }
+  return config;
 }
 
 /** Reads `HANDOFF_CONFIG` when set, otherwise returns the built-in `sim` profile. */

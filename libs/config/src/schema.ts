@@ -51,9 +51,70 @@ export function deploymentId(deployment: Pick<Deployment, "id" | "provider" | "m
 
 const TierDeployments = z.array(Deployment).min(1, "a tier needs at least one deployment");
 
-export const Routing = z.object({
-  strategy: z.enum(["rules"]).default("rules"),
+/** Tuning of the `cascade` strategy. */
+export const CascadeSettings = z.object({
+  /**
+   * Ask the light model to end its answer with a "Confidence: N%" line, which the verifier reads
+   * and the client never sees.
+   */
+  self_confidence: z.boolean().default(true),
+  /** Ask the provider for token log-probabilities (OpenAI-compatible servers return them). */
+  logprobs: z.boolean().default(true),
+  /** Pre-route scores at or above this go straight to the heavy tier, skipping the light answer. */
+  direct_heavy_above: z.number().min(0).max(1).optional(),
+  /** Log-odds per unit of token uncertainty (1 − e^mean logprob) above its reference; a prior. */
+  logprob_weight: z.number().optional(),
+  /** Log-odds per unit of self-reported confidence above its reference (negative: surer, lower). */
+  self_confidence_weight: z.number().optional(),
 });
+export type CascadeSettings = z.infer<typeof CascadeSettings>;
+
+/** The routing strategy names, in the order the docs list them. */
+export const RoutingStrategies = ["rules", "learned", "llm", "cascade"] as const;
+
+/**
+ * How the classifier routes. Every strategy scores a request in [0, 1] (how much it needs the
+ * heavy tier); the score is compared with `threshold`.
+ */
+export const Routing = z
+  .object({
+    strategy: z.enum(RoutingStrategies).default("learned"),
+    /**
+     * Scores at or above this go to the heavy tier. Default: the strategy's own (the model file's
+     * calibrated threshold for `learned` and `cascade`, 0.5 for `rules` and `llm`). Set it with
+     * `handoff router calibrate --strong-share <share>`.
+     */
+    threshold: z.number().min(0).max(1).optional(),
+    /** Scores at or above this (and below `threshold`) go to the mid tier. Unset: no mid band. */
+    mid_threshold: z.number().min(0).max(1).optional(),
+    /**
+     * Router model file for `learned` and `cascade` (from `handoff router train`); a relative path
+     * is read from the config file's folder. Default: the model shipped with Handoff.
+     */
+    model: z.string().min(1).optional(),
+    /**
+     * Keep each job's request messages on its record, so `handoff jobs export` can replay your
+     * traffic through any strategy. Records live as long as the job bucket keeps them (24 hours).
+     */
+    record_inputs: z.boolean().default(false),
+    /** The strategy that decides when the `llm` strategy's light model fails or answers badly. */
+    llm_fallback: z.enum(["rules", "learned"]).default("rules"),
+    cascade: CascadeSettings.default(CascadeSettings.parse({})),
+  })
+  .superRefine((routing, ctx) => {
+    if (
+      routing.mid_threshold !== undefined &&
+      routing.threshold !== undefined &&
+      routing.mid_threshold >= routing.threshold
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["mid_threshold"],
+        message: `must be below threshold (${routing.threshold}): the mid band lies under the heavy one`,
+      });
+    }
+  });
+export type Routing = z.infer<typeof Routing>;
 
 export const Limits = z.object({
   /** Model turns the tool-executor takes before it gives up and escalates. */
@@ -154,7 +215,7 @@ export const HandoffConfig = z
       mid: TierDeployments,
       heavy: TierDeployments,
     }),
-    routing: Routing.default({ strategy: "rules" }),
+    routing: Routing.default(Routing.parse({})),
     limits: Limits.default(Limits.parse({})),
     resilience: Resilience.default(Resilience.parse({})),
     jetstream: JetStreamSettings.default({ replicas: 1 }),

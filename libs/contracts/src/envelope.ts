@@ -32,13 +32,31 @@ export type Tier = z.infer<typeof Tier>;
 export const RouteDecision = z.enum(["light", "tools", "heavy"]);
 export type RouteDecision = z.infer<typeof RouteDecision>;
 
+/** A cascade's verdict that the light answer does not stand: the job goes on to the heavy tier. */
+export const Escalation = z.object({
+  /** The stage whose answer was judged. */
+  stage: Stage,
+  /** The verifier's score of the answer, compared with the route's threshold. */
+  score: z.number().min(0).max(1),
+  /** Why: the verifier's signals (arithmetic error, no final answer, low confidence, ...). */
+  reason: z.string(),
+});
+export type Escalation = z.infer<typeof Escalation>;
+
 export const Route = z.object({
   decision: RouteDecision,
-  /** The strategy that decided, e.g. `rules`. */
+  /** The strategy that decided: `rules`, `learned`, `llm`, `cascade`, or `pinned`. */
   strategy: z.string().min(1),
+  /** How sure the strategy is of the decision it made. */
   confidence: z.number().min(0).max(1),
-  /** Human-readable why: the signals that fired. */
+  /** Human-readable why: the signals that fired, or the model's estimate. */
   reason: z.string(),
+  /** The strategy's score: how much the request needs the heavy tier, in [0, 1]. */
+  score: z.number().min(0).max(1).optional(),
+  /** The threshold the score was compared with: at or above it, the heavy tier answers. */
+  threshold: z.number().min(0).max(1).optional(),
+  /** Set when a cascade judged the cheap answer and escalated the job to the heavy tier. */
+  escalation: Escalation.optional(),
 });
 export type Route = z.infer<typeof Route>;
 
@@ -149,6 +167,11 @@ export const JobEnvelope = z.object({
   input: JobInput,
   /** Stages to visit, in order. Starts as `[classifier]`; stages may extend it (escalation). */
   plan: z.array(Stage).min(1),
+  /**
+   * The job's record keeps its input (messages and tools), so its traffic can be replayed through
+   * any routing strategy (`routing.record_inputs`). Off: prompts stay out of storage.
+   */
+  record_input: z.boolean().optional(),
   route: Route.optional(),
   hops: z.array(Hop).default([]),
   enrichments: z.array(Enrichment).default([]),

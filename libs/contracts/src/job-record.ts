@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { JobError, JobId, JobResult, Route, Stage, Usage } from "./envelope.js";
+import { ToolDefinition } from "./chat.js";
+import { JobError, JobId, JobInput, JobResult, Route, Stage, Usage } from "./envelope.js";
 
 /**
  * The job record kept in the `handoff-jobs` KV bucket, keyed by job id: what `GET /v1/jobs/:id`
@@ -28,6 +29,13 @@ export const JobRecord = z.object({
   max_cost_usd: z.number().optional(),
   result: JobResult.optional(),
   error: JobError.optional(),
+  /**
+   * The request as the job received it, kept only when the deployment opts in
+   * (`routing.record_inputs`), for `handoff jobs export` and routing replay.
+   */
+  input: JobInput.pick({ model: true, messages: true })
+    .extend({ tools: z.array(ToolDefinition).default([]) })
+    .optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

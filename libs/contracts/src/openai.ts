@@ -8,7 +8,7 @@ import {
   ToolChoice,
   ToolDefinition,
 } from "./chat.js";
-import { JobId, Route, Stage, Usage } from "./envelope.js";
+import { Escalation, JobId, Route, Stage, Usage } from "./envelope.js";
 
 /**
  * The gateway's OpenAI-compatible surface: `POST /v1/chat/completions` takes OpenAI's request shape
@@ -86,6 +86,10 @@ export const HandoffInfo = z.object({
   /** The stages the job visited, in order. */
   route: z.array(Stage),
   decision: Route.optional(),
+  /** True when a cascade judged the cheap tier's answer and sent the job on to the heavy tier. */
+  escalated: z.boolean(),
+  /** Why the job was escalated: the stage whose answer was judged, the verdict's score and reason. */
+  escalation: Escalation.optional(),
   usage: z.array(HopUsage),
   cost_usd: z.number().nonnegative(),
   /** The same spend, summed per stage. */

@@ -10,7 +10,10 @@ import {
 } from "@handoff/contracts";
 import type { KV } from "@nats-io/kv";
 
-/** The record of a job as its envelope stands now. Prompts are not copied into it. */
+/**
+ * The record of a job as its envelope stands now. Prompts are not copied into it, unless the job
+ * was submitted with `record_input` (the deployment's `routing.record_inputs`).
+ */
 export function recordFromEnvelope(
   envelope: JobEnvelope,
   status: JobStatus,
@@ -34,6 +37,15 @@ export function recordFromEnvelope(
       : {}),
     ...(envelope.result ? { result: envelope.result } : {}),
     ...(envelope.error ? { error: envelope.error } : {}),
+    ...(envelope.record_input
+      ? {
+          input: {
+            model: envelope.input.model,
+            messages: envelope.input.messages,
+            tools: envelope.input.tools,
+          },
+        }
+      : {}),
   };
 }
 

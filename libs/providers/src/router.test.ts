@@ -12,10 +12,11 @@ import { AnthropicModel } from "./anthropic/adapter.js";
 import { costUsd } from "./cost.js";
 import { OpenAICompatibleModel } from "./openai-compatible/adapter.js";
 import { createModel, deploymentId, genAiProviderName } from "./registry.js";
+import { replayAsStream } from "./replay.js";
 import { jobResult, ModelRouter } from "./router.js";
 import { SimModel } from "./sim/sim-model.js";
 import { estimateInputTokens, estimateTokens } from "./tokens.js";
-import type { ChatModel } from "./types.js";
+import type { ChatModel, ChatRequest, ChatResult, ChatStreamEvent } from "./types.js";
 
 const exporter = new InMemorySpanExporter();
 const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
@@ -70,6 +71,27 @@ class FailingModel implements ChatModel {
   // biome-ignore lint/correctness/useYield: the stream fails before it yields anything.
   async *stream(): AsyncIterable<never> {
     throw this.error;
+  }
+}
+
+/** A model that records its requests and, when asked, answers with token log-probabilities. */
+class LogprobsModel implements ChatModel {
+  readonly provider = "openai-compatible" as const;
+  readonly simulated = false;
+  readonly requests: ChatRequest[] = [];
+  constructor(readonly model: string) {}
+  async chat(request: ChatRequest): Promise<ChatResult> {
+    this.requests.push(request);
+    return {
+      message: { role: "assistant", content: "Paris." },
+      finishReason: "stop",
+      usage: { inputTokens: 12, outputTokens: 2 },
+      model: this.model,
+      ...(request.logprobs ? { logprobs: [-0.01, -0.25] } : {}),
+    };
+  }
+  async *stream(request: ChatRequest): AsyncIterable<ChatStreamEvent> {
+    yield* replayAsStream(await this.chat(request));
   }
 }
 
@@ -306,6 +328,60 @@ describe("ModelRouter", () => {
     expect(error.message).toContain("prompt too long");
     expect(error.cause).toBe(rejected);
     expect(calls).toBe(1);
+  });
+
+  it("passes logprobs to the model and returns the model's to the caller", async () => {
+    const models = new Map<string, LogprobsModel>();
+    const router = new ModelRouter(simProfile, (d) => {
+      const model = new LogprobsModel(d.model);
+      models.set(d.model, model);
+      return model;
+    });
+    const light = () => models.get("sim-light") as LogprobsModel;
+    const asking = { messages: hello, logprobs: true };
+
+    const call = await router.chat("light", asking, { stage: "classifier" });
+    expect(light().requests.at(-1)?.logprobs).toBe(true);
+    expect(call.result.logprobs).toEqual([-0.01, -0.25]);
+
+    // Streaming, when the caller takes the output as it comes.
+    const deltas: string[] = [];
+    const streamed = await router.chat("light", asking, {
+      stage: "classifier",
+      onEvent: (event) => {
+        if (event.type === "text") deltas.push(event.delta);
+      },
+    });
+    expect(deltas).toEqual(["Paris."]);
+    expect(light().requests.at(-1)?.logprobs).toBe(true);
+    expect(streamed.result.logprobs).toEqual([-0.01, -0.25]);
+
+    // A budget that lowers max_tokens keeps the rest of the request.
+    const capped = await router.chat(
+      "light",
+      { ...asking, params: { max_tokens: 1000 } },
+      { stage: "classifier", budgetUsd: 0.0002 },
+    );
+    const sent = light().requests.at(-1);
+    expect(sent?.params?.max_tokens).toBeLessThan(1000);
+    expect(sent?.logprobs).toBe(true);
+    expect(capped.result.logprobs).toEqual([-0.01, -0.25]);
+
+    // Not asked, none.
+    const plain = await router.chat("light", { messages: hello }, { stage: "classifier" });
+    expect(light().requests.at(-1)?.logprobs).toBeUndefined();
+    expect(plain.result.logprobs).toBeUndefined();
+  });
+
+  it("returns no logprobs from the sim model, even when asked", async () => {
+    const router = new ModelRouter(simProfile);
+    const call = await router.chat(
+      "light",
+      { messages: hello, logprobs: true },
+      { stage: "classifier" },
+    );
+    expect(call.result.message.content).toContain("[simulated sim-light]");
+    expect("logprobs" in call.result).toBe(false);
   });
 
   it("binds every deployment at construction, so a factory that throws fails there", () => {

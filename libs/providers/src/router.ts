@@ -10,6 +10,7 @@ import {
   type JobInput,
   type JobResult,
   type Message,
+  type ResponseFormat,
   roundUsd,
   type Stage,
   type Tier,
@@ -421,6 +422,25 @@ export function jobResult(stage: Stage, call: TierCallResult): JobResult {
     stage,
     provider: call.usage.provider,
     model: call.usage.model,
+  };
+}
+
+/**
+ * A request for a JSON answer in a response format, at temperature 0 with a token cap: how a
+ * strategy asks a model for a decision rather than prose.
+ */
+export function jsonRequest(request: {
+  messages: readonly Message[];
+  responseFormat: ResponseFormat;
+  maxTokens: number;
+}): ChatRequest {
+  return {
+    messages: request.messages,
+    params: {
+      temperature: 0,
+      max_tokens: request.maxTokens,
+      response_format: request.responseFormat,
+    },
   };
 }
 

@@ -15,6 +15,12 @@ export interface ChatRequest {
   tools?: readonly ToolDefinition[];
   toolChoice?: ToolChoice;
   params?: ChatParams;
+  /**
+   * Ask the provider for token log-probabilities where it supports them; ignored by providers that
+   * do not. The OpenAI-compatible adapter sends `logprobs: true`; Anthropic has no such option and
+   * the simulated model has no tokens, so both answer without them.
+   */
+  logprobs?: boolean;
 }
 
 export interface TokenUsage {
@@ -28,6 +34,12 @@ export interface ChatResult {
   usage: TokenUsage;
   /** The model that answered, as the provider reports it. */
   model: string;
+  /**
+   * The log-probability (natural log) of each generated content token, in order. Only when the
+   * request asked for `logprobs` and the provider returned them; absent when it returned none, or
+   * returned them malformed (they are advisory and never fail an answer).
+   */
+  logprobs?: number[];
 }
 
 /** Incremental output of a streamed call; the last event is always `done` with the whole result. */

@@ -173,23 +173,78 @@ const CREATED = 1_727_000_000;
 export const sseEvent = (data: unknown, event?: string): string =>
   `${event ? `event: ${event}\n` : ""}data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
 
-function openaiChunk(model: string, delta: Record<string, unknown>, finish: string | null = null) {
+function openaiChunk(
+  model: string,
+  delta: Record<string, unknown>,
+  finish: string | null = null,
+  logprobs: OpenAILogprobs | null = null,
+) {
   return {
     id: "chatcmpl-upstream",
     object: "chat.completion.chunk",
     created: CREATED,
     model,
     system_fingerprint: "fp_upstream",
-    choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+    choices: [{ index: 0, delta, logprobs, finish_reason: finish }],
   };
 }
 
-/** A non-streamed `chat.completion` for a move. */
+/** Options of the scripted OpenAI answers. */
+export interface OpenAIReplyOptions {
+  /**
+   * Token log-probabilities to answer with, as to a request with `logprobs: true`: a text move's
+   * content is cut into one token per number, in order, each reported as OpenAI does. A tool move
+   * has no content tokens and carries none.
+   */
+  logprobs?: number[];
+}
+
+/** One entry of `choices[].logprobs.content`, as OpenAI sends it without `top_logprobs`. */
+interface OpenAITokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: [];
+}
+
+interface OpenAILogprobs {
+  content: OpenAITokenLogprob[];
+  refusal: null;
+}
+
+/**
+ * The content tokens of `text` carrying `logprobs`: the text cut into as many consecutive pieces
+ * as there are numbers, as even in length as whole characters allow, so the tokens put together
+ * are the text again. Undefined without numbers to spread.
+ */
+function contentTokens(
+  text: string,
+  logprobs: number[] | undefined,
+): OpenAITokenLogprob[] | undefined {
+  if (!logprobs) return undefined;
+  const chars = [...text];
+  if (logprobs.length > chars.length) {
+    throw new Error(
+      `cannot spread ${logprobs.length} logprobs over the ${chars.length} characters of "${text}"`,
+    );
+  }
+  return logprobs.map((logprob, i) => {
+    const from = Math.floor((i * chars.length) / logprobs.length);
+    const to = Math.floor(((i + 1) * chars.length) / logprobs.length);
+    const token = chars.slice(from, to).join("");
+    return { token, logprob, bytes: [...Buffer.from(token, "utf8")], top_logprobs: [] };
+  });
+}
+
+/** A non-streamed `chat.completion` for a move, with `options.logprobs` on its content tokens. */
 export function openaiCompletion(
   model: string,
   move: ModelMove,
   usage = { prompt: 40, completion: 12 },
+  options: OpenAIReplyOptions = {},
 ) {
+  const tokens = move.kind === "text" ? contentTokens(move.text, options.logprobs) : undefined;
+  const logprobs: OpenAILogprobs | null = tokens ? { content: tokens, refusal: null } : null;
   const message =
     move.kind === "text"
       ? { role: "assistant", content: move.text, refusal: null }
@@ -215,7 +270,7 @@ export function openaiCompletion(
       {
         index: 0,
         message,
-        logprobs: null,
+        logprobs,
         finish_reason: move.kind === "text" ? "stop" : "tool_calls",
       },
     ],
@@ -227,16 +282,30 @@ export function openaiCompletion(
   };
 }
 
-/** The streamed form of a move, chunked as OpenAI documents it, with the include_usage chunk. */
+/**
+ * The streamed form of a move, chunked as OpenAI documents it, with the include_usage chunk. With
+ * `options.logprobs`, a text move streams one content token a chunk, each chunk carrying its
+ * token's log-probability, as OpenAI streams an answer to `logprobs: true`.
+ */
 export function openaiStream(
   model: string,
   move: ModelMove,
   usage = { prompt: 40, completion: 12 },
+  options: OpenAIReplyOptions = {},
 ): string[] {
   const events = [
     sseEvent(openaiChunk(model, { role: "assistant", content: move.kind === "text" ? "" : null })),
   ];
-  if (move.kind === "text") {
+  const tokens = move.kind === "text" ? contentTokens(move.text, options.logprobs) : undefined;
+  if (tokens) {
+    for (const token of tokens) {
+      events.push(
+        sseEvent(
+          openaiChunk(model, { content: token.token }, null, { content: [token], refusal: null }),
+        ),
+      );
+    }
+  } else if (move.kind === "text") {
     for (const piece of move.text.match(/\S+\s*/g) ?? []) {
       events.push(sseEvent(openaiChunk(model, { content: piece })));
     }

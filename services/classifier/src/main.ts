@@ -1,7 +1,7 @@
 import { loadConfig } from "@handoff/config";
 import { connectNats, envInt, maybeStartHealth, onShutdown, packageVersion } from "@handoff/mesh";
 import { createLogger, startTelemetry } from "@handoff/telemetry";
-import { createClassifierService } from "./service.js";
+import { createClassifierService, loadRouting } from "./service.js";
 
 const NAME = "classifier";
 
@@ -13,6 +13,16 @@ async function main(): Promise<void> {
   const telemetry = startTelemetry({ serviceName: NAME, serviceVersion: version });
   const logger = createLogger(NAME);
   logger.info({ config: source, version }, "starting");
+  // The routing strategy, and its model file when it has one: a bad model stops the start here.
+  const routing = await loadRouting(config);
+  logger.info(
+    {
+      strategy: routing.name,
+      threshold: routing.thresholds.heavy,
+      model: config.routing.model ?? "builtin",
+    },
+    "routing",
+  );
   // 3. NATS.
   const nc = await connectNats({
     servers: process.env.NATS_URL,
@@ -26,6 +36,7 @@ async function main(): Promise<void> {
     config,
     logger,
     version,
+    routing,
     concurrency: envInt(process.env, "HANDOFF_CONCURRENCY", 32),
   });
   await service.start();

@@ -217,6 +217,7 @@ describe("completionFromRecord", () => {
         job_id: "job_12345678",
         route: ["classifier", "tool-executor"],
         decision: record().route,
+        escalated: false,
         usage: record().usage,
         cost_usd: 0.000_139,
         cost_by_stage: { "tool-executor": 0.000_139 },
@@ -225,6 +226,27 @@ describe("completionFromRecord", () => {
       },
     });
     expect(ChatCompletion.parse(completion)).toEqual(completion);
+  });
+
+  it("says when a cascade escalated, and why", () => {
+    const escalation = {
+      stage: "classifier" as const,
+      score: 0.93,
+      reason: "verifier: arithmetic error (93%)",
+    };
+    const route = {
+      decision: "heavy" as const,
+      strategy: "cascade",
+      confidence: 0.93,
+      reason: "r",
+      score: 0.93,
+      threshold: 0.2,
+      escalation,
+    };
+    const completion = completionFromRecord(record({ route }), "t");
+    expect(completion.handoff.escalated).toBe(true);
+    expect(completion.handoff.escalation).toEqual(escalation);
+    expect(completion.handoff.decision?.escalation).toEqual(escalation);
   });
 
   it("sums tokens across every hop", () => {

@@ -46,6 +46,8 @@ export interface EnvelopeOptions {
   maxCostUsd?: number;
   now?: Date;
   id?: string;
+  /** Keep the request's messages on the job record (`routing.record_inputs`). */
+  recordInput?: boolean;
 }
 
 /** The job envelope for an OpenAI-shaped request, entering the mesh at the classifier. */
@@ -76,6 +78,7 @@ export function envelopeFromRequest(
       },
     },
     plan: ["classifier"],
+    ...(options.recordInput ? { record_input: true } : {}),
     hops: [],
     enrichments: [],
     usage: [],
@@ -119,6 +122,8 @@ export function completionFromRecord(record: JobRecord, traceId: string): ChatCo
       job_id: record.id,
       route: record.hops,
       ...(record.route ? { decision: record.route } : {}),
+      escalated: record.route?.escalation !== undefined,
+      ...(record.route?.escalation ? { escalation: record.route.escalation } : {}),
       usage: record.usage,
       cost_usd: record.cost_usd,
       cost_by_stage: record.cost_by_stage,

@@ -62,6 +62,7 @@ export function parseSubmission(request: FastifyRequest, config: HandoffConfig):
     body.handoff?.max_cost_usd ??
     numberHeader(request, { name: "x-handoff-max-cost-usd", min: 1e-9, max: 1e6, integer: false });
   const envelope = envelopeFromRequest(body, {
+    recordInput: config.routing.record_inputs,
     timeoutMs,
     ...(maxCostUsd !== undefined ? { maxCostUsd } : {}),
   });

@@ -3,11 +3,11 @@ import type { JobEnvelope } from "@handoff/contracts";
 import { nextStage, remainingBudget } from "@handoff/contracts";
 import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
+import { createBuiltinRegistry, type ToolRegistry } from "@handoff/tools";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { runToolLoop } from "./tool-loop.js";
-import { createBuiltinRegistry, type ToolRegistry } from "@handoff/tools";
 
 export interface ToolExecutorDeps {
   nc: NatsConnection;

@@ -2,10 +2,10 @@ import { simProfile } from "@handoff/config";
 import { JobEnvelope, type Message, type Stage, type ToolDefinition } from "@handoff/contracts";
 import { ModelRouter } from "@handoff/providers";
 import { testStageContext } from "@handoff/testkit";
+import { createBuiltinRegistry } from "@handoff/tools";
 import { describe, expect, it } from "vitest";
 import { toolExecutorHandler } from "./service.js";
 import { runToolLoop, type ToolLoopInput, type ToolLoopOutcome } from "./tool-loop.js";
-import { createBuiltinRegistry } from "@handoff/tools";
 
 const router = new ModelRouter(simProfile);
 const registry = createBuiltinRegistry();

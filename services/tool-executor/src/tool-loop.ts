@@ -8,8 +8,8 @@ import type {
   Usage,
 } from "@handoff/contracts";
 import type { ChatResult, ModelRouter, TierCallContext } from "@handoff/providers";
-import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { ToolRegistry } from "@handoff/tools";
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 
 const tracer = trace.getTracer("@handoff/tool-executor");
 

@@ -1086,3 +1086,269 @@ describe("OpenAICompatibleModel.stream", () => {
     await server.clientClosed; // would time out if the response were left open
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Token log-probabilities: OpenAI's `logprobs: true`, answered in `choices[].logprobs.content`
+// with one `{token, logprob, bytes, top_logprobs}` entry a token, or per chunk when streamed.
+// ---------------------------------------------------------------------------------------------
+
+/** One `logprobs.content` entry as OpenAI sends it without `top_logprobs`. */
+function tokenLogprob(token: string, logprob: number) {
+  return { token, logprob, bytes: [...Buffer.from(token, "utf8")], top_logprobs: [] };
+}
+
+const asking: ChatRequest = { ...hello, logprobs: true };
+
+/** PLAIN_COMPLETION's tokens and their log-probabilities, as an answer to `logprobs: true`. */
+const ANSWER_TOKENS: Array<[string, number]> = [
+  ["Hello", -0.0009],
+  ["!", -0.0121],
+  [" How", -0.2],
+  [" can", -0.0003],
+  [" I", 0],
+  [" assist", -0.9875],
+  [" you", -0.0001],
+  [" today", -0.0002],
+  ["?", -0.0004],
+];
+const ANSWER_LOGPROBS = ANSWER_TOKENS.map(([, logprob]) => logprob);
+
+/** PLAIN_COMPLETION with `choices[0].logprobs` replaced (or removed, for `undefined`). */
+function completionWithLogprobs(logprobs: unknown) {
+  const { logprobs: _none, ...choice } = PLAIN_COMPLETION.choices[0] as Record<string, unknown>;
+  return {
+    ...PLAIN_COMPLETION,
+    choices: [logprobs === undefined ? choice : { ...choice, logprobs }],
+  };
+}
+
+const LOGPROBS_COMPLETION = completionWithLogprobs({
+  content: ANSWER_TOKENS.map(([token, logprob]) => tokenLogprob(token, logprob)),
+  refusal: null,
+});
+
+/** A streamed chunk carrying the log-probabilities of its tokens. */
+function tokenChunk(tokens: Array<[string, number]>, logprobs: unknown = undefined) {
+  const delta = { content: tokens.map(([token]) => token).join("") };
+  const base = chunk(delta);
+  const choice = base.choices[0] as Record<string, unknown>;
+  return {
+    ...base,
+    choices: [
+      {
+        ...choice,
+        logprobs: logprobs ?? {
+          content: tokens.map(([token, logprob]) => tokenLogprob(token, logprob)),
+          refusal: null,
+        },
+      },
+    ],
+  };
+}
+
+/** ANSWER_TOKENS streamed one chunk a token, except " How can" in one chunk of two. */
+const LOGPROBS_STREAM = [
+  data({
+    ...chunk({ role: "assistant", content: "", refusal: null }),
+    choices: [
+      {
+        index: 0,
+        delta: { role: "assistant", content: "" },
+        logprobs: { content: [], refusal: null },
+        finish_reason: null,
+      },
+    ],
+  }),
+  data(tokenChunk(ANSWER_TOKENS.slice(0, 1))),
+  data(tokenChunk(ANSWER_TOKENS.slice(1, 2))),
+  data(tokenChunk(ANSWER_TOKENS.slice(2, 4))),
+  ...ANSWER_TOKENS.slice(4).map(([token, logprob]) => data(tokenChunk([[token, logprob]]))),
+  data(chunk({}, "stop")),
+  data(usageChunk(19, 9)),
+  DONE,
+];
+
+describe("OpenAICompatibleModel logprobs", () => {
+  it("sends logprobs: true only when the request asks for it", async () => {
+    const server = await replay(json(200, PLAIN_COMPLETION));
+    const m = model({ base_url: server.base });
+    await m.chat(hello);
+    await m.chat({ ...hello, logprobs: false });
+    await m.chat(asking);
+    expect(server.received.map((r) => r.body.logprobs)).toEqual([undefined, undefined, true]);
+    expect(server.received[2]?.body).toEqual({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "Hello!" }],
+      logprobs: true,
+    });
+
+    const streaming = await replay(sse(TEXT_STREAM));
+    await drain(model({ base_url: streaming.base }).stream(asking));
+    expect(streaming.received[0]?.body).toEqual({
+      model: "gpt-4o-mini",
+      messages: [{ role: "user", content: "Hello!" }],
+      logprobs: true,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+  });
+
+  it("returns the content tokens' log-probabilities of a JSON answer, in order", async () => {
+    const server = await replay(json(200, LOGPROBS_COMPLETION));
+    expect(await model({ base_url: server.base }).chat(asking)).toEqual({
+      message: { role: "assistant", content: "Hello! How can I assist you today?" },
+      finishReason: "stop",
+      usage: { inputTokens: 19, outputTokens: 10 },
+      model: "gpt-4.1-2025-04-14",
+      logprobs: ANSWER_LOGPROBS,
+    });
+  });
+
+  it("concatenates the log-probabilities of a streamed answer's chunks, in order", async () => {
+    const server = await replay(sse(LOGPROBS_STREAM));
+    const { events, error } = await drain(model({ base_url: server.base }).stream(asking));
+    expect(error).toBeUndefined();
+    expect(events.filter((e) => e.type === "text").map((e) => e.delta)).toEqual([
+      "Hello",
+      "!",
+      " How can",
+      " I",
+      " assist",
+      " you",
+      " today",
+      "?",
+    ]);
+    expect(events.at(-1)).toEqual({
+      type: "done",
+      result: {
+        message: { role: "assistant", content: "Hello! How can I assist you today?" },
+        finishReason: "stop",
+        usage: { inputTokens: 19, outputTokens: 9 },
+        model: "gpt-4o-mini-2024-07-18",
+        logprobs: ANSWER_LOGPROBS,
+      },
+    });
+  });
+
+  it("keeps the log-probabilities of a JSON answer to a stream request", async () => {
+    const server = await replay(json(200, LOGPROBS_COMPLETION));
+    const { events } = await drain(model({ base_url: server.base }).stream(asking));
+    const done = events.at(-1);
+    expect(done?.type === "done" && done.result.logprobs).toEqual(ANSWER_LOGPROBS);
+  });
+
+  it("has none when the server sends null, no field, or no content entries", async () => {
+    for (const logprobs of [null, undefined, { content: null, refusal: null }, { content: [] }]) {
+      const server = await replay(json(200, completionWithLogprobs(logprobs)));
+      const result = await model({ base_url: server.base }).chat(asking);
+      expect(result.message.content, JSON.stringify(logprobs)).toBe(
+        "Hello! How can I assist you today?",
+      );
+      expect(result.logprobs, JSON.stringify(logprobs)).toBeUndefined();
+      expect("logprobs" in result).toBe(false);
+    }
+    // TEXT_STREAM's chunks all carry `logprobs: null`.
+    const server = await replay(sse(TEXT_STREAM));
+    const { events } = await drain(model({ base_url: server.base }).stream(asking));
+    const done = events.at(-1);
+    expect(done?.type === "done" && done.result.message.content).toBe("Hello! How can I help?");
+    expect(done?.type === "done" && "logprobs" in done.result).toBe(false);
+  });
+
+  it("reads the shape vLLM and llama.cpp send, extra fields and top_logprobs included", async () => {
+    const server = await replay(
+      json(
+        200,
+        completionWithLogprobs({
+          content: [
+            {
+              id: 9906, // llama.cpp adds the token id
+              token: "Hello",
+              logprob: -0.25,
+              bytes: [72, 101, 108, 108, 111],
+              top_logprobs: [{ id: 9906, token: "Hello", logprob: -0.25, bytes: null }],
+            },
+            { token: "!", logprob: -9999.0, bytes: null, top_logprobs: [] },
+          ],
+        }),
+      ),
+    );
+    const result = await model({ base_url: server.base }).chat(asking);
+    expect(result.logprobs).toEqual([-0.25, -9999]);
+  });
+
+  it("takes the refusal tokens' log-probabilities when the refusal is the answer", async () => {
+    const server = await replay(
+      json(200, {
+        ...PLAIN_COMPLETION,
+        choices: [
+          {
+            index: 0,
+            message: { role: "assistant", content: null, refusal: "I can't help with that." },
+            logprobs: {
+              content: null,
+              refusal: [tokenLogprob("I can't", -0.5), tokenLogprob(" help with that.", -0.1)],
+            },
+            finish_reason: "stop",
+          },
+        ],
+      }),
+    );
+    const result = await model({ base_url: server.base }).chat(asking);
+    expect(result.message.content).toBe("I can't help with that.");
+    expect(result.logprobs).toEqual([-0.5, -0.1]);
+  });
+
+  it("drops malformed log-probabilities, never the answer", async () => {
+    // Log-probabilities are advisory: an entry of the wrong shape loses them all, and the answer
+    // they came with is returned as if none had been sent.
+    const malformed = [
+      { content: [tokenLogprob("Hello", -0.1), { ...tokenLogprob("!", 0), logprob: "x" }] },
+      { content: [{ token: "Hello" }] },
+      { content: "Hello" },
+      "yes",
+      [-0.1, -0.2],
+    ];
+    for (const logprobs of malformed) {
+      const server = await replay(json(200, completionWithLogprobs(logprobs)));
+      const result = await model({ base_url: server.base }).chat(asking);
+      expect(result, JSON.stringify(logprobs)).toEqual({
+        message: { role: "assistant", content: "Hello! How can I assist you today?" },
+        finishReason: "stop",
+        usage: { inputTokens: 19, outputTokens: 10 },
+        model: "gpt-4.1-2025-04-14",
+      });
+    }
+
+    // In a stream, one malformed chunk drops them for the whole answer: the rest would be
+    // misaligned with the tokens.
+    const stream = [...LOGPROBS_STREAM];
+    stream[3] = data(tokenChunk(ANSWER_TOKENS.slice(2, 4), { content: [{ logprob: "x" }] }));
+    const server = await replay(sse(stream));
+    const { events, error } = await drain(model({ base_url: server.base }).stream(asking));
+    expect(error).toBeUndefined();
+    expect(events.at(-1)).toEqual({
+      type: "done",
+      result: {
+        message: { role: "assistant", content: "Hello! How can I assist you today?" },
+        finishReason: "stop",
+        usage: { inputTokens: 19, outputTokens: 9 },
+        model: "gpt-4o-mini-2024-07-18",
+      },
+    });
+  });
+
+  it("leaves the result as it was when the request did not ask, whatever the server sends", async () => {
+    const server = await replay(json(200, LOGPROBS_COMPLETION));
+    expect(await model({ base_url: server.base }).chat(hello)).toEqual({
+      message: { role: "assistant", content: "Hello! How can I assist you today?" },
+      finishReason: "stop",
+      usage: { inputTokens: 19, outputTokens: 10 },
+      model: "gpt-4.1-2025-04-14",
+    });
+    const streaming = await replay(sse(LOGPROBS_STREAM));
+    const { events } = await drain(model({ base_url: streaming.base }).stream(hello));
+    const done = events.at(-1);
+    expect(done?.type === "done" && "logprobs" in done.result).toBe(false);
+  });
+});

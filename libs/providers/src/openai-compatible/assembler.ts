@@ -6,6 +6,7 @@ import { estimateInputTokens, estimateTokens } from "../tokens.js";
 import type { ChatRequest, ChatResult, ChatStreamEvent } from "../types.js";
 import {
   argumentsText,
+  type ChoiceLogprobs,
   firstChoice,
   toFinishReason,
   vendorError,
@@ -34,6 +35,24 @@ export function usageOf(
   };
 }
 
+/**
+ * The numbers of `logprobs[which]`, in token order. Undefined when the request did not ask
+ * for log-probabilities (so an answer not asking stays exactly as it was, whatever the server
+ * sends), when the server sent none, and when they are malformed: log-probabilities are advisory,
+ * so a malformed entry drops them all, never the answer.
+ */
+function logprobsOf(
+  request: ChatRequest,
+  logprobs: ChoiceLogprobs,
+  which: "content" | "refusal",
+): number[] | undefined {
+  if (request.logprobs !== true || logprobs === undefined || logprobs === "malformed") {
+    return undefined;
+  }
+  const entries = logprobs[which] ?? [];
+  return entries.length > 0 ? entries.map((entry) => entry.logprob) : undefined;
+}
+
 /** A non-streamed completion as the mesh's result. */
 export function resultOfCompletion(
   completion: WireCompletion,
@@ -49,6 +68,12 @@ export function resultOfCompletion(
   }));
   // A refusal (structured outputs) is the only text the model produced, so it is the answer.
   const raw = choice.message.content ?? choice.message.refusal ?? null;
+  // The log-probabilities of the tokens of that text.
+  const logprobs = logprobsOf(
+    request,
+    choice.logprobs,
+    choice.message.content == null && choice.message.refusal != null ? "refusal" : "content",
+  );
   const message: AssistantMessage = {
     role: "assistant",
     content: raw === "" && calls.length > 0 ? null : raw,
@@ -59,6 +84,7 @@ export function resultOfCompletion(
     finishReason: toFinishReason(choice.finish_reason, calls.length > 0),
     usage: usageOf(completion.usage, request, message),
     model: completion.model || fallbackModel,
+    ...(logprobs ? { logprobs } : {}),
   };
 }
 
@@ -79,6 +105,8 @@ export class StreamAssembler {
   readonly #request: ChatRequest;
   readonly #fallbackModel: string;
   #text = "";
+  /** The log-probabilities of the text's tokens so far; undefined once a chunk's were malformed. */
+  #logprobs: number[] | undefined = [];
   readonly #calls = new Map<number, PartialCall>();
   #finish: string | undefined;
   #usage: WireUsage | undefined;
@@ -144,6 +172,19 @@ export class StreamAssembler {
       this.#text += text;
       out.push({ type: "text", delta: text });
     }
+    if (this.#logprobs && this.#request.logprobs === true) {
+      if (choice.logprobs === "malformed") {
+        // Advisory: a gap would misalign the rest, so the whole answer goes without them.
+        this.#logprobs = undefined;
+      } else {
+        // In the order of `text`: the content tokens, then the refusal tokens.
+        for (const which of ["content", "refusal"] as const) {
+          for (const value of logprobsOf(this.#request, choice.logprobs, which) ?? []) {
+            this.#logprobs.push(value);
+          }
+        }
+      }
+    }
     for (const [position, call] of (delta?.tool_calls ?? []).entries()) {
       const index = call.index ?? position;
       const partial = this.#calls.get(index) ?? { arguments: "" };
@@ -190,11 +231,13 @@ export class StreamAssembler {
       content: this.#text === "" && calls.length > 0 ? null : this.#text,
       ...(calls.length > 0 ? { tool_calls: calls } : {}),
     };
+    const logprobs = this.#logprobs;
     return {
       message,
       finishReason: toFinishReason(this.#finish, calls.length > 0),
       usage: usageOf(this.#usage, this.#request, message),
       model: this.#model ?? this.#fallbackModel,
+      ...(logprobs && logprobs.length > 0 ? { logprobs: [...logprobs] } : {}),
     };
   }
 

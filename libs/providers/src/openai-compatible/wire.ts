@@ -41,6 +41,9 @@ export interface WireRequestOptions {
  *   (o-series, gpt-5) reject the deprecated `max_tokens`, and as `max_tokens` everywhere else,
  *   the only spelling most compatible servers read. On Azure this needs API version 2024-10-21
  *   or later (or the `/openai/v1` API).
+ *
+ * `logprobs: true` goes only into requests that ask for it (no `top_logprobs`: the mesh reads the
+ * chosen tokens' log-probabilities, not the alternatives), so other requests stay as they were.
  */
 export function toWireRequest(
   request: ChatRequest,
@@ -71,6 +74,7 @@ export function toWireRequest(
   if (params.stop !== undefined && params.stop.length > 0) body.stop = params.stop;
   if (params.seed !== undefined) body.seed = params.seed;
   if (params.response_format !== undefined) body.response_format = params.response_format;
+  if (request.logprobs === true) body.logprobs = true;
   if (options.stream) {
     body.stream = true;
     // Without it OpenAI streams no token counts at all.
@@ -142,6 +146,43 @@ const WireToolCall = z.object({
   }),
 });
 
+/**
+ * One token's entry in a choice's `logprobs.content` (or `.refusal`). OpenAI sends
+ * `{token, logprob, bytes, top_logprobs}`, vLLM and llama.cpp the same (llama.cpp adds an `id`).
+ * Only `logprob` is read: `bytes` and `top_logprobs` go unchecked, and extra fields are dropped.
+ */
+const WireTokenLogprob = z.object({
+  token: z.string().nullish(),
+  logprob: z.number(),
+});
+
+/**
+ * A choice's `logprobs` object: the entries of the content tokens and of the refusal tokens, in
+ * order, each `null` when the model produced no such tokens.
+ */
+const WireLogprobs = z.object({
+  content: z.array(WireTokenLogprob).nullish(),
+  refusal: z.array(WireTokenLogprob).nullish(),
+});
+export type WireLogprobs = z.infer<typeof WireLogprobs>;
+
+/**
+ * What a choice's `logprobs` reads as: `undefined` when it is absent or `null` (not asked for, or
+ * not supported), the entries, or `"malformed"`. Log-probabilities are advisory: a value of the
+ * wrong shape must not fail the answer it came with, so it is read apart from the rest of the
+ * choice and marked, for the assembler to drop.
+ */
+export type ChoiceLogprobs = WireLogprobs | "malformed" | undefined;
+
+const WireChoiceLogprobs = z
+  .unknown()
+  .transform((raw): ChoiceLogprobs => {
+    if (raw === null || raw === undefined) return undefined;
+    const parsed = WireLogprobs.safeParse(raw);
+    return parsed.success ? parsed.data : "malformed";
+  })
+  .optional();
+
 /** A non-streamed `chat.completion`. */
 export const WireCompletion = z.object({
   model: z.string().nullish(),
@@ -154,6 +195,7 @@ export const WireCompletion = z.object({
           refusal: z.string().nullish(),
           tool_calls: z.array(WireToolCall).nullish(),
         }),
+        logprobs: WireChoiceLogprobs,
         finish_reason: z.string().nullish(),
       }),
     )
@@ -194,6 +236,8 @@ export const WireChunk = z.object({
             tool_calls: z.array(WireToolCallDelta).nullish(),
           })
           .nullish(),
+        /** The log-probabilities of this chunk's tokens. */
+        logprobs: WireChoiceLogprobs,
         finish_reason: z.string().nullish(),
       }),
     )

@@ -1,4 +1,7 @@
 import type { JobInput, RouteDecision } from "@handoff/contracts";
+import { routingText } from "./text.js";
+
+type RulesInput = Pick<JobInput, "messages" | "tools">;
 
 /** What the rules strategy concluded, and the evidence. */
 export interface Classification {
@@ -14,7 +17,7 @@ export interface Classification {
 interface Signal {
   name: string;
   weight: number;
-  test: (text: string, input: JobInput) => boolean;
+  test: (text: string, input: RulesInput) => boolean;
 }
 
 const words = (pattern: string) => new RegExp(`\\b(?:${pattern})\\b`, "i");
@@ -67,17 +70,28 @@ const TOOLS: Signal[] = [
   { name: "client-tools", weight: 2, test: (_t, input) => input.tools.length > 0 },
 ];
 
-function fired(signals: Signal[], text: string, input: JobInput) {
+function fired(signals: Signal[], text: string, input: RulesInput) {
   const hits = signals.filter((s) => s.test(text, input));
   return { hits, score: hits.reduce((sum, s) => sum + s.weight, 0) };
 }
 
-function lastUserText(input: JobInput): string {
-  for (let i = input.messages.length - 1; i >= 0; i--) {
-    const m = input.messages[i];
-    if (m?.role === "user") return m.content;
-  }
-  return "";
+/** The tool signals alone: whether a tool (built-in or the client's) likely answers best. */
+export function toolSignals(input: RulesInput): string[] {
+  return fired(TOOLS, routingText(input), input).hits.map((s) => `tools:${s.name}`);
+}
+
+/**
+ * The rules' weighed heavy evidence as a score in [0, 1): 1 − e^(−weight/2). It is a fixed
+ * monotone map, not fitted to data; at the rules' default threshold of 0.5 it reproduces their
+ * decision (heavy from a weight of 2).
+ */
+export function rulesScore(input: RulesInput): { score: number; heavy: string[]; weight: number } {
+  const heavy = fired(HEAVY, routingText(input), input);
+  return {
+    score: 1 - Math.exp(-heavy.score / 2),
+    heavy: heavy.hits.map((s) => `heavy:${s.name}`),
+    weight: heavy.score,
+  };
 }
 
 /**
@@ -85,8 +99,8 @@ function lastUserText(input: JobInput): string {
  * no model call, so the classifier stays the cheapest hop. Heavy needs a score of 2 (one strong
  * signal or two weak ones); tools need one tool signal; everything else is light.
  */
-export function classifyByRules(input: JobInput): Classification {
-  const text = lastUserText(input);
+export function classifyByRules(input: RulesInput): Classification {
+  const text = routingText(input);
   const heavy = fired(HEAVY, text, input);
   const tools = fired(TOOLS, text, input);
   const signals = [
@@ -133,7 +147,9 @@ const PINNED_DECISION = { light: "light", mid: "tools", heavy: "heavy" } as cons
  * A request for `handoff/light`, `handoff/mid` or `handoff/heavy` pins its tier: the client
  * chose, so the classifier only records it. Undefined for any other model name.
  */
-export function classifyPinned(input: JobInput): Classification | undefined {
+export function classifyPinned(
+  input: Pick<JobInput, "model" | "messages" | "tools">,
+): Classification | undefined {
   const tier = PINNED.exec(input.model)?.[1] as keyof typeof PINNED_DECISION | undefined;
   if (!tier) return undefined;
   const rules = classifyByRules(input);

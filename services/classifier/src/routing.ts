@@ -1,0 +1,85 @@
+import type { HandoffConfig } from "@handoff/config";
+import type { Usage } from "@handoff/contracts";
+import { jsonRequest, type ModelRouter } from "@handoff/providers";
+import {
+  CascadeStrategy,
+  createStrategy,
+  DEFAULT_MODEL_PATH,
+  type JsonCall,
+  LlmStrategy,
+  loadModel,
+  type RouterModel,
+  type RoutingStrategy,
+  type StrategyName,
+  type Thresholds,
+} from "@handoff/routing";
+
+/**
+ * The classifier's routing, built once at start from the config: the strategy, its thresholds,
+ * and the router model (read from disk only when a strategy needs it).
+ */
+export interface ClassifierRouting {
+  name: StrategyName;
+  thresholds: Thresholds;
+  config: HandoffConfig["routing"];
+  /** The strategy, for every name but `llm` (which is made per job, to account its call). */
+  strategy: RoutingStrategy | undefined;
+  /** What decides when the `llm` strategy's model fails. */
+  fallback: RoutingStrategy | undefined;
+}
+
+async function modelFor(config: HandoffConfig): Promise<{ model: RouterModel; source: string }> {
+  const source = config.routing.model ?? DEFAULT_MODEL_PATH;
+  const model = await loadModel(source);
+  const { cascade } = config.routing;
+  if (model.verifier) {
+    if (cascade.logprob_weight !== undefined)
+      model.verifier.logprobs.weight = cascade.logprob_weight;
+    if (cascade.self_confidence_weight !== undefined)
+      model.verifier.selfConfidence.weight = cascade.self_confidence_weight;
+  }
+  return { model, source };
+}
+
+export async function loadRouting(config: HandoffConfig): Promise<ClassifierRouting> {
+  const settings = config.routing;
+  const name = settings.strategy;
+  const needsModel =
+    name === "learned" ||
+    name === "cascade" ||
+    (name === "llm" && settings.llm_fallback === "learned");
+  const loaded = needsModel ? await modelFor(config) : undefined;
+  const deps = { model: loaded?.model, ...(loaded ? { modelSource: loaded.source } : {}) };
+  const strategy = name === "llm" ? undefined : createStrategy(name, deps);
+  const fallback = name === "llm" ? createStrategy(settings.llm_fallback, deps) : undefined;
+  const defaultThreshold = strategy?.defaultThreshold ?? 0.5;
+  return {
+    name,
+    thresholds: { heavy: settings.threshold ?? defaultThreshold, mid: settings.mid_threshold },
+    config: settings,
+    strategy,
+    fallback,
+  };
+}
+
+/** The `llm` strategy for one job: its light-model call lands in `usage`. */
+export function llmStrategyFor(
+  router: ModelRouter,
+  usage: Usage[],
+  budgetUsd: () => number | undefined,
+): LlmStrategy {
+  const call: JsonCall = async (request, signal) => {
+    const out = await router.chat("light", jsonRequest(request), {
+      stage: "classifier",
+      signal,
+      budgetUsd: budgetUsd(),
+    });
+    usage.push(out.usage);
+    return { text: out.result.message.content ?? "" };
+  };
+  return new LlmStrategy(call);
+}
+
+export function isCascade(strategy: RoutingStrategy | undefined): strategy is CascadeStrategy {
+  return strategy instanceof CascadeStrategy;
+}
