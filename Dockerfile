@@ -42,6 +42,7 @@ RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts
 COPY . .
 RUN npm run build
 ARG SERVICE
+# Each lib's dist/, and the data a lib reads at run time (libs/routing/models, the router model).
 RUN set -eu; \
     if [ -z "${SERVICE:-}" ]; then \
       echo "build arg SERVICE is required, e.g. --build-arg SERVICE=gateway" >&2; exit 1; \
@@ -53,6 +54,7 @@ RUN set -eu; \
     for pkg in libs/* services/*; do \
       if [ "$pkg" != "libs/testkit" ] && [ -d "$pkg/dist" ]; then \
         mkdir -p "/dist/$pkg" && cp -R "$pkg/dist" "/dist/$pkg/dist"; \
+        if [ -d "$pkg/models" ]; then cp -R "$pkg/models" "/dist/$pkg/models"; fi; \
       fi; \
     done
 

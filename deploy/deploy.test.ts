@@ -324,6 +324,17 @@ describe("Dockerfile", () => {
     expect(last("STOPSIGNAL")?.args).toBe("SIGTERM");
   });
 
+  it("ships the data libs read at run time, such as the router model, next to their dist", () => {
+    const build = stages.find((stage) => stage.name === "build");
+    const copiesModels = build?.body.some(
+      (i) => i.keyword === "RUN" && /cp -R "\$pkg\/models" "\/dist\/\$pkg\/models"/.test(i.args),
+    );
+    expect(copiesModels, "the build stage copies libs/*/models into /dist").toBe(true);
+    // The classifier reads it from libs/routing/models, and nothing keeps it out of the context.
+    expect(existsSync(join(root, "libs/routing/models/router.json"))).toBe(true);
+    expect(read(".dockerignore")).not.toMatch(/models/);
+  });
+
   it("ships production dependencies only", () => {
     const installs = (stage: { body: Instruction[] }) =>
       stage.body.filter((i) => i.keyword === "RUN" && /\bnpm (ci|install|i)\b/.test(i.args));

@@ -7,9 +7,15 @@ export interface Progress {
   done(message?: string): void;
 }
 
+/** Where progress goes: a terminal redraws in place; anything else gets whole lines. */
+export interface ProgressStream {
+  isTTY?: boolean;
+  write(text: string): unknown;
+}
+
 export function progressBar(
   title: string,
-  stream: NodeJS.WriteStream = process.stderr,
+  stream: ProgressStream = process.stderr,
   now: () => number = Date.now,
 ): Progress {
   const started = now();

@@ -34,7 +34,7 @@ import {
   trainRouter,
 } from "@handoff/routing";
 import { parseDocument } from "yaml";
-import { progressBar } from "./progress.js";
+import { type ProgressStream, progressBar } from "./progress.js";
 
 /**
  * `handoff router train | score | eval | calibrate | split`: the routing library from the command
@@ -64,6 +64,8 @@ class UsageError extends Error {}
 interface Io {
   out: (line: string) => void;
   err: (line: string) => void;
+  /** Progress of long work; stderr when not given. */
+  progress?: ProgressStream;
 }
 
 const OPTIONS = {
@@ -244,6 +246,8 @@ async function scoreAll(
         ? { model: await modelAt(source), source }
         : undefined;
     let strategy: RoutingStrategy;
+    const configured =
+      config.routing.strategy === name && !spec.model ? config.routing.threshold : undefined;
     if (name === "llm") {
       const router = new ModelRouter(config);
       strategy = new LlmStrategy(async (request, signal) => {
@@ -254,12 +258,10 @@ async function scoreAll(
         return { text: call.result.message.content ?? "" };
       });
     } else {
-      strategy = createStrategy(name, {
-        model: loaded?.model,
-        ...(loaded ? { modelSource: loaded.source } : {}),
-      });
+      const deps = { model: loaded?.model, ...(loaded ? { modelSource: loaded.source } : {}) };
+      strategy = createStrategy(name, { ...deps, threshold: configured });
     }
-    const bar = progressBar(`scoring ${spec.label}`);
+    const bar = progressBar(`scoring ${spec.label}`, io.progress);
     let done = 0;
     const total = inputs.rows.length;
     const concurrency =
@@ -301,9 +303,7 @@ async function scoreAll(
       failures > 0 ? `${failures} of ${total} llm calls failed and scored 0.5` : `${total} prompts`,
     );
     if (failures > 0) io.err(`warning: ${failures} llm routing calls failed`);
-    const configured =
-      config.routing.strategy === name && !spec.model && config.routing.threshold !== undefined;
-    const threshold = configured ? (config.routing.threshold as number) : strategy.defaultThreshold;
+    const threshold = configured ?? strategy.defaultThreshold;
     out.push({ name: spec.label, kind: name, scores: Float64Array.from(scores), threshold });
   }
   return out;
@@ -424,7 +424,7 @@ async function train(values: Values, io: Io): Promise<number> {
     ),
     shape: featuresFlag(values.features),
   };
-  const bar = progressBar("training");
+  const bar = progressBar("training", io.progress);
   const started = Date.now();
   const trained = trainRouter(inputs.rows, inputs.answers, {
     ...options,

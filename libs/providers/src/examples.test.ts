@@ -17,7 +17,11 @@ describe("the shipped example configs", () => {
 
   it.each(files)("%s builds a model for every deployment when its keys are set", (file) => {
     const config = parseConfig(readFileSync(examples + file, "utf8"), file);
-    const env = { OPENAI_API_KEY: "sk-test", ANTHROPIC_API_KEY: "sk-ant-test" };
+    const env = {
+      OPENAI_API_KEY: "sk-test",
+      ANTHROPIC_API_KEY: "sk-ant-test",
+      TOGETHER_API_KEY: "tg-test",
+    };
     const router = new ModelRouter(config, (d) => createModel(d, env));
     for (const tier of ["light", "mid", "heavy"] as const) {
       expect(router.deployments(tier).length).toBeGreaterThan(0);

@@ -94,6 +94,13 @@ describe("thresholds", () => {
     expect(shareAbove(scores, thresholdForShare(scores, 0))).toBe(0);
   });
 
+  it("picks the step nearest the share when ties move together", () => {
+    const tied = [0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.1, 0.1, 0.1];
+    expect(shareAbove(tied, thresholdForShare(tied, 0.25))).toBe(0.1);
+    expect(shareAbove(tied, thresholdForShare(tied, 0.45))).toBe(0.7);
+    expect(shareAbove(tied, thresholdForShare(tied, 0.9))).toBe(1);
+  });
+
   it("rejects a share outside [0, 1]", () => {
     expect(() => thresholdForShare([0.5], 1.5)).toThrow(/between 0 and 1/);
   });

@@ -123,18 +123,30 @@ export function apgr(curve: Curve): number {
 }
 
 /**
- * The score threshold that sends `share` of the prompts to the strong model: the smallest score
- * among the top `share` (prompts scoring at or above it go strong). With ties the realized share
- * can be larger; it is the closest threshold that does not send fewer.
+ * The score threshold that sends `share` of the prompts to the strong model (those scoring at or
+ * above it). Tied scores move together, so the realized share can only be one of the steps between
+ * them: this picks the step nearest to `share`, the larger one when two are as near.
  */
 export function thresholdForShare(scores: ArrayLike<number>, share: number): number {
   if (!(share >= 0 && share <= 1))
     throw new Error(`a strong share is between 0 and 1, got ${share}`);
   const sorted = Float64Array.from(scores).sort().reverse();
-  if (sorted.length === 0) throw new Error("no scores to calibrate on");
-  const k = Math.ceil(share * sorted.length);
-  if (k === 0) return Math.min(1, (sorted[0] as number) + 1e-9);
-  return sorted[k - 1] as number;
+  const n = sorted.length;
+  if (n === 0) throw new Error("no scores to calibrate on");
+  const want = share * n;
+  // Candidate thresholds: each distinct score (sending every prompt at or above it), and one just
+  // above the highest (sending none).
+  let best = { threshold: Math.min(1, (sorted[0] as number) + 1e-9), distance: want };
+  let i = 0;
+  while (i < n) {
+    const score = sorted[i] as number;
+    let j = i;
+    while (j < n && sorted[j] === score) j++;
+    const distance = Math.abs(j - want);
+    if (distance <= best.distance) best = { threshold: score, distance };
+    i = j;
+  }
+  return best.threshold;
 }
 
 /** Share of scores at or above a threshold. */

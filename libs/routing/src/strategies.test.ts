@@ -2,7 +2,14 @@ import type { JobInput } from "@handoff/contracts";
 import { describe, expect, it } from "vitest";
 import { AnswerRow, labelsOf, parseJsonl, RoutingRow, rowInput } from "./dataset.js";
 import { type EvalRow, evaluateStrategies } from "./report.js";
-import { createStrategy, decide, type JsonCall, LlmStrategy, RulesStrategy } from "./strategies.js";
+import {
+  createStrategy,
+  decide,
+  inLearnedDomain,
+  type JsonCall,
+  LlmStrategy,
+  RulesStrategy,
+} from "./strategies.js";
 import { trainRouter } from "./train.js";
 
 const input = (content: string): Pick<JobInput, "messages" | "tools"> => ({
@@ -91,6 +98,40 @@ describe("strategies that need a model", () => {
       strong_correct: true,
     }),
   );
+
+  it("score what they learned about, and map the rules onto their threshold elsewhere", async () => {
+    const { model } = trainRouter(rows, undefined, {
+      seed: 1,
+      folds: 4,
+      l2: 1,
+      hashBits: 8,
+      dataDigest: "d",
+    });
+    for (const threshold of [0.2, 0.7]) {
+      const learned = createStrategy("learned", { model, threshold });
+      const hello = await learned.assess({ input: input("Hello there!") });
+      expect(hello.score).toBe(0.01);
+      expect(hello.signals).toEqual(["learned:out-of-domain"]);
+      // The rules' decision survives any threshold: a weak signal stays under it, a strong one over.
+      const weak = await learned.assess({ input: input("Can you analyze this sentence?") });
+      expect(weak.score).toBeLessThan(threshold);
+      const strong = await learned.assess({
+        input: input("Prove rigorously that the sum converges."),
+      });
+      expect(strong.score).toBeGreaterThanOrEqual(threshold);
+    }
+    const inDomain = await createStrategy("learned", { model }).assess({
+      input: input("prove the theorem 12 for 3 cases"),
+    });
+    expect(inDomain.reason).toMatch(/^learned model: /);
+  });
+
+  it("know their domain: questions with answer options or stated quantities", () => {
+    expect(inLearnedDomain("Which is prime?\nA. 4\nB. 6\nC. 7\nD. 9")).toBe(true);
+    expect(inLearnedDomain("Sam buys three apples for $2 each. How much does he pay?")).toBe(true);
+    expect(inLearnedDomain("Write a haiku about spring.")).toBe(false);
+    expect(inLearnedDomain("What year was it?")).toBe(false);
+  });
 
   it("refuse to start without one, or a cascade without a verifier", () => {
     expect(() => createStrategy("learned")).toThrow(/needs a router model/);

@@ -12,7 +12,7 @@ import { sigmoid } from "./logistic.js";
 import type { RouterModel } from "./model-file.js";
 import { rulesScore, toolSignals } from "./rules.js";
 import { routingText } from "./text.js";
-import type { LightAnswer } from "./verifier.js";
+import { hasAnswerOptions, type LightAnswer, quantities } from "./verifier.js";
 
 /**
  * Routing strategies behind one interface. Each returns a score in [0, 1], how much the request
@@ -91,28 +91,76 @@ export class RulesStrategy implements RoutingStrategy {
   }
 }
 
+/**
+ * Whether a request is of the kinds the shipped model learned from: a question with answer
+ * options (MMLU) or one that states quantities (GSM8K). On anything else (a greeting, a request
+ * to write or translate) a model trained on exam questions has nothing to go on, and its score
+ * would sit at the training base rate, around any threshold calibrated on that data.
+ */
+export function inLearnedDomain(text: string): boolean {
+  if (hasAnswerOptions(text)) return true;
+  const { digits, words } = quantities(text);
+  return digits + words >= 2;
+}
+
+/**
+ * Outside the learned model's domain the rules decide, their score mapped onto the learned scale
+ * so that the rules' own threshold (0.5) lands on the learned one: the rules' decision is kept
+ * under whatever threshold the deployment set. Kept inside (0.01, 0.99) so its log-odds are finite.
+ */
+function rulesOnLearnedScale(input: RouteQuery["input"], threshold: number): Assessment {
+  const { score, heavy, weight } = rulesScore(input);
+  const mapped =
+    score < 0.5 ? (score / 0.5) * threshold : threshold + ((score - 0.5) / 0.5) * (1 - threshold);
+  return {
+    score: Math.min(0.99, Math.max(0.01, mapped)),
+    reason:
+      "outside what the learned model knows (no answer options or quantities), so the rules decide: " +
+      (heavy.length > 0
+        ? `heavy signals ${heavy.map((s) => s.slice(6)).join(", ")} (weight ${weight})`
+        : "no heavy signals"),
+    signals: ["learned:out-of-domain", ...heavy],
+  };
+}
+
+const logit = (p: number) => Math.log(p / (1 - p));
+
+export interface ModelStrategyOptions {
+  /** The threshold the deployment compares scores with: the model's own when unset. */
+  threshold?: number | undefined;
+}
+
 export class LearnedStrategy implements RoutingStrategy {
   readonly name = "learned";
   readonly defaultThreshold: number;
   readonly #scorer: LearnedScorer;
+  readonly #threshold: number;
 
-  constructor(model: RouterModel) {
+  constructor(model: RouterModel, options: ModelStrategyOptions = {}) {
     this.#scorer = new LearnedScorer(model.learned);
     this.defaultThreshold = model.learnedThreshold;
+    this.#threshold = options.threshold ?? model.learnedThreshold;
   }
 
-  /** Synchronous scoring, for the hot path and benchmarks. */
+  /** The model's calibrated log-odds, whatever the request: for the hot path and benchmarks. */
   logit(input: RouteQuery["input"]): number {
     return this.#scorer.logit(routingText(input));
   }
 
-  async assess(query: RouteQuery): Promise<Assessment> {
-    const score = sigmoid(this.logit(query.input));
+  /** The assessment, with the rules deciding outside the model's domain. */
+  assessNow(input: RouteQuery["input"]): Assessment {
+    const text = routingText(input);
+    if (!inLearnedDomain(text)) return rulesOnLearnedScale(input, this.#threshold);
+    const score = sigmoid(this.#scorer.logit(text));
     return {
       score,
       reason: `learned model: ${percent(score)} likely to need the strong model`,
       signals: [],
     };
+  }
+
+  async assess(query: RouteQuery): Promise<Assessment> {
+    return this.assessNow(query.input);
   }
 }
 
@@ -122,40 +170,39 @@ export class CascadeStrategy implements RoutingStrategy {
   readonly #learned: LearnedStrategy;
   readonly #verifier: NonNullable<RouterModel["verifier"]>;
 
-  constructor(model: RouterModel, source = "the router model") {
+  constructor(model: RouterModel, source = "the router model", options: ModelStrategyOptions = {}) {
     if (!model.verifier) {
       throw new HandoffError(
         "HANDOFF_ERR_CONFIG",
         `routing.strategy cascade needs a verifier, and ${source} has none: train it with handoff router train --answers <weak answers jsonl>`,
       );
     }
-    this.#learned = new LearnedStrategy(model);
+    this.#learned = new LearnedStrategy(model, {
+      threshold: options.threshold ?? model.verifier.threshold,
+    });
     this.#verifier = model.verifier;
     this.defaultThreshold = model.verifier.threshold;
   }
 
-  /** Before the light model answers: the learned pre-route. */
+  /** Before the light model answers: the learned pre-route (the rules, outside its domain). */
   preRoute(input: RouteQuery["input"]): Assessment {
-    const score = sigmoid(this.#learned.logit(input));
-    return {
-      score,
-      reason: `pre-route: ${percent(score)} likely to need the strong model`,
-      signals: [],
-    };
+    const pre = this.#learned.assessNow(input);
+    return { ...pre, reason: `pre-route: ${pre.reason.replace(/^learned model: /, "")}` };
   }
 
   /** The verdict's log-odds, synchronously: the pre-route's alone when there is no answer. */
   verdictLogit(query: RouteQuery): number {
-    const pre = this.#learned.logit(query.input);
+    const pre = logit(this.#learned.assessNow(query.input).score);
     if (!query.answer) return pre;
     return verify(this.#verifier, pre, routingText(query.input), query.answer).logit;
   }
 
   async assess(query: RouteQuery): Promise<Assessment> {
     if (!query.answer) return this.preRoute(query.input);
+    const pre = this.#learned.assessNow(query.input);
     const verdict = verify(
       this.#verifier,
-      this.#learned.logit(query.input),
+      logit(pre.score),
       routingText(query.input),
       query.answer,
     );
@@ -269,6 +316,8 @@ export class LlmStrategy implements RoutingStrategy {
 export interface StrategyDeps {
   /** The router model (learned and cascade). */
   model?: RouterModel | undefined;
+  /** The threshold the deployment uses, when it sets one (learned and cascade map the rules onto it). */
+  threshold?: number | undefined;
   modelSource?: string;
   /** The light-tier call (llm). */
   llm?: JsonCall | undefined;
@@ -283,8 +332,8 @@ export function createStrategy(name: StrategyName, deps: StrategyDeps = {}): Rou
       if (!deps.model)
         throw new HandoffError("HANDOFF_ERR_CONFIG", `the ${name} strategy needs a router model`);
       return name === "learned"
-        ? new LearnedStrategy(deps.model)
-        : new CascadeStrategy(deps.model, deps.modelSource);
+        ? new LearnedStrategy(deps.model, { threshold: deps.threshold })
+        : new CascadeStrategy(deps.model, deps.modelSource, { threshold: deps.threshold });
     }
     case "llm":
       if (!deps.llm)

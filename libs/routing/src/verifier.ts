@@ -39,6 +39,7 @@ export interface LightAnswer {
 
 const NUMBER_IN_TEXT = /\$?\d+(?:,\d{3})*(?:\.\d+)?%?/g;
 const OPTION_LINE = /^\s*\(?[A-Ja-j][.)]\s/m;
+const OPTION_LINES = /^\s*\(?[A-Ja-j][.)]\s/gm;
 const FINAL_MARKERS = [
   /####\s*(-?\$?\d[\d,]*(?:\.\d+)?%?)/g,
   /\\boxed\{\s*(-?\$?\d[\d,]*(?:\.\d+)?%?)\s*\}/g,
@@ -76,14 +77,26 @@ const COUNT_WORDS = new RegExp(`\\b(?:${Object.keys(WORD_VALUES).join("|")})\\b`
 const NUMBER_WORDS =
   /\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|thousand|half|twice|double|triple|third|quarter|dozen)\b/gi;
 
+/** Quantities a text states, in digits or in words ("three days", "twice"). */
+export function quantities(text: string): { digits: number; words: number } {
+  return {
+    digits: text.match(NUMBER_IN_TEXT)?.length ?? 0,
+    words: text.match(NUMBER_WORDS)?.length ?? 0,
+  };
+}
+
+/** Whether a question offers answer options on lines of their own (A. ..., B. ...). */
+export function hasAnswerOptions(question: string): boolean {
+  return (question.match(OPTION_LINES)?.length ?? 0) >= 2;
+}
+
 /**
  * A question that states quantities (in digits or words) and offers no answer options: a worked
  * calculation is expected.
  */
 export function isQuantitative(question: string): boolean {
   if (OPTION_LINE.test(question)) return false;
-  const digits = question.match(NUMBER_IN_TEXT)?.length ?? 0;
-  const words = question.match(NUMBER_WORDS)?.length ?? 0;
+  const { digits, words } = quantities(question);
   return digits >= 1 && digits + words >= 2;
 }
 

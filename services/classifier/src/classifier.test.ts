@@ -54,7 +54,8 @@ describe("the default routing: the learned strategy and the shipped model", () =
 
   it("uses the model's calibrated threshold and records score, threshold and reason", async () => {
     expect(threshold).toBe((await loadModel()).learnedThreshold);
-    const out = await handler(envelope("What is the capital of France?"), stageContext());
+    const question = "Which is the capital of France?\nA. Lyon\nB. Paris\nC. Nice\nD. Lille";
+    const out = await handler(envelope(question), stageContext());
     expect(out.route).toMatchObject({ decision: "light", strategy: "learned", threshold });
     expect(out.route?.score).toBeLessThan(threshold);
     expect(out.route?.confidence).toBeCloseTo(1 - (out.route?.score ?? 0), 12);
@@ -76,6 +77,21 @@ describe("the default routing: the learned strategy and the shipped model", () =
     expect(out.route?.decision).toBe("heavy");
     expect(out.plan).toEqual(["classifier", "heavy-reasoner"]);
     expect(out.result).toBeUndefined();
+  });
+
+  it("lets the rules decide what the model never learned about, on the model's scale", async () => {
+    const hello = await handler(envelope("Hello there!"), stageContext());
+    expect(hello.route).toMatchObject({ decision: "light", strategy: "learned", score: 0.01 });
+    expect(hello.route?.reason).toBe(
+      "outside what the learned model knows (no answer options or quantities), so the rules decide: no heavy signals",
+    );
+    expect(hello.enrichments[0]).toMatchObject({ signals: ["learned:out-of-domain"] });
+    const design = await handler(
+      envelope("Design the API schema of a notification system and compare the trade-offs."),
+      stageContext(),
+    );
+    expect(design.route?.decision).toBe("heavy");
+    expect(design.route?.score).toBeGreaterThan(threshold);
   });
 
   it("routes requests that want tools to the tool-executor, with the tool signals", async () => {

@@ -24,8 +24,8 @@ export interface ClassifierRouting {
   config: HandoffConfig["routing"];
   /** The strategy, for every name but `llm` (which is made per job, to account its call). */
   strategy: RoutingStrategy | undefined;
-  /** What decides when the `llm` strategy's model fails. */
-  fallback: RoutingStrategy | undefined;
+  /** What decides when the `llm` strategy's model fails, against its own threshold. */
+  fallback: { strategy: RoutingStrategy; threshold: number } | undefined;
 }
 
 async function modelFor(config: HandoffConfig): Promise<{ model: RouterModel; source: string }> {
@@ -50,15 +50,25 @@ export async function loadRouting(config: HandoffConfig): Promise<ClassifierRout
     (name === "llm" && settings.llm_fallback === "learned");
   const loaded = needsModel ? await modelFor(config) : undefined;
   const deps = { model: loaded?.model, ...(loaded ? { modelSource: loaded.source } : {}) };
-  const strategy = name === "llm" ? undefined : createStrategy(name, deps);
-  const fallback = name === "llm" ? createStrategy(settings.llm_fallback, deps) : undefined;
-  const defaultThreshold = strategy?.defaultThreshold ?? 0.5;
+  // The threshold: the config's, else the strategy's own; learned and cascade need it to place
+  // the rules' decisions on their scale outside the model's domain.
+  const own = (strategy: StrategyName) =>
+    strategy === "llm" ? 0.5 : createStrategy(strategy, deps).defaultThreshold;
+  const heavy = settings.threshold ?? own(name);
+  const fallbackName = settings.llm_fallback;
+  const fallbackThreshold = own(fallbackName);
   return {
     name,
-    thresholds: { heavy: settings.threshold ?? defaultThreshold, mid: settings.mid_threshold },
+    thresholds: { heavy, mid: settings.mid_threshold },
     config: settings,
-    strategy,
-    fallback,
+    strategy: name === "llm" ? undefined : createStrategy(name, { ...deps, threshold: heavy }),
+    fallback:
+      name === "llm"
+        ? {
+            strategy: createStrategy(fallbackName, { ...deps, threshold: fallbackThreshold }),
+            threshold: fallbackThreshold,
+          }
+        : undefined,
   };
 }
 

@@ -28,8 +28,11 @@ export interface ClassifierDeps {
   logger: Logger;
   version: string;
   concurrency: number;
-  /** The routing, loaded by `loadRouting(config)`. */
-  routing: ClassifierRouting;
+  /**
+   * The routing, from `loadRouting(config)`. Without it, the service loads it on its first job;
+   * main.ts loads it before starting, so a bad model file stops the start instead.
+   */
+  routing?: ClassifierRouting;
   router?: ModelRouter;
 }
 
@@ -67,26 +70,34 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
   async function assess(
     envelope: JobEnvelope,
     ctx: StageContext,
-  ): Promise<{ name: string; assessment: Assessment }> {
+  ): Promise<{ name: string; assessment: Assessment; threshold: number }> {
+    const threshold = routing.thresholds.heavy;
     if (routing.strategy) {
       const strategy = isCascade(routing.strategy) ? undefined : routing.strategy;
       const assessment = strategy
         ? await strategy.assess({ input: envelope.input }, ctx.signal)
         : (routing.strategy as CascadeStrategy).preRoute(envelope.input);
-      return { name: routing.name, assessment };
+      return { name: routing.name, assessment, threshold };
     }
     // llm: the light model decides; when it cannot, the fallback does, and says so.
     const llm = llmStrategyFor(router, envelope.usage, () => remainingBudget(envelope));
     try {
-      return { name: "llm", assessment: await llm.assess({ input: envelope.input }, ctx.signal) };
+      return {
+        name: "llm",
+        assessment: await llm.assess({ input: envelope.input }, ctx.signal),
+        threshold,
+      };
     } catch (error) {
       if (ctx.signal.aborted) throw error;
-      const fallback = routing.fallback as NonNullable<ClassifierRouting["fallback"]>;
+      const { strategy: fallback, threshold: own } = routing.fallback as NonNullable<
+        ClassifierRouting["fallback"]
+      >;
       const failure = HandoffError.from(error);
       ctx.logger.warn({ err: failure }, "llm routing failed; using the fallback strategy");
       const assessment = await fallback.assess({ input: envelope.input }, ctx.signal);
       return {
         name: fallback.name,
+        threshold: own,
         assessment: {
           ...assessment,
           reason: `llm routing failed (${failure.message}); ${fallback.name}: ${assessment.reason}`,
@@ -206,8 +217,8 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
       signals = pinned.signals;
       envelope.route = { decision, strategy: "pinned", confidence: 1, reason: pinned.reason };
     } else {
-      const { name, assessment } = await assess(envelope, ctx);
-      const { thresholds } = routing;
+      const { name, assessment, threshold } = await assess(envelope, ctx);
+      const thresholds = { ...routing.thresholds, heavy: threshold };
       tools = toolHints.length > 0;
       const direct = routing.config.cascade.direct_heavy_above;
       decision =
@@ -255,12 +266,21 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
 
 export function createClassifierService(deps: ClassifierDeps): MeshService {
   const router = deps.router ?? new ModelRouter(deps.config);
+  let handler = deps.routing ? classifierHandler(router, deps.routing) : undefined;
+  let loading: Promise<ReturnType<typeof classifierHandler>> | undefined;
+  const handle = async (envelope: JobEnvelope, ctx: StageContext) => {
+    if (!handler) {
+      loading ??= loadRouting(deps.config).then((routing) => classifierHandler(router, routing));
+      handler = await loading;
+    }
+    return handler(envelope, ctx);
+  };
   return createStageService({
     nc: deps.nc,
     stage: "classifier",
     version: deps.version,
     description: "Decides each job's route (light, tools or heavy); answers light jobs itself",
-    handler: classifierHandler(router, deps.routing),
+    handler: handle,
     logger: deps.logger,
     limits: meshLimits(deps.config),
     concurrency: deps.concurrency,
