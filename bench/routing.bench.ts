@@ -66,9 +66,9 @@ const cases: Case[] = [
   },
   {
     name: "learned",
-    what: "hashed n-grams + shape, logistic, calibrated",
+    what: "domain check, hashed n-grams + shape, logistic, calibrated",
     inputs: queries,
-    run: (q) => learned.logit(q.input),
+    run: (q) => learned.assessNow(q.input).score,
   },
   {
     name: "cascade verdict",
@@ -132,11 +132,10 @@ is rewritten by every run; compare the ratios across machines, not the absolute 
   (${withAnswers.length} of them with the weak model's answer, for the cascade's verdict).
 - ${N.toLocaleString("en-US")} calls a strategy after ${WARMUP.toLocaleString("en-US")} warm-up calls, each timed on its own
   (\`process.hrtime\`), summarised by nearest rank.
+${cases.map((c) => `- **${c.name}**: ${c.what}.`).join("\n")}
 - The learned strategy's model (\`libs/routing/models/router.json\`) loads in ${fixed(loadMs, 1)} ms, once, at start.
 
-\`\`\`
 ${text}
-\`\`\`
 
 Target: the learned strategy's p99 under 1 ms in-process. This run: **${fixed(learnedP99, 4)} ms**
 (${learnedP99 < 1 ? "met" : "NOT met"}).

@@ -149,6 +149,69 @@ describe("handoff router score and eval", () => {
     expect(err).toContain(`wrote ${plot}`);
   });
 
+  it("warns when it scores prompts the model was trained on", async () => {
+    const { code, out, err } = await cli(
+      "eval",
+      "--data",
+      data,
+      "--model",
+      model,
+      "--strategy",
+      "rules,learned",
+      "--json",
+    );
+    expect(code).toBe(0);
+    expect(err).toContain(
+      `warning: 80 of 80 prompts of ${data} are in the training data of ${model}: the learned figures are not held-out`,
+    );
+    expect(JSON.parse(out).seen_in_training).toEqual({ learned: 80 });
+    const fresh = join(dir, "fresh.jsonl");
+    writeFileSync(
+      fresh,
+      '{"id": "new", "prompt": "Prove lemma 99 about 3 primes and 5 rings.", "weak_correct": false, "strong_correct": true}\n',
+    );
+    const other = await cli(
+      "eval",
+      "--data",
+      fresh,
+      "--model",
+      model,
+      "--strategy",
+      "learned",
+      "--json",
+    );
+    expect(other.err).not.toContain("warning");
+  });
+
+  it("trains on several files at once, refusing an id found in two", async () => {
+    const second = join(dir, "second.jsonl");
+    writeFileSync(
+      second,
+      '{"id": "extra", "prompt": "Which is red?\\nA. sky\\nB. rose", "weak_correct": true, "strong_correct": true}\n',
+    );
+    const both = await cli(
+      "train",
+      "--data",
+      data,
+      "--data",
+      second,
+      "--out",
+      join(dir, "both.json"),
+      "--folds",
+      "4",
+      "--hash-bits",
+      "10",
+    );
+    expect(both.code).toBe(0);
+    expect(JSON.parse(readFileSync(join(dir, "both.json"), "utf8")).trained.data.rows).toBe(81);
+    expect(
+      await cli("train", "--data", data, "--data", data, "--out", join(dir, "x.json")),
+    ).toMatchObject({
+      code: 2,
+      err: expect.stringContaining('id "q0" appears in more than one of'),
+    });
+  });
+
   it("prints a table a person reads, and evaluates another model file next to the default", async () => {
     const { code, out } = await cli(
       "eval",

@@ -22,11 +22,13 @@ import {
   RoutingRow,
   type RoutingStrategy,
   renderPlotSvg,
+  routingText,
   rowInput,
   type ScoredStrategy,
   STRATEGY_NAMES,
   type StrategyName,
   saveModel,
+  seenInTraining,
   sha256,
   splitRows,
   TRAIN_DEFAULTS,
@@ -69,7 +71,7 @@ interface Io {
 }
 
 const OPTIONS = {
-  data: { type: "string" },
+  data: { type: "string", multiple: true },
   answers: { type: "string" },
   out: { type: "string" },
   "out-dir": { type: "string" },
@@ -111,7 +113,7 @@ function number(
   return value;
 }
 
-function required(values: Values, name: "data" | "out" | "out-dir" | "config"): string {
+function required(values: Values, name: "out" | "out-dir" | "config"): string {
   const value = values[name];
   if (!value) throw new UsageError(`--${name} is required`);
   return value;
@@ -160,30 +162,44 @@ async function readText(path: string, what: string): Promise<string> {
 
 interface Inputs {
   rows: RoutingRow[];
+  /** The files, as given, for messages. */
+  source: string;
   dataText: string;
   answers: Map<string, AnswerRow> | undefined;
   answersText: string | undefined;
 }
 
 async function readInputs(values: Values): Promise<Inputs> {
-  const path = required(values, "data");
-  const dataText = await readText(path, "data file");
-  const rows = parseJsonl(dataText, RoutingRow, path);
+  const paths = values.data ?? [];
+  if (paths.length === 0) throw new UsageError("--data is required");
+  const texts: string[] = [];
+  const rows: RoutingRow[] = [];
+  for (const path of paths) {
+    const text = await readText(path, "data file");
+    texts.push(text);
+    rows.push(...parseJsonl(text, RoutingRow, path));
+  }
+  const source = paths.join(" + ");
+  const ids = new Set<string>();
+  for (const row of rows) {
+    if (ids.has(row.id))
+      throw new UsageError(`id "${row.id}" appears in more than one of ${source}`);
+    ids.add(row.id);
+  }
   let answers: Map<string, AnswerRow> | undefined;
   let answersText: string | undefined;
   if (values.answers) {
     answersText = await readText(values.answers, "answers file");
     const list = parseJsonl(answersText, AnswerRowSchema, values.answers);
     answers = new Map(list.map((a) => [a.id, a]));
-    const known = new Set(rows.map((r) => r.id));
-    const matched = list.filter((a) => known.has(a.id)).length;
+    const matched = list.filter((a) => ids.has(a.id)).length;
     if (matched === 0) {
       throw new UsageError(
-        `no id of ${values.answers} matches a row of ${path}: they must describe the same prompts`,
+        `no id of ${values.answers} matches a row of ${source}: they must describe the same prompts`,
       );
     }
   }
-  return { rows, dataText, answers, answersText };
+  return { rows, source, dataText: texts.join(""), answers, answersText };
 }
 
 async function configFrom(values: Values): Promise<{ config: HandoffConfig; source: string }> {
@@ -220,6 +236,8 @@ interface Scored {
   kind: StrategyName;
   scores: Float64Array;
   threshold: number;
+  /** Prompts of the data the strategy's model was trained on. */
+  seen: number;
 }
 
 async function scoreAll(
@@ -304,7 +322,18 @@ async function scoreAll(
     );
     if (failures > 0) io.err(`warning: ${failures} llm routing calls failed`);
     const threshold = configured ?? strategy.defaultThreshold;
-    out.push({ name: spec.label, kind: name, scores: Float64Array.from(scores), threshold });
+    const seen = loaded
+      ? seenInTraining(
+          loaded.model,
+          inputs.rows.map((row) => routingText(rowInput(row))),
+        )
+      : 0;
+    if (seen > 0) {
+      io.err(
+        `warning: ${seen} of ${inputs.rows.length} prompts of ${inputs.source} are in the training data of ${loaded?.source}: the ${spec.label} figures are not held-out`,
+      );
+    }
+    out.push({ name: spec.label, kind: name, scores: Float64Array.from(scores), threshold, seen });
   }
   return out;
 }
@@ -400,10 +429,10 @@ function featuresFlag(raw: string | undefined): boolean {
 async function train(values: Values, io: Io): Promise<number> {
   const out = required(values, "out");
   const inputs = await readInputs(values);
-  labelsOf(inputs.rows, values.data as string);
+  labelsOf(inputs.rows, inputs.source);
   if (!inputs.rows.every(isLabelled))
     throw new UsageError(
-      `${values.data} has no labels: training needs weak_correct and strong_correct`,
+      `${inputs.source} has no labels: training needs weak_correct and strong_correct`,
     );
   const options = {
     seed: number(values, "seed", TRAIN_DEFAULTS.seed, Number.isInteger, "a whole number"),
@@ -464,7 +493,7 @@ async function score(values: Values, io: Io): Promise<number> {
 
 async function evaluate(values: Values, io: Io): Promise<number> {
   const inputs = await readInputs(values);
-  const labelled = labelsOf(inputs.rows, values.data as string);
+  const labelled = labelsOf(inputs.rows, inputs.source);
   const { config } = await configFrom(values);
   const fallback: StrategyName[] = ["rules", "learned"];
   if (inputs.answers) fallback.push("cascade");
@@ -491,7 +520,16 @@ async function evaluate(values: Values, io: Io): Promise<number> {
     paysLightFirst: s.kind === "cascade",
   }));
   const report = evaluateStrategies(rows, strategies);
-  const { curves, ...figures } = report;
+  const { curves, ...rest } = report;
+  const figures = {
+    ...rest,
+    /** Per strategy with a model: how many of the prompts that model was trained on. */
+    seen_in_training: Object.fromEntries(
+      scored
+        .filter((s) => s.kind === "learned" || s.kind === "cascade")
+        .map((s) => [s.name, s.seen]),
+    ),
+  };
   if (values.plot) {
     if (!labelled)
       throw new UsageError(
@@ -499,7 +537,7 @@ async function evaluate(values: Values, io: Io): Promise<number> {
       );
     const target = figures.target_quality as number;
     const svg = renderPlotSvg({
-      title: `Routing quality against strong calls: ${values.data} (${rows.length.toLocaleString("en-US")} prompts)`,
+      title: `Routing quality against strong calls: ${inputs.source} (${rows.length.toLocaleString("en-US")} prompts)`,
       series: [...curves.entries()].map(([name, curve]) => {
         const fig = figures.strategies.find((s) => s.name === name);
         return {
@@ -526,9 +564,7 @@ async function evaluate(values: Values, io: Io): Promise<number> {
     await writeFile(values.plot, svg);
     io.err(`wrote ${values.plot}`);
   }
-  io.out(
-    values.json ? JSON.stringify(figures, null, 2) : formatReport(figures, values.data as string),
-  );
+  io.out(values.json ? JSON.stringify(figures, null, 2) : formatReport(figures, inputs.source));
   return 0;
 }
 
@@ -601,7 +637,9 @@ export function setRouting(
 
 async function split(values: Values, io: Io): Promise<number> {
   const dir = required(values, "out-dir");
-  const path = required(values, "data");
+  const [path, more] = values.data ?? [];
+  if (!path) throw new UsageError("--data is required");
+  if (more) throw new UsageError("split reads one --data file");
   const text = await readText(path, "data file");
   const rows = parseJsonl(text, RoutingRow, path);
   const lines = new Map(

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { HandoffError } from "@handoff/contracts";
 import { z } from "zod";
 import type { VerifierSpec } from "./cascade-verifier.js";
-import { SHAPE_FEATURES } from "./features.js";
+import { fnv1a, SHAPE_FEATURES } from "./features.js";
 import type { LearnedSpec } from "./learned.js";
 import { VERIFIER_FEATURES } from "./verifier.js";
 
@@ -31,6 +31,11 @@ export const ModelFile = z.object({
     seed: z.number().int(),
     folds: z.number().int().min(2),
     l2: z.number().positive(),
+    /**
+     * Fingerprints of the training prompts (FNV-1a of each prompt's text, sorted, base64 of
+     * little-endian uint32), so an evaluation can warn when it scores prompts the model saw.
+     */
+    prompts: z.string().optional(),
   }),
   learned: z.object({
     /** What the score is the probability of. */
@@ -66,6 +71,8 @@ export const ModelFile = z.object({
 export type ModelFile = z.infer<typeof ModelFile>;
 
 export interface RouterModel {
+  /** Sorted fingerprints of the prompts the model was trained on (empty when not recorded). */
+  trainingPrompts: Uint32Array;
   learned: LearnedSpec;
   learnedThreshold: number;
   verifier: (VerifierSpec & { threshold: number; rows: number }) | undefined;
@@ -104,6 +111,54 @@ function decodeWeights(text: string, expected: number, source: string): Float32A
   return out;
 }
 
+/** The fingerprint of a prompt, as `trained.prompts` records it. */
+export function promptFingerprint(text: string): number {
+  return fnv1a(text);
+}
+
+/** How many of `texts` the model was trained on, by fingerprint. */
+export function seenInTraining(
+  model: Pick<RouterModel, "trainingPrompts">,
+  texts: readonly string[],
+): number {
+  const seen = model.trainingPrompts;
+  let count = 0;
+  for (const text of texts) {
+    const key = promptFingerprint(text);
+    let lo = 0;
+    let hi = seen.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((seen[mid] as number) < key) lo = mid + 1;
+      else hi = mid;
+    }
+    if (seen[lo] === key) count++;
+  }
+  return count;
+}
+
+function encodeFingerprints(values: Uint32Array): string {
+  const bytes = new Uint8Array(values.length * 4);
+  const view = new DataView(bytes.buffer);
+  values.forEach((v, i) => {
+    view.setUint32(i * 4, v, true);
+  });
+  return Buffer.from(bytes).toString("base64");
+}
+
+function decodeFingerprints(text: string | undefined, source: string): Uint32Array {
+  if (text === undefined) return new Uint32Array();
+  const bytes = Buffer.from(text, "base64");
+  if (bytes.length % 4 !== 0) {
+    throw new HandoffError(
+      "HANDOFF_ERR_CONFIG",
+      `${source}: trained.prompts is not a whole number of uint32 values`,
+    );
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Uint32Array.from({ length: bytes.length / 4 }, (_, i) => view.getUint32(i * 4, true));
+}
+
 /** The file's JSON form of a trained model. */
 export function toModelFile(
   model: Omit<RouterModel, "file">,
@@ -113,7 +168,7 @@ export function toModelFile(
   const { learned, verifier } = model;
   return {
     format: MODEL_FORMAT,
-    trained,
+    trained: { ...trained, prompts: encodeFingerprints(model.trainingPrompts) },
     learned: {
       target: "strong_correct_and_weak_wrong",
       hash_bits: learned.hashBits,
@@ -173,6 +228,7 @@ export function fromModelFile(value: unknown, source: string): RouterModel {
   }
   const width = 2 ** file.learned.hash_bits + shape.length;
   return {
+    trainingPrompts: decodeFingerprints(file.trained.prompts, source),
     learned: {
       hashBits: file.learned.hash_bits,
       shapeMean: file.learned.shape_mean,

@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
 import { trainVerifier } from "./cascade-verifier.js";
-import { type AnswerRow, isLabelled, type RoutingRow } from "./dataset.js";
+import { type AnswerRow, isLabelled, type RoutingRow, rowInput } from "./dataset.js";
 import { apgr, type Labels, qualityCurve, shareFor, thresholdForShare } from "./evaluate.js";
 import { type LearnedTrainOptions, trainLearned } from "./learned.js";
 import { sigmoid } from "./logistic.js";
-import { type ModelFile, type RouterModel, toModelFile } from "./model-file.js";
+import { type ModelFile, promptFingerprint, type RouterModel, toModelFile } from "./model-file.js";
+import { routingText } from "./text.js";
 
 /**
  * `handoff router train`: the learned router and, when the weak model's answers are given, the
@@ -83,7 +84,11 @@ export function trainRouter(
     crossValidation.cascade_apgr = apgr(qualityCurve(cascadeScores, labels));
     verifier = { ...trained.spec, threshold: cascadeAt.threshold, rows: trained.rows };
   }
+  const trainingPrompts = Uint32Array.from(
+    new Set(labelled.map((row) => promptFingerprint(routingText(rowInput(row))))),
+  ).sort();
   const model = {
+    trainingPrompts,
     learned: learned.spec,
     learnedThreshold: learnedAt.threshold,
     verifier,
