@@ -17,7 +17,7 @@ function writeData(name: string, labelled = true): string {
       source: "quiz",
       domain: `d${i % 8}`,
       prompt: hard
-        ? `Prove lemma ${i} about 3 primes and 5 groups.`
+        ? `Prove lemma ${i} about 3 primes and 5 groups, and show every step of the argument in full.`
         : `Which color is item ${i}?\nA. red\nB. blue`,
     };
     if (labelled) {
@@ -168,7 +168,7 @@ describe("handoff router score and eval", () => {
     const fresh = join(dir, "fresh.jsonl");
     writeFileSync(
       fresh,
-      '{"id": "new", "prompt": "Prove lemma 99 about 3 primes and 5 rings.", "weak_correct": false, "strong_correct": true}\n',
+      '{"id": "new", "prompt": "Prove lemma 99 about 3 primes and 5 rings, and show every step of the argument in full.", "weak_correct": false, "strong_correct": true}\n',
     );
     const other = await cli(
       "eval",

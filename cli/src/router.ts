@@ -597,7 +597,8 @@ async function calibrate(values: Values, io: Io): Promise<number> {
   const strategy = spec.kind;
   const [scored] = await scoreAll(specs, inputs, config, values, io);
   const scores = (scored as Scored).scores;
-  const threshold = Number(thresholdForShare(scores, share).toFixed(6));
+  // Written at full precision: rounding could move it past the scores it was chosen by.
+  const threshold = thresholdForShare(scores, share);
   const realized = scores.filter((s) => s >= threshold).length / scores.length;
 
   const updated = setRouting(text, path, { strategy, threshold });

@@ -121,15 +121,23 @@ describe("strategies that need a model", () => {
       expect(strong.score).toBeGreaterThanOrEqual(threshold);
     }
     const inDomain = await createStrategy("learned", { model }).assess({
-      input: input("prove the theorem 12 for 3 cases"),
+      input: input(
+        "prove the theorem 12 for all 3 cases of the group and show each of the steps it takes",
+      ),
     });
     expect(inDomain.reason).toMatch(/^learned model: /);
   });
 
   it("know their domain: questions with answer options or stated quantities", () => {
     expect(inLearnedDomain("Which is prime?\nA. 4\nB. 6\nC. 7\nD. 9")).toBe(true);
-    expect(inLearnedDomain("Sam buys three apples for $2 each. How much does he pay?")).toBe(true);
+    expect(
+      inLearnedDomain(
+        "Sam buys three apples for $2 each and two pears for $1 each. How much does he pay?",
+      ),
+    ).toBe(true);
     expect(inLearnedDomain("Write a haiku about spring.")).toBe(false);
+    // Bare arithmetic is the calculator's, through the rules' tool signal.
+    expect(inLearnedDomain("What is 6 * 7?")).toBe(false);
     expect(inLearnedDomain("What year was it?")).toBe(false);
   });
 

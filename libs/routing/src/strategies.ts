@@ -91,16 +91,21 @@ export class RulesStrategy implements RoutingStrategy {
   }
 }
 
+/** Words with letters in them: what makes a word problem longer than its arithmetic. */
+const WORD = /[A-Za-z]{2,}/g;
+
 /**
  * Whether a request is of the kinds the shipped model learned from: a question with answer
- * options (MMLU) or one that states quantities (GSM8K). On anything else (a greeting, a request
- * to write or translate) a model trained on exam questions has nothing to go on, and its score
- * would sit at the training base rate, around any threshold calibrated on that data.
+ * options (MMLU), or a word problem that states quantities (GSM8K: at least two quantities in at
+ * least a dozen words; the shortest in the data has 13). On anything else (a greeting, a request
+ * to write or translate, bare arithmetic for the calculator) a model trained on exam questions has
+ * nothing to go on, and its score would sit at the training base rate, around any threshold
+ * calibrated on that data.
  */
 export function inLearnedDomain(text: string): boolean {
   if (hasAnswerOptions(text)) return true;
   const { digits, words } = quantities(text);
-  return digits + words >= 2;
+  return digits + words >= 2 && (text.match(WORD)?.length ?? 0) >= 12;
 }
 
 /**
@@ -115,7 +120,7 @@ function rulesOnLearnedScale(input: RouteQuery["input"], threshold: number): Ass
   return {
     score: Math.min(0.99, Math.max(0.01, mapped)),
     reason:
-      "outside what the learned model knows (no answer options or quantities), so the rules decide: " +
+      "outside what the learned model knows (not an options question or a word problem), so the rules decide: " +
       (heavy.length > 0
         ? `heavy signals ${heavy.map((s) => s.slice(6)).join(", ")} (weight ${weight})`
         : "no heavy signals"),

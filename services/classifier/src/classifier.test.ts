@@ -83,7 +83,7 @@ describe("the default routing: the learned strategy and the shipped model", () =
     const hello = await handler(envelope("Hello there!"), stageContext());
     expect(hello.route).toMatchObject({ decision: "light", strategy: "learned", score: 0.01 });
     expect(hello.route?.reason).toBe(
-      "outside what the learned model knows (no answer options or quantities), so the rules decide: no heavy signals",
+      "outside what the learned model knows (not an options question or a word problem), so the rules decide: no heavy signals",
     );
     expect(hello.enrichments[0]).toMatchObject({ signals: ["learned:out-of-domain"] });
     const design = await handler(
@@ -97,8 +97,13 @@ describe("the default routing: the learned strategy and the shipped model", () =
   it("routes requests that want tools to the tool-executor, with the tool signals", async () => {
     const arithmetic = await handler(envelope("What is 17 * 23?"), stageContext());
     expect(arithmetic.plan).toEqual(["classifier", "tool-executor"]);
+    // Bare arithmetic is not a word problem: the rules decide, and their tool signal wins.
     expect(arithmetic.enrichments).toEqual([
-      { kind: "classification", stage: "classifier", signals: ["tools:arithmetic"] },
+      {
+        kind: "classification",
+        stage: "classifier",
+        signals: ["learned:out-of-domain", "tools:arithmetic"],
+      },
     ]);
     const client = await handler(envelope("Umbrella in Paris?", [weatherTool]), stageContext());
     expect(client.route?.decision).toBe("tools");
