@@ -54,6 +54,16 @@ export interface StrategyFigures {
   usd_per_1k_at_95: number | null;
   /** Where the configured (or the model's default) threshold puts it. */
   at_threshold: OperatingPoint | null;
+  /** The quality-vs-strong-share curve, sampled every 5% of strong calls (empty without labels). */
+  curve: Array<{ strong_share: number; quality: number }>;
+}
+
+/** The curve at 0%, 5%, ..., 100% strong calls. */
+function sampled(curve: Curve): StrategyFigures["curve"] {
+  return Array.from({ length: 21 }, (_, i) => ({
+    strong_share: i / 20,
+    quality: qualityAt(curve, i / 20),
+  }));
 }
 
 export interface EvalReport {
@@ -134,6 +144,7 @@ function figuresOf(
     apgr: apgr(curve),
     usd_per_1k_at_95: share === undefined ? null : cost(share),
     at_threshold: at,
+    curve: sampled(curve),
   };
 }
 
@@ -168,6 +179,7 @@ export function evaluateStrategies(
         apgr: null,
         usd_per_1k_at_95: null,
         at_threshold: operatingPoint(rows, s, undefined),
+        curve: [],
       })),
       curves,
     };
@@ -203,6 +215,7 @@ export function evaluateStrategies(
     quality_at_50: null,
     apgr: null,
     usd_per_1k_at_95: null,
+    curve: [],
     at_threshold: {
       threshold: share === 0 ? 1 : 0,
       strong_share: share,

@@ -187,6 +187,10 @@ describe("evaluateStrategies", () => {
     ]);
     const perfect = report.strategies[0];
     expect(perfect?.strong_share_at_95).toBe(0);
+    expect(perfect?.curve).toHaveLength(21);
+    expect(perfect?.curve[0]).toEqual({ strong_share: 0, quality: 0.75 });
+    expect(perfect?.curve[5]).toEqual({ strong_share: 0.25, quality: 1 });
+    expect(perfect?.curve[20]).toEqual({ strong_share: 1, quality: 0.75 });
     expect(perfect?.at_threshold).toEqual({
       threshold: 0.5,
       strong_share: 0.25,
