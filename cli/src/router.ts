@@ -50,7 +50,7 @@ export const ROUTER_USAGE = `handoff router: train, score, evaluate and calibrat
         [--seed 1] [--folds 5] [--l2 1] [--hash-bits 18] [--features ngram+shape|ngram]
   handoff router score --data <jsonl> [--answers <jsonl>] [--strategy <name>] [--model <file>] [--config <file>]
   handoff router eval  --data <jsonl> [--answers <jsonl>] [--strategy <a,b,...>] [--model <file>] [--config <file>]
-        [--json] [--plot <file.svg>] [--output-tokens 256]
+        [--json] [--plot <file.svg>] [--output-tokens 256] [--concurrency 4 (llm calls at once)]
   handoff router calibrate --strong-share <0..1> --data <jsonl> --config <file> [--answers <jsonl>]
         [--strategy <name>] [--model <file>]
   handoff router split --data <jsonl> --out-dir <dir> [--domains 10] [--row-share 0.5] [--seed 20261201]

@@ -72,11 +72,12 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
     ctx: StageContext,
   ): Promise<{ name: string; assessment: Assessment; threshold: number }> {
     const threshold = routing.thresholds.heavy;
-    if (routing.strategy) {
-      const strategy = isCascade(routing.strategy) ? undefined : routing.strategy;
-      const assessment = strategy
-        ? await strategy.assess({ input: envelope.input }, ctx.signal)
-        : (routing.strategy as CascadeStrategy).preRoute(envelope.input);
+    const { strategy } = routing;
+    if (strategy) {
+      // A cascade decides twice: here before the light answer (its pre-route), later on it.
+      const assessment = isCascade(strategy)
+        ? strategy.preRoute(envelope.input)
+        : await strategy.assess({ input: envelope.input }, ctx.signal);
       return { name: routing.name, assessment, threshold };
     }
     // llm: the light model decides; when it cannot, the fallback does, and says so.
@@ -220,15 +221,11 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
       const { name, assessment, threshold } = await assess(envelope, ctx);
       const thresholds = { ...routing.thresholds, heavy: threshold };
       tools = toolHints.length > 0;
-      const direct = routing.config.cascade.direct_heavy_above;
-      decision =
-        isCascade(routing.strategy) && name === "cascade"
-          ? assessment.score >= (direct ?? Number.POSITIVE_INFINITY)
-            ? "heavy"
-            : tools
-              ? "tools"
-              : "light"
-          : decide(assessment.score, thresholds, tools);
+      // Before its light answer a cascade goes straight to heavy only above direct_heavy_above;
+      // the threshold is for the verdict on that answer.
+      const cascading = isCascade(routing.strategy);
+      const direct = routing.config.cascade.direct_heavy_above ?? Number.POSITIVE_INFINITY;
+      decision = decide(assessment.score, cascading ? { heavy: direct } : thresholds, tools);
       signals = [...assessment.signals, ...toolHints];
       envelope.route = {
         decision,
