@@ -2,6 +2,7 @@ import { parseArgs } from "node:util";
 import { Buckets, JobRecord } from "@handoff/contracts";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
+import type { Io } from "./progress.js";
 
 /**
  * `handoff jobs export`: the job records the mesh kept, as JSON lines a router can replay
@@ -19,11 +20,6 @@ export const JOBS_USAGE = `handoff jobs export [--since <time>] [--nats <url>]
 Writes one JSON object a line to stdout: {"id", "source": "traffic", "created_at", "messages",
 "tools", "route": {...}}. Jobs need routing.record_inputs: true in the config to carry messages.
 `;
-
-interface Io {
-  out: (line: string) => void;
-  err: (line: string) => void;
-}
 
 const DURATION = /^(\d+(?:\.\d+)?)(s|m|h|d)$/;
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;

@@ -7,6 +7,14 @@ export interface Progress {
   done(message?: string): void;
 }
 
+/** Where a command writes: data to `out`, notes to `err`, progress of long work to `progress`. */
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  /** stderr when not given. */
+  progress?: ProgressStream;
+}
+
 /** Where progress goes: a terminal redraws in place; anything else gets whole lines. */
 export interface ProgressStream {
   isTTY?: boolean;

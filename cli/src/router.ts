@@ -36,7 +36,7 @@ import {
   trainRouter,
 } from "@handoff/routing";
 import { parseDocument } from "yaml";
-import { type ProgressStream, progressBar } from "./progress.js";
+import { type Io, progressBar } from "./progress.js";
 
 /**
  * `handoff router train | score | eval | calibrate | split`: the routing library from the command
@@ -62,13 +62,6 @@ answers: {"id", "weak_response"}: the light model's answers, read by the cascade
 `;
 
 class UsageError extends Error {}
-
-interface Io {
-  out: (line: string) => void;
-  err: (line: string) => void;
-  /** Progress of long work; stderr when not given. */
-  progress?: ProgressStream;
-}
 
 const OPTIONS = {
   data: { type: "string", multiple: true },

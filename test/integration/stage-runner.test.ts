@@ -365,6 +365,13 @@ describe("stage runner", () => {
   });
 });
 
+describe("job records", () => {
+  it("are kept 24 hours, the retention routing.record_inputs documents for recorded prompts", async () => {
+    const status = await topology.jobs.status();
+    expect(status.ttl).toBe(24 * 60 * 60 * 1000);
+  });
+});
+
 describe("stage service", () => {
   it("registers with the NATS service API so $SRV.PING, INFO and STATS find it", async () => {
     const service = createStageService({

@@ -10,12 +10,6 @@ export interface Platt {
   b: number;
 }
 
-export const IDENTITY: Platt = { a: 1, b: 0 };
-
-export function applyPlatt(platt: Platt, logit: number): number {
-  return sigmoid(platt.a * logit + platt.b);
-}
-
 export function fitPlatt(logits: ArrayLike<number>, labels: ArrayLike<number>): Platt {
   const n = logits.length;
   let positives = 0;

@@ -28,10 +28,6 @@ export class LearnedScorer {
     this.#spec = spec;
   }
 
-  get spec(): LearnedSpec {
-    return this.#spec;
-  }
-
   /** The calibrated log-odds that the prompt needs the strong model. */
   logit(text: string): number {
     const spec = this.#spec;

@@ -10,7 +10,7 @@ import { verify } from "./cascade-verifier.js";
 import { LearnedScorer } from "./learned.js";
 import { sigmoid } from "./logistic.js";
 import type { RouterModel } from "./model-file.js";
-import { rulesScore, toolSignals } from "./rules.js";
+import { rulesScore } from "./rules.js";
 import { routingText } from "./text.js";
 import { hasAnswerOptions, type LightAnswer, quantities } from "./verifier.js";
 
@@ -65,11 +65,6 @@ export function decide(score: number, thresholds: Thresholds, wantsTools: boolea
   if (score >= thresholds.heavy) return "heavy";
   if (wantsTools || (thresholds.mid !== undefined && score >= thresholds.mid)) return "tools";
   return "light";
-}
-
-/** Whether tools are likely useful: the rules' tool signals (arithmetic, time, client tools). */
-export function wantsTools(input: RouteQuery["input"]): string[] {
-  return toolSignals(input);
 }
 
 const percent = (p: number) => `${(p * 100).toFixed(0)}%`;

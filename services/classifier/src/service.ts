@@ -15,7 +15,7 @@ import {
   classifyPinned,
   decide,
   splitSelfConfidence,
-  wantsTools,
+  toolSignals,
 } from "@handoff/routing";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { trace } from "@opentelemetry/api";
@@ -208,7 +208,7 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
 
   return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
     const pinned = classifyPinned(envelope.input);
-    const toolHints = wantsTools(envelope.input);
+    const toolHints = toolSignals(envelope.input);
     let decision: RouteDecision;
     let tools: boolean;
     let signals: string[];
