@@ -1,5 +1,7 @@
 import { parseArgs } from "node:util";
+import { loadConfig } from "@handoff/config";
 import { Buckets, JobRecord } from "@handoff/contracts";
+import { natsConnectionOptions } from "@handoff/mesh";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import type { Io } from "./progress.js";
@@ -15,8 +17,10 @@ export const JOBS_USAGE = `handoff jobs export [--since <time>] [--nats <url>]
 
   --since <time>   only jobs created at or after this: an ISO time (2026-12-01T00:00:00Z) or a
                    duration back from now (30m, 6h, 1d); default: everything the bucket holds
-  --nats <url>     NATS server (default $NATS_URL or nats://127.0.0.1:4222)
+  --nats <url>     NATS server (default $NATS_URL, the config's nats.url, or nats://127.0.0.1:4222)
 
+Credentials and TLS come from the NATS_* variables or the config's \`nats\` section
+($HANDOFF_CONFIG), as for the services.
 Writes one JSON object a line to stdout: {"id", "source": "traffic", "created_at", "messages",
 "tools", "route": {...}}. Jobs need routing.record_inputs: true in the config to carry messages.
 `;
@@ -90,12 +94,15 @@ export async function jobsMain(argv: string[], io: Io): Promise<number> {
     io.err((error as Error).message);
     return 2;
   }
-  const servers = values.nats ?? process.env.NATS_URL ?? "nats://127.0.0.1:4222";
   let nc: Awaited<ReturnType<typeof connect>>;
+  let servers = values.nats ?? "";
   try {
-    nc = await connect({ servers, name: "handoff-jobs-export" });
+    const { config } = await loadConfig();
+    const options = natsConnectionOptions(config.nats, process.env, values.nats);
+    servers = options.servers.join(",");
+    nc = await connect({ ...options, name: "handoff-jobs-export" });
   } catch (error) {
-    io.err(`cannot connect to NATS at ${servers}: ${(error as Error).message}`);
+    io.err(`cannot connect to NATS${servers ? ` at ${servers}` : ""}: ${(error as Error).message}`);
     return 1;
   }
   let written = 0;

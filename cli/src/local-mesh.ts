@@ -3,6 +3,7 @@ import { mkdirSync, openSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { ServiceNames } from "@handoff/contracts";
+import { natsConnectionOptions } from "@handoff/mesh";
 import {
   findNatsServer,
   type NatsHandle,
@@ -57,7 +58,8 @@ async function provideNats(
   say: (line: string) => void,
 ): Promise<{ url: string; handle?: NatsHandle }> {
   const url = env.NATS_URL?.trim() || "nats://127.0.0.1:4222";
-  const { state } = await probeNats(url, 1_500);
+  // Credentials and TLS from the NATS_* variables, as the services will use them.
+  const { state } = await probeNats(url, 1_500, natsConnectionOptions(undefined, env));
   if (state === "jetstream") {
     say(`NATS:     using the server at ${url}`);
     return { url };
@@ -165,7 +167,7 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
       },
       { timeoutMs: 30_000, intervalMs: 200, what: `gateway ready at ${gatewayUrl}/readyz` },
     );
-    await waitForServices(nats.url);
+    await waitForServices(nats.url, env);
     return {
       gatewayUrl,
       natsUrl: nats.url,
@@ -180,8 +182,11 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
 }
 
 /** Waits until every Handoff service answers the service API's PING. */
-async function waitForServices(natsUrl: string): Promise<void> {
-  const nc = await connect({ servers: natsUrl, name: "handoff-cli" });
+async function waitForServices(natsUrl: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const nc = await connect({
+    ...natsConnectionOptions(undefined, env, natsUrl),
+    name: "handoff-cli",
+  });
   try {
     const client = new Svcm(nc).client({ strategy: "timer", maxWait: 500 });
     await waitFor(

@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { formatError as formatFailure } from "@handoff/telemetry";
 import { ask, formatCompletion, formatError } from "./ask.js";
 import { jobsMain } from "./jobs.js";
 import { startLocalMesh } from "./local-mesh.js";
@@ -130,7 +131,10 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    console.error(error instanceof Error ? error.message : error);
-    process.exit(1);
+    // A bad argument, config or variable is one line (code and message); a bug shows its stack,
+    // and so does everything at LOG_LEVEL=debug.
+    console.error(formatFailure(error));
+    const usage = (error as { code?: unknown }).code;
+    process.exit(typeof usage === "string" && usage.startsWith("ERR_PARSE_ARGS_") ? 2 : 1);
   },
 );

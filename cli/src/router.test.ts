@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { exportRow, parseSince } from "./jobs.js";
 import { routerMain, setRouting } from "./router.js";
 
@@ -365,5 +365,40 @@ describe("handoff jobs export", () => {
       source: "traffic",
       messages: [{ role: "user", content: "hi" }],
     });
+  });
+});
+
+describe("errors a person reads", () => {
+  const CANARY = "sk-canary-cli-8d1e2f3a";
+  const broken = join(dir, "broken.yaml");
+  writeFileSync(broken, `tiers:\n  light: [{ provider: sim, model: ${CANARY}\n`);
+
+  it("prints a config error as one line, code and message, without a stack or the file's text", async () => {
+    vi.stubEnv("LOG_LEVEL", "info");
+    try {
+      const result = await cli("score", "--data", data, "--config", broken);
+      expect(result.code).toBe(1);
+      expect(result.err).toMatch(
+        new RegExp(`^HANDOFF_ERR_CONFIG: ${broken}: line \\d+, column \\d+: not valid YAML: `),
+      );
+      expect(result.err.split("\n")).toHaveLength(1);
+      expect(result.err).not.toMatch(/^\s+at /m);
+      expect(result.err).not.toContain(CANARY);
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
+
+  it("adds the stack at LOG_LEVEL=debug, still without the file's text", async () => {
+    vi.stubEnv("LOG_LEVEL", "debug");
+    try {
+      const result = await cli("score", "--data", data, "--config", broken);
+      expect(result.code).toBe(1);
+      expect(result.err).toContain("HANDOFF_ERR_CONFIG");
+      expect(result.err).toMatch(/^\s+at /m);
+      expect(result.err).not.toContain(CANARY);
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 });

@@ -35,6 +35,7 @@ import {
   thresholdForShare,
   trainRouter,
 } from "@handoff/routing";
+import { formatError, isExpectedError, registerConfigSecrets } from "@handoff/telemetry";
 import { parseDocument } from "yaml";
 import { type Io, progressBar } from "./progress.js";
 
@@ -196,13 +197,15 @@ async function readInputs(values: Values): Promise<Inputs> {
 }
 
 async function configFrom(values: Values): Promise<{ config: HandoffConfig; source: string }> {
-  if (values.config) {
-    return {
-      config: parseConfig(await readText(values.config, "config file"), values.config),
-      source: values.config,
-    };
-  }
-  return loadConfig();
+  const loaded = values.config
+    ? {
+        config: parseConfig(await readText(values.config, "config file"), values.config),
+        source: values.config,
+      }
+    : await loadConfig();
+  // The llm strategy calls providers: their errors are scrubbed of the keys the config names.
+  registerConfigSecrets(loaded.config);
+  return loaded;
 }
 
 /** Runs `work` over items with at most `limit` at a time, in order of the results. */
@@ -693,8 +696,8 @@ export async function routerMain(argv: string[], io: Io): Promise<number> {
       io.err(error.message);
       return 2;
     }
-    if (error instanceof HandoffError) {
-      io.err(error.message);
+    if (error instanceof HandoffError && isExpectedError(error)) {
+      io.err(formatError(error));
       return 1;
     }
     throw error;

@@ -39,6 +39,12 @@ export interface MeshOptions {
   config?: string;
   /** Services to start (all four by default). */
   services?: ServiceName[];
+  /** A NATS server to use (stopped with the mesh); by default the testkit starts an open one. */
+  nats?: NatsHandle;
+  /** Extra environment for every service. */
+  env?: Record<string, string | undefined>;
+  /** Extra environment for one service: its NATS identity, say. */
+  serviceEnv?: (name: ServiceName) => Record<string, string | undefined>;
 }
 
 /**
@@ -46,7 +52,7 @@ export interface MeshOptions {
  * over OTLP/HTTP JSON, and waits until each answers the NATS service API.
  */
 export async function startMesh(options: MeshOptions = {}): Promise<Mesh> {
-  const nats = await startNats();
+  const nats = options.nats ?? (await startNats());
   const spans = await SpanCollector.start();
   const port = await freePort();
   const processes = new Map<string, ServiceProcess>();
@@ -69,10 +75,15 @@ export async function startMesh(options: MeshOptions = {}): Promise<Mesh> {
     LOG_LEVEL: "info",
     PORT: String(port),
     HOST: "127.0.0.1",
+    ...options.env,
   };
 
   const start = async (name: ServiceName, label = name) => {
-    const proc = spawnService({ name: label, entry: entry(name), env });
+    const proc = spawnService({
+      name: label,
+      entry: entry(name),
+      env: { ...env, ...options.serviceEnv?.(name) },
+    });
     processes.set(label, proc);
     await proc.waitForLog(
       (line) => line.msg === `${name} ready` || line.msg === "gateway ready",

@@ -152,7 +152,7 @@ describe("gateway with API keys against a live NATS", () => {
       .find((s) => s.attributes["url.path"] === "/v1/models" && s.name === "GET /v1/models");
     expect(span?.attributes["handoff.api_key.name"]).toBe("ops");
     const completed = logLines.filter(
-      (line) => line.msg === "request completed" && line.api_key === "ops",
+      (line) => line.msg === "request completed" && line.api_key_name === "ops",
     );
     expect(completed.length).toBeGreaterThan(0);
     expect(JSON.stringify(logLines)).not.toContain(KEYS.ops);

@@ -12,14 +12,16 @@ import {
   createStageService,
   ensureTopology,
   JobStore,
+  MeshSigner,
   publishJob,
+  recordFromEnvelope,
   type StageHandler,
   StageRunner,
   type Topology,
 } from "@handoff/mesh";
 import { type NatsHandle, startNats, testEnvelope, waitFor } from "@handoff/testkit";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/nats-core";
+import { type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core";
 import { Svcm } from "@nats-io/services";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
@@ -154,17 +156,26 @@ describe("stage runner", () => {
 
   it("terminates an invalid payload into the dead-letter stream with its zod issues", async () => {
     let called = false;
-    await startRunner("classifier", async (envelope) => {
-      called = true;
-      return envelope;
-    });
+    const signer = new MeshSigner(Buffer.from("k".repeat(40)));
+    await startRunner(
+      "classifier",
+      async (envelope) => {
+        called = true;
+        return envelope;
+      },
+      { signer },
+    );
     const payload = JSON.stringify({
       v: 1,
       id: "job-invalid-1",
       plan: [],
       input: { messages: [] },
     });
-    await js.publish(Subjects.job("classifier"), payload);
+    // Signed by the mesh: a stage's own bug, so the job it names is failed at once.
+    const subject = Subjects.job("classifier");
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(signer.sign(subject, payload))) h.set(k, v);
+    await js.publish(subject, payload, { headers: h });
 
     const letter = await deadLetter("classifier");
     expect(letter.reason).toBe("invalid_payload");
@@ -192,6 +203,89 @@ describe("stage runner", () => {
     expect(letter.payload).toBe("{not json");
     expect(letter.issues?.[0]?.message).toMatch(/^not JSON/);
     expect(letter.job_id).toBeUndefined();
+  });
+
+  describe("with a mesh signing key", () => {
+    const key = Buffer.from("mesh-key-".repeat(5));
+    const signer = new MeshSigner(key);
+
+    /** A live job, as the gateway records it before publishing. */
+    async function liveJob(): Promise<JobEnvelope> {
+      const job = testEnvelope();
+      await store.create(recordFromEnvelope(job, "queued", undefined, "classifier"));
+      return job;
+    }
+
+    async function expectUntouched(id: string) {
+      // Give the runner time to have failed the job if it were going to.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect((await store.get(id))?.status).toBe("queued");
+    }
+
+    it("drops an unsigned envelope naming a live job: dead-lettered, no handler, job untouched", async () => {
+      let called = false;
+      const runner = await startRunner(
+        "classifier",
+        async (envelope, ctx) => {
+          called = true;
+          return answer(envelope, ctx);
+        },
+        { signer },
+      );
+      const job = await liveJob();
+      // A well-formed envelope from someone without the key (publishJob without a signer).
+      await publishJob(js, job, "classifier");
+      const letter = await deadLetter("classifier");
+      expect(letter.reason).toBe("unauthentic");
+      expect(letter.error.message).toMatch(/carries no mesh signature/);
+      expect(called).toBe(false);
+      await expectUntouched(job.id);
+      expect(runner.stats().rejected).toBe(1);
+    });
+
+    it("drops garbage and schema-invalid envelopes signed with another key without failing the job", async () => {
+      await startRunner("classifier", answer, { signer });
+      const job = await liveJob();
+      const forger = new MeshSigner(Buffer.from("not-the-mesh-key".repeat(3)));
+      const subject = Subjects.job("classifier");
+      for (const payload of [JSON.stringify({ id: job.id, plan: [] }), "{garbage"]) {
+        const h = natsHeaders();
+        for (const [k, v] of Object.entries(forger.sign(subject, payload))) h.set(k, v);
+        await js.publish(subject, payload, { headers: h });
+      }
+      const letter = await deadLetter("classifier");
+      expect(letter.reason).toBe("unauthentic");
+      await expectUntouched(job.id);
+    });
+
+    it("runs a signed job and signs what it forwards, so the next stage accepts it", async () => {
+      await startRunner(
+        "classifier",
+        async (envelope) => ({ ...envelope, plan: ["classifier", "heavy-reasoner"] }),
+        { signer },
+      );
+      // The next stage is mid-rotation: it signs with a new key and still accepts the old one.
+      await startRunner("heavy-reasoner", answer, {
+        signer: new MeshSigner(Buffer.from("the-new-mesh-key".repeat(3)), [key]),
+      });
+      const job = await liveJob();
+      await publishJob(js, job, "classifier", signer);
+      const record = await finished(job.id);
+      expect(record.status).toBe("succeeded");
+      expect(record.hops).toEqual(["classifier", "heavy-reasoner"]);
+    });
+  });
+
+  it("without a signing key, an unreadable payload naming a live job is dead-lettered but fails nothing", async () => {
+    await startRunner("classifier", answer);
+    const job = testEnvelope();
+    await store.create(recordFromEnvelope(job, "queued", undefined, "classifier"));
+    await js.publish(Subjects.job("classifier"), JSON.stringify({ id: job.id, plan: [] }));
+    const letter = await deadLetter("classifier");
+    expect(letter.reason).toBe("invalid_payload");
+    expect(letter.job_id).toBeUndefined();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await store.get(job.id))?.status).toBe("queued");
   });
 
   it("retries a retryable failure after a backoff and succeeds on redelivery", async () => {

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { HandoffError } from "@handoff/contracts";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { simProfile } from "./defaults.js";
 import { loadConfig, parseConfig } from "./load.js";
 
@@ -160,16 +160,22 @@ describe("parseConfig", () => {
     ]);
   });
 
-  it("reports YAML that does not parse, naming the file", () => {
+  it("reports YAML that does not parse, naming the file, the line and the column", () => {
     const error = configError("tiers: [unclosed", "/etc/handoff/broken.yaml");
     expect(error.code).toBe("HANDOFF_ERR_CONFIG");
-    expect(error.message.startsWith("/etc/handoff/broken.yaml is not valid YAML: ")).toBe(true);
-    expect(error.cause).toBeInstanceOf(Error);
+    expect(error.message).toMatch(
+      /^\/etc\/handoff\/broken\.yaml: line 1, column \d+: not valid YAML: \S/,
+    );
+    // The parser's error quotes the source: it is not kept.
+    expect(error.cause).toBeUndefined();
   });
 
-  it("reports JSON that does not parse, naming the file", () => {
+  it("reports JSON that does not parse, naming the file, the line and the column", () => {
     const error = configError("{ not json", "/etc/handoff/broken.json");
-    expect(error.message.startsWith("/etc/handoff/broken.json is not valid JSON: ")).toBe(true);
+    expect(error.message).toBe(
+      "/etc/handoff/broken.json: line 1, column 3: not valid JSON: expected a property name in double quotes",
+    );
+    expect(error.cause).toBeUndefined();
   });
 
   it("rejects an empty document at the root", () => {
@@ -251,7 +257,9 @@ describe("loadConfig", () => {
 
 describe("parseConfig error wording", () => {
   it("calls a broken .JSON file JSON, whatever the case of its extension", () => {
-    expect(() => parseConfig("{", "/x/config.JSON")).toThrow(/config\.JSON is not valid JSON/);
+    expect(() => parseConfig("{", "/x/config.JSON")).toThrow(
+      "/x/config.JSON: line 1, column 2: not valid JSON: unexpected end of input",
+    );
   });
 });
 
@@ -305,5 +313,106 @@ describe("resilience settings and deployment ids", () => {
     expect(error.issues).toEqual([
       { path: "tiers.light[0].fallbacks[0]", message: 'no deployment has the id "nowhere"' },
     ]);
+  });
+});
+
+describe("config errors never quote the file", () => {
+  // A key pasted into the file where it does not belong: no error may repeat it.
+  const CANARY = "sk-canary-7f3a9c2e1b4d";
+
+  /** The error's message, and everything else a terminal or a log could show of it. */
+  function shown(error: HandoffError): string {
+    return [
+      error.message,
+      error.stack ?? "",
+      JSON.stringify(error),
+      String(error.cause ?? ""),
+    ].join("\n");
+  }
+
+  it.each([
+    ["an unclosed flow sequence", `tiers:\n  light: [{ provider: sim, model: ${CANARY}\n`, 3],
+    ["a tab in the indentation", `tiers:\n\tlight: ${CANARY}\n`, 2],
+    ["a bad escape", `tiers:\n  light:\n    - model: "${CANARY}\\q"\n`, 3],
+    ["an unknown tag", `tiers:\n  light: !${CANARY} x\n  mid: [a\n`, 4],
+    ["a duplicate key", `gateway: 1\nkey: ${CANARY}\ngateway: 2\n`, 3],
+    ["an implicit key over two lines", `tiers:\n  "${CANARY}\n  ": 1\n`, 2],
+  ])("YAML with %s: file, line and column, no source", (_, text, line) => {
+    const error = configError(text, "/etc/handoff/secret.yaml");
+    expect(error.code).toBe("HANDOFF_ERR_CONFIG");
+    expect(error.message).toMatch(
+      new RegExp(`^/etc/handoff/secret\\.yaml: line ${line}, column \\d+: not valid YAML: \\S`),
+    );
+    expect(error.message).not.toContain("\n");
+    expect(shown(error)).not.toContain(CANARY);
+    expect(shown(error)).not.toContain("canary");
+  });
+
+  it.each([
+    ["a missing comma", `{\n  "tiers": {\n    "light": "${CANARY}"\n    "mid": 1 }\n}`, 4, 5],
+    ["a single-quoted key", `{\n  'api_key': "${CANARY}"\n}`, 2, 3],
+    ["a line break in a string", `{\n  "key": "${CANARY}\n"\n}`, 2, 33],
+    ["a bare word", `{\n  "key": ${CANARY}\n}`, 2, 10],
+    ["a trailing comma", `{ "key": "${CANARY}", }`, 1, 36],
+    ["a cut-off file", `{ "key": "${CANARY}`, 1, 10],
+    ["text after the value", `{} ${CANARY}`, 1, 4],
+  ])("JSON with %s: file, line and column, no source", (_, text, line, column) => {
+    expect(() => JSON.parse(text)).toThrow();
+    const error = configError(text, "/etc/handoff/secret.json");
+    expect(error.code).toBe("HANDOFF_ERR_CONFIG");
+    expect(error.message).toMatch(
+      new RegExp(
+        `^/etc/handoff/secret\\.json: line ${line}, column ${column}: not valid JSON: [a-z]`,
+      ),
+    );
+    expect(shown(error)).not.toContain(CANARY);
+    expect(shown(error)).not.toContain("canary");
+  });
+
+  it("prints no YAML warning, which would quote the file", () => {
+    const emitted = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+    const warned = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      const error = configError(`tiers:\n  light: !${CANARY} x\n`, "/etc/handoff/tag.yaml");
+      expect(error.message).toMatch(/^\/etc\/handoff\/tag\.yaml is invalid: tiers\.light: /);
+      expect(shown(error)).not.toContain(CANARY);
+      expect(emitted).not.toHaveBeenCalled();
+      expect(warned).not.toHaveBeenCalled();
+    } finally {
+      emitted.mockRestore();
+      warned.mockRestore();
+    }
+  });
+
+  it("names the path of a schema error next to a secret, and not the value", () => {
+    const deployment = (fields: Record<string, unknown>) => [
+      { provider: "openai-compatible", model: "m", ...fields },
+    ];
+    const text = JSON.stringify({
+      tiers: {
+        light: deployment({ base_url: CANARY }),
+        mid: deployment({ timeout_ms: CANARY, api_key_env: CANARY }),
+        heavy: [{ provider: CANARY, model: "m" }],
+      },
+      gateway: { api_keys: [{ name: "ci", key_env: CANARY, requests_per_minute: CANARY }] },
+      limits: { max_hops: CANARY },
+    });
+    for (const source of ["/etc/handoff/secret.json", "/etc/handoff/secret.yaml"]) {
+      const error = configError(text, source);
+      expect(error.message.startsWith(`${source} is invalid: `)).toBe(true);
+      expect(error.issues?.map((i) => i.path).sort()).toEqual([
+        "gateway.api_keys[0].key_env",
+        "gateway.api_keys[0].requests_per_minute",
+        "limits.max_hops",
+        "tiers.heavy[0].provider",
+        "tiers.light[0].base_url",
+        "tiers.mid[0].api_key_env",
+        "tiers.mid[0].timeout_ms",
+      ]);
+      expect(shown(error)).not.toContain(CANARY);
+      expect(shown(error)).not.toContain("canary");
+      // zod says which type it wanted and got, not what the value was.
+      expect(error.message).toContain("tiers.mid[0].timeout_ms: Invalid input: expected number");
+    }
   });
 });

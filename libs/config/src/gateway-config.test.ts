@@ -21,7 +21,10 @@ function configError(text: string): HandoffError {
 
 describe("the gateway section", () => {
   it("is optional: no section, no keys, an open API", () => {
-    expect(parseConfig(TIERS, "handoff.yaml").gateway).toEqual({ api_keys: [] });
+    expect(parseConfig(TIERS, "handoff.yaml").gateway).toEqual({
+      api_keys: [],
+      auth_failures: { max: 10, window_ms: 60_000, max_addresses: 10_000 },
+    });
   });
 
   it("reads named keys by variable, with an optional rate", () => {
@@ -38,8 +41,38 @@ gateway:
       "handoff.yaml",
     );
     expect(config.gateway.api_keys).toEqual([
-      { name: "team-a", key_env: "HANDOFF_KEY_TEAM_A", requests_per_minute: 60 },
-      { name: "ci.bot_2", key_env: "CI_KEY" },
+      { name: "team-a", key_env: "HANDOFF_KEY_TEAM_A", requests_per_minute: 60, scopes: [] },
+      { name: "ci.bot_2", key_env: "CI_KEY", scopes: [] },
+    ]);
+  });
+
+  it("reads a key's scopes and the failed-authentication throttle, with defaults", () => {
+    const config = parseConfig(
+      `${TIERS}
+gateway:
+  api_keys:
+    - { name: ops, key_env: OPS_KEY, scopes: [admin] }
+  auth_failures: { max: 3 }
+`,
+      "handoff.yaml",
+    );
+    expect(config.gateway.api_keys[0]?.scopes).toEqual(["admin"]);
+    expect(config.gateway.auth_failures).toEqual({
+      max: 3,
+      window_ms: 60_000,
+      max_addresses: 10_000,
+    });
+    const error = configError(`${TIERS}
+gateway:
+  api_keys:
+    - { name: a, key_env: A, scopes: [root] }
+  auth_failures: { max: 0, window_ms: 10, max_addresses: 0 }
+`);
+    expect(error.issues?.map((i) => i.path)).toEqual([
+      "gateway.api_keys[0].scopes[0]",
+      "gateway.auth_failures.max",
+      "gateway.auth_failures.window_ms",
+      "gateway.auth_failures.max_addresses",
     ]);
   });
 

@@ -4,6 +4,7 @@ import { HandoffError } from "@handoff/contracts";
 import { parse as parseYaml } from "yaml";
 import { simProfile } from "./defaults.js";
 import { HandoffConfig } from "./schema.js";
+import { formatSyntaxProblem, jsonSyntaxProblem, yamlSyntaxProblem } from "./syntax.js";
 
 export interface LoadedConfig {
   config: HandoffConfig;
@@ -16,13 +17,15 @@ export function parseConfig(text: string, source: string): HandoffConfig {
   const json = extname(source).toLowerCase() === ".json";
   let raw: unknown;
   try {
-    raw = json ? JSON.parse(text) : parseYaml(text);
+    // No code frame in yaml's errors, and no warnings printed: either would quote the file.
+    raw = json ? JSON.parse(text) : parseYaml(text, { prettyErrors: false, logLevel: "error" });
   } catch (error) {
-    throw new HandoffError(
-      "HANDOFF_ERR_CONFIG",
-      `${source} is not valid ${json ? "JSON" : "YAML"}: ${(error as Error).message}`,
-      { cause: error },
-    );
+    // Position and problem only, and no `cause`: the parser's own message quotes the source,
+    // which may hold a pasted secret.
+    const found = json ? jsonSyntaxProblem(text) : yamlSyntaxProblem(error, text);
+    throw new HandoffError("HANDOFF_ERR_CONFIG", formatSyntaxProblem(source, found), {
+      details: { ...found },
+    });
   }
   const parsed = HandoffConfig.safeParse(raw);
   if (!parsed.success) throw HandoffError.validation(source, parsed.error, "HANDOFF_ERR_CONFIG");
@@ -31,6 +34,20 @@ export function parseConfig(text: string, source: string): HandoffConfig {
   const model = config.routing.model;
   if (model !== undefined && !isAbsolute(model) && isAbsolute(source)) {
     config.routing.model = resolve(dirname(source), model);
+  }
+  // So are the NATS credential and certificate files.
+  if (isAbsolute(source)) {
+    const nearConfig = (file: string | undefined) =>
+      file === undefined || isAbsolute(file) ? file : resolve(dirname(source), file);
+    const { nats } = config;
+    for (const field of ["creds_file", "nkey_seed_file"] as const) {
+      const file = nearConfig(nats[field]);
+      if (file !== undefined) nats[field] = file;
+    }
+    for (const field of ["ca_file", "cert_file", "key_file"] as const) {
+      const file = nearConfig(nats.tls?.[field]);
+      if (file !== undefined && nats.tls) nats.tls[field] = file;
+    }
   }
   return config;
 }

@@ -178,6 +178,11 @@ export const ApiKey = z.object({
    * to N times this rate. Absent: no limit.
    */
   requests_per_minute: z.number().int().positive().max(1_000_000).optional(),
+  /**
+   * What the key may do beyond its own jobs. `admin`: read every job, whichever key submitted it.
+   * Without it a key reads only the jobs it submitted.
+   */
+  scopes: z.array(z.enum(["admin"])).default([]),
 });
 export type ApiKey = z.infer<typeof ApiKey>;
 
@@ -188,6 +193,19 @@ export type ApiKey = z.infer<typeof ApiKey>;
 export const GatewaySettings = z
   .object({
     api_keys: z.array(ApiKey).default([]),
+    /**
+     * Failed authentication (a missing or wrong key), counted per client address: after `max`
+     * failures within `window_ms` of the first, the address gets `429` until that window ends,
+     * even with a right key. `max_addresses` bounds the addresses tracked at once; past it the
+     * oldest are forgotten first. Counted by each gateway instance on its own.
+     */
+    auth_failures: z
+      .object({
+        max: z.number().int().min(1).max(1_000_000).default(10),
+        window_ms: z.number().int().min(1_000).max(86_400_000).default(60_000),
+        max_addresses: z.number().int().min(1).max(10_000_000).default(10_000),
+      })
+      .default({ max: 10, window_ms: 60_000, max_addresses: 10_000 }),
   })
   .superRefine((gateway, ctx) => {
     // A name identifies the caller in logs and owns a rate bucket; a variable is one key. Either
@@ -208,6 +226,86 @@ export const GatewaySettings = z
   });
 export type GatewaySettings = z.infer<typeof GatewaySettings>;
 
+/** TLS to the NATS server: a CA to trust, and a client certificate for servers that verify clients. */
+export const NatsTls = z
+  .object({
+    /** PEM file of the CA that signed the server's certificate (else the system's CAs). */
+    ca_file: z.string().min(1).optional(),
+    /** PEM client certificate, with `key_file`, for a server with `verify: true`. */
+    cert_file: z.string().min(1).optional(),
+    key_file: z.string().min(1).optional(),
+  })
+  .superRefine((tls, ctx) => {
+    if ((tls.cert_file === undefined) !== (tls.key_file === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [tls.cert_file === undefined ? "cert_file" : "key_file"],
+        message: "a client certificate needs both cert_file and key_file",
+      });
+    }
+  });
+export type NatsTls = z.infer<typeof NatsTls>;
+
+/**
+ * How the services and the CLI connect to NATS. Every field has an environment variable that
+ * overrides it (`NATS_URL`, `NATS_CREDS`, ...); secrets are named by file or variable, never
+ * written here. Relative paths are read from the config file's folder.
+ */
+export const NatsSettings = z
+  .object({
+    /** Comma-separated server URLs; `tls://` requires TLS. */
+    url: z.string().min(1).optional(),
+    /** A creds file (user JWT and nkey seed), as `nsc` writes it. */
+    creds_file: z.string().min(1).optional(),
+    /** A file holding an nkey seed (`SU...`), for servers that list users by nkey. */
+    nkey_seed_file: z.string().min(1).optional(),
+    user: z.string().min(1).optional(),
+    /** The variable holding `user`'s password. */
+    password_env: EnvVarName.optional(),
+    /** The variable holding an authorization token. */
+    token_env: EnvVarName.optional(),
+    tls: NatsTls.optional(),
+    /**
+     * Prefix of this connection's reply subjects (default `_INBOX`). Give each identity its own
+     * (the shipped server config uses `_INBOX_<service>`) so no one else may subscribe to replies.
+     */
+    inbox_prefix: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, "must be subject tokens without wildcards")
+      .optional(),
+  })
+  .superRefine((nats, ctx) => {
+    const methods = (["creds_file", "nkey_seed_file", "user", "token_env"] as const).filter(
+      (field) => nats[field] !== undefined,
+    );
+    if (methods.length > 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: [methods[1] as string],
+        message: `choose one way to authenticate: ${methods.join(" and ")} are both set`,
+      });
+    }
+    if (nats.password_env !== undefined && nats.user === undefined) {
+      ctx.addIssue({ code: "custom", path: ["password_env"], message: "needs `user`" });
+    }
+  });
+export type NatsSettings = z.infer<typeof NatsSettings>;
+
+/** Message authenticity inside the mesh. */
+export const MeshSettings = z.object({
+  /**
+   * The variable holding the mesh signing key (at least 32 bytes of secret). When set, every
+   * service signs what it publishes and accepts only what a key it knows signed.
+   */
+  signing_key_env: EnvVarName.optional(),
+  /**
+   * Variables holding keys that are still accepted but no longer used to sign: the old key during
+   * a rotation (see the README's Security section).
+   */
+  verify_key_envs: z.array(EnvVarName).max(4).default([]),
+});
+export type MeshSettings = z.infer<typeof MeshSettings>;
+
 export const HandoffConfig = z
   .object({
     tiers: z.object({
@@ -219,7 +317,9 @@ export const HandoffConfig = z
     limits: Limits.default(Limits.parse({})),
     resilience: Resilience.default(Resilience.parse({})),
     jetstream: JetStreamSettings.default({ replicas: 1 }),
-    gateway: GatewaySettings.default({ api_keys: [] }),
+    gateway: GatewaySettings.default(GatewaySettings.parse({})),
+    nats: NatsSettings.default({}),
+    mesh: MeshSettings.default({ verify_key_envs: [] }),
   })
   .superRefine((config, ctx) => {
     // Deployment ids name fallbacks, breakers, spans and metrics. One deployment may serve

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { FreeFormObject } from "./json-depth.js";
 
 /**
  * Chat messages in the OpenAI chat-completions shape, the lingua franca of the mesh.
@@ -37,8 +38,8 @@ export const ToolDefinition = z.object({
   function: z.object({
     name: ToolName,
     description: z.string().optional(),
-    /** JSON Schema of the arguments object. */
-    parameters: z.record(z.string(), z.unknown()).optional(),
+    /** JSON Schema of the arguments object, nested at most `MAX_JSON_DEPTH` levels. */
+    parameters: FreeFormObject.optional(),
     strict: z.boolean().optional(),
   }),
 });
@@ -95,7 +96,7 @@ export const ResponseFormat = z.discriminatedUnion("type", [
     json_schema: z.object({
       name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "names are 1-64 letters, digits, '_' or '-'"),
       description: z.string().optional(),
-      schema: z.record(z.string(), z.unknown()).optional(),
+      schema: FreeFormObject.optional(),
       strict: z.boolean().nullish(),
     }),
   }),

@@ -12,7 +12,7 @@ import {
   type Usage,
 } from "./envelope.js";
 import { ErrorCodes, HandoffError, isErrorCode } from "./errors.js";
-import { isTerminal } from "./job-record.js";
+import { isTerminal, JobRecord } from "./job-record.js";
 import { jsonSchemaOf, type WireSchemaName, WireSchemas } from "./json-schema.js";
 import { ChatCompletionRequest } from "./openai.js";
 import { forwardMessageId, ServiceNames, Stages, Subjects } from "./subjects.js";
@@ -467,6 +467,52 @@ describe("jsonSchemaOf", () => {
     expect(validate(minimalEnvelope())).toBe(true);
     expect(validate({ ...minimalEnvelope(), id: "bad id" })).toBe(false);
     expect(validate.errors?.[0]?.instancePath).toBe("/id");
+  });
+
+  it.each(["job-envelope", "job-record"] as const)(
+    "gives %s an optional owner, an API key name",
+    (name) => {
+      const schema = jsonSchemaOf(name);
+      const owner = (schema.properties as Record<string, { type?: string; pattern?: string }>)
+        .owner;
+      expect(owner?.type).toBe("string");
+      expect(owner?.pattern).toBe("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$");
+      expect(schema.required).not.toContain("owner");
+    },
+  );
+
+  it("validates an envelope's owner under a JSON Schema validator", () => {
+    const ajv = new Ajv2020({ strict: false, validateFormats: false });
+    const validate = ajv.compile(jsonSchemaOf("job-envelope"));
+    expect(validate({ ...minimalEnvelope(), owner: "team-a" })).toBe(true);
+    expect(validate({ ...minimalEnvelope(), owner: "sk live key" })).toBe(false);
+    expect(validate.errors?.[0]?.instancePath).toBe("/owner");
+  });
+});
+
+describe("job owner", () => {
+  const record = {
+    id: "job_12345678",
+    status: "queued",
+    created_at: NOW,
+    updated_at: NOW,
+    hops: [],
+    usage: [],
+    cost_usd: 0,
+  };
+
+  it("is kept by the envelope and the record, and optional on both", () => {
+    expect(JobEnvelope.parse({ ...minimalEnvelope(), owner: "ci.bot_2" }).owner).toBe("ci.bot_2");
+    expect(JobEnvelope.parse(minimalEnvelope()).owner).toBeUndefined();
+    expect(JobRecord.parse({ ...record, owner: "team-a" }).owner).toBe("team-a");
+    expect(JobRecord.parse(record).owner).toBeUndefined();
+  });
+
+  it("is an API key name, not anything that could be a key", () => {
+    for (const owner of ["", "has space", "-dash-first", "x".repeat(65), "a/b"]) {
+      expect(paths(JobEnvelope, { ...minimalEnvelope(), owner }), owner).toEqual(["owner"]);
+      expect(paths(JobRecord, { ...record, owner }), owner).toEqual(["owner"]);
+    }
   });
 });
 

@@ -15,7 +15,7 @@ export type Issue = z.infer<typeof Issue>;
 export const DeadLetter = z.object({
   stage: Stage,
   subject: z.string(),
-  reason: z.enum(["invalid_payload", "max_deliveries", "failed"]),
+  reason: z.enum(["invalid_payload", "unauthentic", "max_deliveries", "failed"]),
   error: z.object({ code: z.string(), message: z.string() }),
   /** Present when the payload failed its schema. */
   issues: z.array(Issue).optional(),

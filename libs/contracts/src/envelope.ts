@@ -20,6 +20,19 @@ export const JobId = z
   .regex(/^[A-Za-z0-9_-]{8,64}$/, "job ids are 8-64 letters, digits, '_' or '-'");
 export type JobId = z.infer<typeof JobId>;
 
+/**
+ * Who submitted a job: the *name* of the gateway API key it came with (config's
+ * `gateway.api_keys[].name`), never the key. Only that key, or one with the `admin` scope, reads
+ * the job back. Absent on jobs submitted while the API was open.
+ */
+export const JobOwner = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
+    "an owner is an API key name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+  );
+export type JobOwner = z.infer<typeof JobOwner>;
+
 /** A mesh stage: one service, one durable consumer, one subject. */
 export const Stage = z.enum(Stages);
 export type Stage = z.infer<typeof Stage>;
@@ -164,6 +177,8 @@ export const JobEnvelope = z.object({
   v: z.literal(1),
   id: JobId,
   created_at: z.iso.datetime(),
+  /** The API key name that submitted the job; its record keeps it. */
+  owner: JobOwner.optional(),
   input: JobInput,
   /** Stages to visit, in order. Starts as `[classifier]`; stages may extend it (escalation). */
   plan: z.array(Stage).min(1),

@@ -9,6 +9,8 @@ export const ErrorCodes = {
   HANDOFF_ERR_VALIDATION: { status: 400, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_UNSUPPORTED: { status: 400, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_BODY_TOO_LARGE: { status: 413, type: "invalid_request_error", retryable: false },
+  /** The job would not fit in one NATS message: the server's `max_payload`. */
+  HANDOFF_ERR_MAX_PAYLOAD: { status: 413, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_MEDIA_TYPE: { status: 415, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_NOT_FOUND: { status: 404, type: "not_found_error", retryable: false },
   /** No API key, or one the gateway does not know: OpenAI answers the same with a 401. */
@@ -31,8 +33,10 @@ export type ErrorCode = keyof typeof ErrorCodes;
 export interface HandoffErrorOptions {
   /** Overrides the code's default retryability (a provider 429 is retryable, a 400 is not). */
   retryable?: boolean;
-  /** Schema issues or other structured detail, returned to the caller. */
+  /** Schema issues or other structured detail, returned to the caller; the first 20 are kept. */
   issues?: Issue[];
+  /** How many issues there were in all, when `issues` is already a selection of them. */
+  totalIssues?: number;
   details?: Record<string, unknown>;
   cause?: unknown;
 }
@@ -45,14 +49,20 @@ export class HandoffError extends Error {
   override readonly name = "HandoffError";
   readonly code: ErrorCode;
   readonly retryable: boolean;
+  /** At most {@link MAX_ISSUES}, each cut to a bounded length. */
   readonly issues: Issue[] | undefined;
+  /** How many issues there were, of which `issues` holds the first; undefined without issues. */
+  readonly totalIssues: number | undefined;
   readonly details: Record<string, unknown> | undefined;
 
   constructor(code: ErrorCode, message: string, options: HandoffErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.retryable = options.retryable ?? ErrorCodes[code].retryable;
-    this.issues = options.issues;
+    this.issues = options.issues && boundIssues(options.issues);
+    this.totalIssues = options.issues
+      ? Math.max(options.totalIssues ?? 0, options.issues.length)
+      : undefined;
     this.details = options.details;
   }
 
@@ -68,10 +78,17 @@ export class HandoffError extends Error {
     return new HandoffError(code, message, { ...options, retryable: false });
   }
 
-  /** A validation failure whose message names every failing path. */
+  /**
+   * A validation failure whose message names the failing paths: the first {@link MAX_ISSUES},
+   * then how many more there are, so a request with a million errors makes a small answer.
+   */
   static validation(what: string, error: z.ZodError, code: ErrorCode = "HANDOFF_ERR_VALIDATION") {
     const issues = toIssues(error);
-    const summary = issues.map((i) => `${i.path}: ${i.message}`).join("; ");
+    const shown = boundIssues(issues);
+    const more = issues.length - shown.length;
+    const summary =
+      shown.map((i) => `${i.path}: ${i.message}`).join("; ") +
+      (more > 0 ? `; and ${more} more (${issues.length} issues)` : "");
     return new HandoffError(code, `${what} is invalid: ${summary}`, { issues, cause: error });
   }
 
@@ -91,6 +108,26 @@ export class HandoffError extends Error {
       ...(this.issues ? { issues: this.issues } : {}),
     };
   }
+}
+
+/** The most issues an error carries; `totalIssues` counts the rest. */
+export const MAX_ISSUES = 20;
+/** The longest issue path and message an error keeps; a longer one is cut, ending in "…". */
+export const MAX_ISSUE_TEXT = 1_024;
+
+function cut(text: string): string {
+  return text.length <= MAX_ISSUE_TEXT ? text : `${text.slice(0, MAX_ISSUE_TEXT - 1)}…`;
+}
+
+/**
+ * The first {@link MAX_ISSUES} issues, each path and message at most {@link MAX_ISSUE_TEXT}
+ * characters: what an error returns and logs, however many issues a request made.
+ */
+export function boundIssues(issues: readonly Issue[]): Issue[] {
+  return issues.slice(0, MAX_ISSUES).map((issue) => ({
+    path: cut(issue.path),
+    message: cut(issue.message),
+  }));
 }
 
 export function isErrorCode(value: string): value is ErrorCode {

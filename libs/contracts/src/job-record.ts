@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ToolDefinition } from "./chat.js";
-import { JobError, JobId, JobInput, JobResult, Route, Stage, Usage } from "./envelope.js";
+import { JobError, JobId, JobInput, JobOwner, JobResult, Route, Stage, Usage } from "./envelope.js";
 
 /**
  * The job record kept in the `handoff-jobs` KV bucket, keyed by job id: what `GET /v1/jobs/:id`
@@ -17,6 +17,11 @@ export const JobRecord = z.object({
   stage: Stage.optional(),
   created_at: z.iso.datetime(),
   updated_at: z.iso.datetime(),
+  /**
+   * The API key name that submitted the job. With API keys configured, only that key (or an
+   * `admin` one) reads the record; a write never changes or drops it.
+   */
+  owner: JobOwner.optional(),
   trace_id: z.string().optional(),
   route: Route.optional(),
   /** Stages visited so far, in order. */

@@ -171,7 +171,10 @@ export const ErrorBody = z.object({
     type: z.string(),
     param: z.string().nullable(),
     code: z.string().nullable(),
+    /** The first 20 issues at most; `total_issues` counts them all. */
     issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    /** How many issues the request had, with `issues`. */
+    total_issues: z.number().int().nonnegative().optional(),
     job_id: z.string().optional(),
     trace_id: z.string().optional(),
   }),

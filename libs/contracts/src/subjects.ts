@@ -53,6 +53,8 @@ export const Headers = {
   jobId: "Handoff-Job-Id",
   stage: "Handoff-Stage",
   errorCode: "Handoff-Error-Code",
+  /** `v1 <key id> <mac>`: the mesh signing key's HMAC over subject and payload (see @handoff/mesh). */
+  signature: "Handoff-Signature",
 } as const;
 export type Headers = (typeof Headers)[keyof typeof Headers];
 

@@ -1,4 +1,4 @@
-import { HandoffError, type Issue, JobEnvelope, toIssues } from "@handoff/contracts";
+import { HandoffError, type Issue, JobEnvelope } from "@handoff/contracts";
 
 export type Decoded =
   | { ok: true; envelope: JobEnvelope }
@@ -19,11 +19,9 @@ export function decodeEnvelope(payload: string, what = "job envelope"): Decoded 
   }
   const parsed = JobEnvelope.safeParse(raw);
   if (parsed.success) return { ok: true, envelope: parsed.data };
-  return {
-    ok: false,
-    issues: toIssues(parsed.error),
-    error: HandoffError.validation(what, parsed.error, "HANDOFF_ERR_INVALID_MESSAGE"),
-  };
+  const error = HandoffError.validation(what, parsed.error, "HANDOFF_ERR_INVALID_MESSAGE");
+  // The error's issues: the first 20, bounded, for the log line and the dead letter alike.
+  return { ok: false, issues: error.issues ?? [], error };
 }
 
 export function encodeEnvelope(envelope: JobEnvelope): string {

@@ -8,6 +8,7 @@ export * from "./publish.js";
 export * from "./runner.js";
 export * from "./service-api.js";
 export * from "./shutdown.js";
+export * from "./signing.js";
 export * from "./stage-service.js";
 export * from "./topology.js";
 export * from "./trace-context.js";

@@ -26,6 +26,7 @@ export function recordFromEnvelope(
     stage,
     created_at: envelope.created_at,
     updated_at: new Date().toISOString(),
+    ...(envelope.owner !== undefined ? { owner: envelope.owner } : {}),
     ...(traceId ? { trace_id: traceId } : {}),
     ...(envelope.route ? { route: envelope.route } : {}),
     hops: envelope.hops.map((h) => h.stage),
@@ -47,6 +48,13 @@ export function recordFromEnvelope(
         }
       : {}),
   };
+}
+
+/** `record` with the owner of the record it replaces, if that one had an owner. */
+function keepOwner(record: JobRecord, current: Partial<JobRecord>): JobRecord {
+  const owner = current.owner;
+  if (typeof owner !== "string" || owner === record.owner) return record;
+  return { ...record, owner };
 }
 
 /**
@@ -79,20 +87,21 @@ export class JobStore {
 
   /**
    * Writes `record` unless the stored one is already terminal. Returns false when the write was
-   * skipped because the job had finished.
+   * skipped because the job had finished. The stored record's `owner` is kept whatever `record`
+   * says: a job's owner is set once, at submission, and decides who may read it, so a writer that
+   * built its record without the envelope (an unreadable message) must not drop or change it.
    */
   async save(record: JobRecord): Promise<boolean> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const entry = await this.kv.get(record.id);
-      const payload = JSON.stringify(record);
       try {
         if (entry?.operation !== "PUT") {
-          await this.kv.create(record.id, payload);
+          await this.kv.create(record.id, JSON.stringify(record));
           return true;
         }
         const current = entry.json<JobRecord>();
         if (isTerminal(current.status)) return false;
-        await this.kv.update(record.id, payload, entry.revision);
+        await this.kv.update(record.id, JSON.stringify(keepOwner(record, current)), entry.revision);
         return true;
       } catch (error) {
         // Lost a compare-and-set race with another writer: read again and retry.

@@ -8,6 +8,7 @@ import {
 } from "@handoff/contracts";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { type JobStore, recordFromEnvelope } from "./job-store.js";
+import { MeshSigner } from "./signing.js";
 import { tracedHeaders, withProducerSpan } from "./trace-context.js";
 
 /**
@@ -19,6 +20,7 @@ export class JobOutcomes {
   constructor(
     private readonly nc: NatsConnection,
     private readonly store: JobStore,
+    private readonly signer: MeshSigner = MeshSigner.disabled(),
   ) {}
 
   /** The job moved on to `next`. */
@@ -33,8 +35,9 @@ export class JobOutcomes {
   }
 
   /**
-   * A payload too broken to read as an envelope still named its job: fail that job, so its client
-   * gets the reason now instead of a timeout.
+   * An authentic payload too broken to read as an envelope still named its job: fail that job, so
+   * its client gets the reason now instead of a timeout. (The runner never calls this for a
+   * message it cannot authenticate: anyone could name a live job.)
    */
   async unreadable(jobId: string, stage: Stage, error: HandoffError, traceId: string | undefined) {
     const now = new Date().toISOString();
@@ -62,8 +65,11 @@ export class JobOutcomes {
       subject,
       { "messaging.message.conversation_id": record.id, "handoff.job.status": record.status },
       async () => {
-        this.nc.publish(subject, JSON.stringify(record), {
-          headers: tracedHeaders({ [Headers.jobId]: record.id }),
+        const payload = JSON.stringify(record);
+        this.nc.publish(subject, payload, {
+          headers: tracedHeaders(
+            this.signer.sign(subject, payload, { [Headers.jobId]: record.id }),
+          ),
         });
       },
     );

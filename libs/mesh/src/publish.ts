@@ -7,17 +7,20 @@ import {
 } from "@handoff/contracts";
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import { encodeEnvelope } from "./codec.js";
+import { MeshSigner } from "./signing.js";
 import { tracedHeaders, withProducerSpan } from "./trace-context.js";
 
 /**
  * Publishes a job envelope to a stage's subject inside a PRODUCER span, carrying the trace in
  * its headers. `Nats-Msg-Id = <jobId>:<stage>` makes JetStream drop a second publish of the same
- * hop, so a stage that is redelivered a job after forwarding it never forwards it twice.
+ * hop, so a stage that is redelivered a job after forwarding it never forwards it twice. With a
+ * signing key, the message carries the mesh's signature.
  */
 export function publishJob(
   js: JetStreamClient,
   envelope: JobEnvelope,
   stage: Stage,
+  signer: MeshSigner = MeshSigner.disabled(),
 ): Promise<PubAck> {
   const subject = Subjects.job(stage);
   const msgID = forwardMessageId(envelope.id, stage);
@@ -29,9 +32,12 @@ export function publishJob(
       "handoff.stage.next": stage,
     },
     async (span) => {
-      const ack = await js.publish(subject, encodeEnvelope(envelope), {
+      const payload = encodeEnvelope(envelope);
+      const ack = await js.publish(subject, payload, {
         msgID,
-        headers: tracedHeaders({ [Headers.jobId]: envelope.id, [Headers.stage]: stage }),
+        headers: tracedHeaders(
+          signer.sign(subject, payload, { [Headers.jobId]: envelope.id, [Headers.stage]: stage }),
+        ),
       });
       span.setAttribute("handoff.duplicate", ack.duplicate);
       return ack;

@@ -24,8 +24,15 @@ import { publishDeadLetter, salvageJobId } from "./dead-letters.js";
 import { JobStore } from "./job-store.js";
 import { JobOutcomes } from "./outcomes.js";
 import { publishJob } from "./publish.js";
+import { MeshSigner } from "./signing.js";
 import { ensureStageConsumer, type Topology, type TopologyOptions } from "./topology.js";
-import { activeTraceId, extractContext, markError, tracer } from "./trace-context.js";
+import {
+  activeTraceId,
+  extractContext,
+  markError,
+  tracedHeaders,
+  tracer,
+} from "./trace-context.js";
 
 /** What a stage handler gets besides the envelope. */
 export interface StageContext {
@@ -69,6 +76,8 @@ export interface StageRunnerOptions {
   backoffMs?: (delivery: number) => number;
   /** How long `stop()` waits for in-flight jobs before aborting them back to the queue. */
   drainTimeoutMs?: number;
+  /** Signs what the stage publishes and checks what it receives; default: signing off. */
+  signer?: MeshSigner;
 }
 
 export interface RunnerStats {
@@ -78,6 +87,8 @@ export interface RunnerStats {
   failed: number;
   retried: number;
   dead_lettered: number;
+  /** Messages dropped because they were unsigned or badly signed. */
+  rejected: number;
   in_flight: number;
 }
 
@@ -114,8 +125,10 @@ export class StageRunner {
     failed: 0,
     retried: 0,
     dead_lettered: 0,
+    rejected: 0,
     in_flight: 0,
   };
+  readonly #signer: MeshSigner;
   #stopping = false;
   #loop: Promise<void> | undefined;
   #batch: ConsumerMessages | undefined;
@@ -124,7 +137,8 @@ export class StageRunner {
   constructor(options: StageRunnerOptions) {
     this.#o = options;
     this.#js = jetstream(options.nc);
-    this.#outcomes = new JobOutcomes(options.nc, new JobStore(options.topology.jobs));
+    this.#signer = options.signer ?? MeshSigner.disabled();
+    this.#outcomes = new JobOutcomes(options.nc, new JobStore(options.topology.jobs), this.#signer);
   }
 
   get subject(): string {
@@ -244,9 +258,16 @@ export class StageRunner {
   async #handle(msg: JsMsg, span: Span): Promise<void> {
     const { stage } = this.#o;
     const delivery = msg.info.deliveryCount;
+    const verdict = this.#signer.verify(msg.subject, msg.data, msg.headers);
+    span.setAttribute("handoff.signature", verdict);
+    if (verdict === "unsigned" || verdict === "forged") {
+      await this.#reject(msg, verdict, span);
+      return;
+    }
     const decoded = decodeEnvelope(msg.string(), `job envelope on ${msg.subject}`);
     if (!decoded.ok) {
-      const jobId = salvageJobId(msg.string());
+      // Only a message the mesh itself signed may fail the job it names.
+      const jobId = verdict === "authentic" ? salvageJobId(msg.string()) : undefined;
       markError(span, decoded.error);
       await publishDeadLetter(this.#js, {
         stage,
@@ -339,7 +360,7 @@ export class StageRunner {
       // Record first, then forward: the next stage cannot finish the job before this write lands,
       // so the compare-and-set never loses to it.
       await this.#outcomes.progressed(out, next, activeTraceId());
-      await publishJob(this.#js, out, next);
+      await publishJob(this.#js, out, next, this.#signer);
       this.#stats.forwarded++;
       logger.info({ next }, `forwarded to ${next}`);
     } else {
@@ -357,6 +378,30 @@ export class StageRunner {
       logger.info({ status: out.error ? "failed" : "succeeded" }, "job finished");
     }
     await this.#ack(msg, logger);
+  }
+
+  /**
+   * A message this stage cannot authenticate is kept for an operator (dead-lettered, with its
+   * payload) and terminated; it fails no job, whatever job it names, and runs no handler.
+   */
+  async #reject(msg: JsMsg, verdict: "unsigned" | "forged", span: Span): Promise<void> {
+    const why =
+      verdict === "unsigned"
+        ? "carries no mesh signature"
+        : "has a signature that no accepted key made";
+    const error = new HandoffError(
+      "HANDOFF_ERR_INVALID_MESSAGE",
+      `message ${msg.info.streamSequence} on ${msg.subject} ${why}; dropped`,
+    );
+    markError(span, error);
+    await publishDeadLetter(this.#js, { stage: this.#o.stage, msg, reason: "unauthentic", error });
+    this.#stats.rejected++;
+    this.#stats.dead_lettered++;
+    this.#o.logger.warn(
+      { subject: msg.subject, stream_sequence: msg.info.streamSequence, signature: verdict },
+      error.message,
+    );
+    msg.term(error.message.slice(0, 200));
   }
 
   /** Checks that make running the handler pointless or harmful. */
@@ -416,7 +461,13 @@ export class StageRunner {
         model,
         delta: event.delta,
       };
-      this.#o.nc.publish(subject, JSON.stringify(chunk));
+      const payload = JSON.stringify(chunk);
+      const headers = this.#signer.sign(subject, payload);
+      this.#o.nc.publish(
+        subject,
+        payload,
+        Object.keys(headers).length > 0 ? { headers: tracedHeaders(headers) } : undefined,
+      );
     };
   }
 

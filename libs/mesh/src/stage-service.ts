@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { trackConnection } from "./connect.js";
 import { type StageHandler, StageRunner } from "./runner.js";
 import { registerService } from "./service-api.js";
+import type { MeshSigner } from "./signing.js";
 import { ensureTopology } from "./topology.js";
 
 export interface MeshLimits {
@@ -24,6 +25,8 @@ export interface StageServiceOptions {
   limits: MeshLimits;
   concurrency: number;
   drainTimeoutMs?: number;
+  /** Signs and checks the stage's messages (see `loadMeshSigner`); default: signing off. */
+  signer?: MeshSigner;
   backoffMs?: (delivery: number) => number;
 }
 
@@ -66,6 +69,7 @@ export function createStageService(options: StageServiceOptions): MeshService {
         limits: options.limits,
         concurrency: options.concurrency,
         ...(options.drainTimeoutMs !== undefined ? { drainTimeoutMs: options.drainTimeoutMs } : {}),
+        ...(options.signer ? { signer: options.signer } : {}),
         ...(options.backoffMs ? { backoffMs: options.backoffMs } : {}),
       });
       await runner.start();

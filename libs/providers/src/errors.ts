@@ -1,4 +1,5 @@
 import { HandoffError } from "@handoff/contracts";
+import { redactSecrets } from "@handoff/telemetry";
 
 /** Why a provider call failed, as far as the resilience layer cares. */
 export type ProviderFailure =
@@ -33,7 +34,13 @@ export interface ProviderErrorDetails {
   retryAfterMs?: number;
 }
 
-/** A failed provider call, classified. Adapters throw it; the resilience layer reads it. */
+/**
+ * A failed provider call, classified. Adapters throw it; the resilience layer reads it. The
+ * message usually quotes the upstream (its error body, a transport error), and an upstream may
+ * echo the key it was sent ("Incorrect API key provided: sk-..."): the message is scrubbed of
+ * every registered secret here, before it becomes a job error, a span event or a client's error
+ * body. The error's stack is taken from the scrubbed message.
+ */
 export function providerError(
   message: string,
   details: ProviderErrorDetails,
@@ -42,7 +49,7 @@ export function providerError(
   const retryable = RETRYABLE.has(details.failure);
   return new HandoffError(
     retryable ? "HANDOFF_ERR_PROVIDER" : "HANDOFF_ERR_PROVIDER_REJECTED",
-    message,
+    redactSecrets(message),
     {
       retryable,
       details: { ...details },

@@ -38,8 +38,10 @@ export interface LightAnswer {
 }
 
 const NUMBER_IN_TEXT = /\$?\d+(?:,\d{3})*(?:\.\d+)?%?/g;
-const OPTION_LINE = /^\s*\(?[A-Ja-j][.)]\s/m;
-const OPTION_LINES = /^\s*\(?[A-Ja-j][.)]\s/gm;
+// An option's indentation stays on its line (spaces, not line breaks): a leading `\s*` would
+// rescan every blank line after each line start, time quadratic in a prompt of newlines.
+const OPTION_LINE = /^[^\S\n\r\u2028\u2029]*\(?[A-Ja-j][.)]\s/m;
+const OPTION_LINES = /^[^\S\n\r\u2028\u2029]*\(?[A-Ja-j][.)]\s/gm;
 const FINAL_MARKERS = [
   /####\s*(-?\$?\d[\d,]*(?:\.\d+)?%?)/g,
   /\\boxed\{\s*(-?\$?\d[\d,]*(?:\.\d+)?%?)\s*\}/g,

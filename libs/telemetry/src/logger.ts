@@ -1,5 +1,6 @@
 import { isSpanContextValid, trace } from "@opentelemetry/api";
 import { type DestinationStream, type Logger, pino } from "pino";
+import { redactSecrets } from "./secrets.js";
 
 export type { Logger } from "pino";
 
@@ -9,6 +10,16 @@ export interface LoggerOptions {
   destination?: DestinationStream;
 }
 
+/** Credential headers, by their lower-case names as Node and fastify keep them. */
+const CREDENTIAL_HEADERS = [
+  "authorization",
+  "proxy-authorization",
+  "cookie",
+  "set-cookie",
+  "api-key",
+  "x-api-key",
+];
+
 /** Keys whose values never reach a log line. */
 const REDACTED = [
   "api_key",
@@ -17,23 +28,25 @@ const REDACTED = [
   "password",
   "secret",
   "token",
+  "cookie",
+  '["api-key"]',
+  '["x-api-key"]',
   "*.api_key",
   "*.apiKey",
   "*.authorization",
   "*.password",
   "*.secret",
   "*.token",
-  "headers.authorization",
-  "headers.cookie",
-  "*.headers.authorization",
-  "*.headers.cookie",
-  'headers["x-api-key"]',
-  '*.headers["x-api-key"]',
+  "*.cookie",
+  '*["api-key"]',
+  '*["x-api-key"]',
+  ...CREDENTIAL_HEADERS.flatMap((name) => [`headers["${name}"]`, `*.headers["${name}"]`]),
 ];
 
 /**
  * JSON logs with the active span's `trace_id` and `span_id` on every line, so a log line leads to
- * its trace in Jaeger and back. Secrets are redacted by key.
+ * its trace in Jaeger and back. Secrets are redacted by key, and every line is scrubbed of the
+ * secret values registered at startup (`registerConfigSecrets`), wherever in the line they are.
  */
 export function createLogger(service: string, options: LoggerOptions = {}): Logger {
   return pino(
@@ -44,6 +57,7 @@ export function createLogger(service: string, options: LoggerOptions = {}): Logg
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACTED, censor: "[redacted]" },
+      hooks: { streamWrite: redactSecrets },
       mixin() {
         const context = trace.getActiveSpan()?.spanContext();
         if (!context || !isSpanContextValid(context)) return {};

@@ -1,6 +1,13 @@
 export { type TestEnvelopeOptions, testEnvelope, testStageContext } from "./envelopes.js";
 export { freePort } from "./free-port.js";
 export {
+  createTestNkeyUser,
+  createTestOperator,
+  createTestPki,
+  type TestOperator,
+  type TestPki,
+} from "./nats-security.js";
+export {
   findNatsServer,
   type NatsHandle,
   type NatsProbe,

@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants, rmSync, statSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import type { ConnectionOptions } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { hasExited, killHard, onProcessExit } from "./exit-guard.js";
 import { freePort } from "./free-port.js";
@@ -15,6 +16,13 @@ export interface NatsHandle {
   kind: "external" | "process" | "container";
   /** `process` only: the JetStream store directory (a temporary one is removed by {@link NatsHandle.stop}). */
   storeDir?: string;
+  /**
+   * How a client must connect besides the URL (credentials, TLS files), as given in
+   * {@link SpawnNatsOptions.connect}; empty for an open server.
+   */
+  connectOptions: Partial<ConnectionOptions>;
+  /** `process` only: what the server has logged (the last 64 KiB), e.g. permission violations. */
+  output(): string;
   /**
    * Releases the server. external: no-op; process: SIGTERM, wait for exit (SIGKILL after 5 s),
    * remove the temporary store; container: stop it. Safe to call twice.
@@ -96,6 +104,8 @@ function externalHandle(url: string): NatsHandle {
   return {
     url,
     kind: "external",
+    connectOptions: {},
+    output: () => "",
     // The server belongs to whoever set NATS_URL.
     stop: async () => {},
     restart: unsupported("restart"),
@@ -133,6 +143,8 @@ async function startContainer(jetstream: boolean): Promise<NatsHandle | undefine
   return {
     url,
     kind: "container",
+    connectOptions: {},
+    output: () => "",
     stop: async () => {
       if (stopped) return;
       stopped = true;
@@ -152,10 +164,23 @@ interface Launched {
 
 class AddressInUseError extends Error {}
 
-function launch(binary: string, port: number, storeDir: string, jetstream: boolean): Launched {
-  const args = ["-a", "127.0.0.1", "-p", String(port), "-sd", storeDir];
-  if (jetstream) args.push("-js");
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+interface LaunchSpec {
+  port: number;
+  storeDir: string;
+  jetstream: boolean;
+  /** A nats.conf to read first; the flags (address, port, store, JetStream) override it. */
+  configFile?: string;
+  env?: Record<string, string>;
+}
+
+function launch(binary: string, spec: LaunchSpec): Launched {
+  const args = spec.configFile ? ["-c", spec.configFile] : [];
+  args.push("-a", "127.0.0.1", "-p", String(spec.port), "-sd", spec.storeDir);
+  if (spec.jetstream) args.push("-js");
+  const child = spawn(binary, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...spec.env },
+  });
   let output = "";
   let error: Error | undefined;
   const append = (chunk: string) => {
@@ -186,10 +211,15 @@ export interface NatsProbe {
  * call that only succeeds once JetStream really serves (it finishes recovering its store after
  * the client port opens). Used by the tests' readiness wait and by the local runner.
  */
-export async function probeNats(url: string, timeoutMs = 1_000): Promise<NatsProbe> {
+export async function probeNats(
+  url: string,
+  timeoutMs = 1_000,
+  options: Partial<ConnectionOptions> = {},
+): Promise<NatsProbe> {
   let nc: Awaited<ReturnType<typeof connect>> | undefined;
   try {
     nc = await connect({
+      ...options,
       servers: url,
       reconnect: false,
       timeout: timeoutMs,
@@ -212,12 +242,21 @@ export async function probeNats(url: string, timeoutMs = 1_000): Promise<NatsPro
 }
 
 /** Succeeds once the server accepts a client and, when asked, answers a JetStream API call. */
-async function probe(url: string, jetstream: boolean): Promise<void> {
-  const { state, detail } = await probeNats(url);
+async function probe(
+  url: string,
+  jetstream: boolean,
+  options: Partial<ConnectionOptions>,
+): Promise<void> {
+  const { state, detail } = await probeNats(url, 1_000, options);
   if (state === "down" || (jetstream && state !== "jetstream")) throw new Error(detail ?? state);
 }
 
-async function waitReady(launched: Launched, url: string, jetstream: boolean): Promise<void> {
+async function waitReady(
+  launched: Launched,
+  url: string,
+  jetstream: boolean,
+  options: Partial<ConnectionOptions>,
+): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -230,7 +269,7 @@ async function waitReady(launched: Launched, url: string, jetstream: boolean): P
       );
     }
     try {
-      await probe(url, jetstream);
+      await probe(url, jetstream, options);
       return;
     } catch (err) {
       lastError = err;
@@ -275,6 +314,17 @@ export interface SpawnNatsOptions {
   port?: number;
   /** A JetStream store to keep; default a temporary one, removed on stop. */
   storeDir?: string;
+  /**
+   * nats.conf text for the server (authorization, accounts, `tls { }`, `max_payload`...). The
+   * address, port, store and JetStream flags still come from the options above.
+   */
+  config?: string;
+  /** Environment for the server process, read by `$VARIABLE` references in `config`. */
+  env?: Record<string, string>;
+  /** The server requires TLS: its URL is `tls://`. */
+  tls?: boolean;
+  /** How the readiness probe (and {@link NatsHandle.connectOptions}) connects: credentials, TLS. */
+  connect?: Partial<ConnectionOptions>;
 }
 
 /**
@@ -291,8 +341,18 @@ export async function spawnNatsServer(
   let current: Launched | undefined;
   let stopped = false;
   let port = options.port ?? 0;
+  const scheme = options.tls ? "tls" : "nats";
+  const connectOptions = options.connect ?? {};
+  let configFile: string | undefined;
+  let configDir: string | undefined;
+  if (options.config !== undefined) {
+    configDir = await mkdtemp(join(tmpdir(), "handoff-nats-conf-"));
+    configFile = join(configDir, "nats.conf");
+    await writeFile(configFile, options.config, { mode: 0o600 });
+  }
 
   const removeStore = async () => {
+    if (configDir) await rm(configDir, { recursive: true, force: true });
     if (temporary) await rm(storeDir, { recursive: true, force: true, maxRetries: 5 });
   };
   const unregister = onProcessExit(() => {
@@ -309,10 +369,16 @@ export async function spawnNatsServer(
   const boot = async (pickNewPortOnConflict: boolean): Promise<void> => {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (let attempt = 1; ; attempt++) {
-      const launched = launch(binary, port, storeDir, jetstream);
+      const launched = launch(binary, {
+        port,
+        storeDir,
+        jetstream,
+        ...(configFile ? { configFile } : {}),
+        ...(options.env ? { env: options.env } : {}),
+      });
       current = launched;
       try {
-        await waitReady(launched, `nats://127.0.0.1:${port}`, jetstream);
+        await waitReady(launched, `${scheme}://127.0.0.1:${port}`, jetstream, connectOptions);
         return;
       } catch (err) {
         current = undefined;
@@ -344,9 +410,11 @@ export async function spawnNatsServer(
   };
 
   return {
-    url: `nats://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     kind: "process",
     storeDir,
+    connectOptions,
+    output: () => current?.output() ?? "",
     async stop() {
       if (stopped) return;
       stopped = true;

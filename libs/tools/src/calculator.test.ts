@@ -235,6 +235,12 @@ describe("evaluate: nesting limit", () => {
   it("survives very long flat input without recursion trouble", () => {
     expect(evaluate(Array.from({ length: 10_000 }, () => "1").join("+"))).toBe(10_000);
   });
+
+  it("reads a megabyte of digits, operators and parentheses in one pass", () => {
+    expect(evaluate(`0${" + (2 - 1) * 1".repeat(70_000)}`)).toBe(70_000);
+    expect(errorOf(`${"(".repeat(1_000_000)}1`).message).toContain("nested too deeply");
+    expect(errorOf(`${"1 ".repeat(500_000)}`).message).toBe('unexpected "1" at position 2');
+  }, 5_000);
 });
 
 describe("formatNumber", () => {

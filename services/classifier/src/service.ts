@@ -7,7 +7,13 @@ import {
   remainingBudget,
   type Stage,
 } from "@handoff/contracts";
-import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
+import {
+  createStageService,
+  loadMeshSigner,
+  type MeshService,
+  meshLimits,
+  type StageContext,
+} from "@handoff/mesh";
 import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import {
   type Assessment,
@@ -280,6 +286,7 @@ export function createClassifierService(deps: ClassifierDeps): MeshService {
     handler: handle,
     logger: deps.logger,
     limits: meshLimits(deps.config),
+    signer: loadMeshSigner(deps.config.mesh),
     concurrency: deps.concurrency,
   });
 }

@@ -3,6 +3,7 @@ import { HandoffError } from "@handoff/contracts";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import type { Logger } from "pino";
 import { type ApiKeyEntry, registerAuth } from "./auth.js";
+import { replyBodyTooLarge } from "./body-limit.js";
 import { errorBody, toHandoffError } from "./errors.js";
 import type { JobClient } from "./job-client.js";
 import { collectRoutes, registerOpenApi } from "./openapi.js";
@@ -23,10 +24,12 @@ export interface AppDeps {
   version?: string;
   /** The API keys read at start (`loadApiKeys`). None: the API is open, as behind a private network. */
   apiKeys?: readonly ApiKeyEntry[];
-  /** The rate limiter's clock; tests inject one. */
+  /** The rate limiters' clock; tests inject one. */
   clock?: Clock;
   /** Called first for every request, before the key check (the service's request counters). */
   onRequest?: (reply: FastifyReply) => void;
+  /** The connected NATS server's `max_payload`: a job larger than one message is refused. */
+  maxPayload?: () => number | undefined;
 }
 
 /** The gateway's HTTP app. Builds, never listens: `main.ts` listens, tests use `inject()`. */
@@ -46,21 +49,43 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerTracing(app);
   // After tracing, whose hook opens the span the key's name is written on.
   const apiKeys = deps.apiKeys ?? [];
-  if (apiKeys.length > 0)
-    registerAuth(app, { keys: apiKeys, ...(deps.clock ? { clock: deps.clock } : {}) });
+  const auth = apiKeys.length > 0;
+  if (auth) {
+    const failures = deps.config.gateway.auth_failures;
+    registerAuth(app, {
+      keys: apiKeys,
+      failures: {
+        max: failures.max,
+        windowMs: failures.window_ms,
+        maxAddresses: failures.max_addresses,
+      },
+      ...(deps.clock ? { clock: deps.clock } : {}),
+    });
+  }
 
+  // The one place a failed request is logged, once: fastify logs nothing of its own for errors a
+  // handler like this one answers. A validation error's issues are already bounded (20).
   app.setErrorHandler((error, request, reply) => {
-    const handoffError = toHandoffError(error);
+    const handoffError = toHandoffError(error, deps.config.limits.max_body_bytes);
     if (handoffError.status >= 500) request.log.error({ err: error }, handoffError.message);
     else
       request.log.info(
-        { code: handoffError.code, issues: handoffError.issues },
+        {
+          code: handoffError.code,
+          ...(handoffError.issues
+            ? { issues: handoffError.issues, total_issues: handoffError.totalIssues }
+            : {}),
+        },
         handoffError.message,
       );
     const traceId = request.otelSpan?.spanContext().traceId;
-    return reply
-      .status(handoffError.status)
-      .send(errorBody(handoffError, traceId ? { trace_id: traceId } : {}));
+    const body = errorBody(handoffError, traceId ? { trace_id: traceId } : {});
+    // Refused before its body was read: answer so that a client still sending reads the 413.
+    if (handoffError.code === "HANDOFF_ERR_BODY_TOO_LARGE" && !request.raw.complete) {
+      replyBodyTooLarge(request, reply, handoffError.status, body);
+      return;
+    }
+    return reply.status(handoffError.status).send(body);
   });
 
   app.setNotFoundHandler((request, reply) => {
@@ -72,9 +97,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   registerHealth(app, deps.ready);
-  registerChatCompletions(app, { jobs: deps.jobs, config: deps.config });
-  registerJobs(app, { jobs: deps.jobs, config: deps.config });
+  registerChatCompletions(app, {
+    jobs: deps.jobs,
+    config: deps.config,
+    ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),
+  });
+  registerJobs(app, { jobs: deps.jobs, config: deps.config, auth });
   registerModels(app, deps.config);
-  registerOpenApi(app, { version: deps.version ?? "0.0.0", auth: apiKeys.length > 0 });
+  registerOpenApi(app, { version: deps.version ?? "0.0.0", auth });
   return app;
 }

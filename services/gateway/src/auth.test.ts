@@ -1,17 +1,19 @@
 import { HandoffConfig, simProfile } from "@handoff/config";
-import { ErrorBody, HandoffError } from "@handoff/contracts";
+import { ErrorBody, HandoffError, type JobEnvelope, type JobRecord } from "@handoff/contracts";
+import { recordFromEnvelope } from "@handoff/mesh";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
 import { loadApiKeys } from "./auth.js";
 import type { JobClient } from "./job-client.js";
+import { FailureThrottle } from "./rate-limit.js";
 import { openSse } from "./sse.js";
 
 const logger = pino({ level: "silent" });
 
-function configWith(apiKeys: unknown[]): HandoffConfig {
-  return HandoffConfig.parse({ ...simProfile, gateway: { api_keys: apiKeys } });
+function configWith(apiKeys: unknown[], gateway: Record<string, unknown> = {}): HandoffConfig {
+  return HandoffConfig.parse({ ...simProfile, gateway: { api_keys: apiKeys, ...gateway } });
 }
 
 describe("loadApiKeys", () => {
@@ -21,9 +23,9 @@ describe("loadApiKeys", () => {
       { name: "team-b", key_env: "KEY_B" },
     ]);
     const keys = loadApiKeys(config.gateway.api_keys, { KEY_A: "sk-a", KEY_B: " sk-b\n" });
-    expect(keys.map((k) => [k.name, k.requestsPerMinute])).toEqual([
-      ["team-a", 60],
-      ["team-b", undefined],
+    expect(keys.map((k) => [k.name, k.requestsPerMinute, k.scopes])).toEqual([
+      ["team-a", 60, []],
+      ["team-b", undefined, []],
     ]);
     expect(keys[0]?.digest).toHaveLength(32);
     expect(JSON.stringify(keys)).not.toContain("sk-a");
@@ -58,6 +60,18 @@ describe("loadApiKeys", () => {
     );
   });
 
+  it("carries each key's scopes", () => {
+    const config = configWith([
+      { name: "ops", key_env: "KO", scopes: ["admin"] },
+      { name: "team-a", key_env: "KA" },
+    ]);
+    const keys = loadApiKeys(config.gateway.api_keys, { KO: "sk-o", KA: "sk-a" });
+    expect(keys.map((k) => [k.name, k.scopes])).toEqual([
+      ["ops", ["admin"]],
+      ["team-a", []],
+    ]);
+  });
+
   it("loads nothing when no keys are configured", () => {
     expect(loadApiKeys(simProfile.gateway.api_keys, {})).toEqual([]);
   });
@@ -72,12 +86,16 @@ describe("the auth hook", () => {
     app = undefined;
   });
 
-  function appWith(apiKeys: unknown[], env: Record<string, string>): FastifyInstance {
-    const config = configWith(apiKeys);
+  function appWith(
+    apiKeys: unknown[],
+    env: Record<string, string>,
+    options: { gateway?: Record<string, unknown>; jobs?: JobClient } = {},
+  ): FastifyInstance {
+    const config = configWith(apiKeys, options.gateway);
     now = 0;
     app = buildApp({
-      // The routes under test never reach the job client.
-      jobs: {} as JobClient,
+      // Unless a test passes one, the routes under test never reach the job client.
+      jobs: options.jobs ?? ({} as JobClient),
       config,
       logger,
       ready: () => true,
@@ -88,9 +106,9 @@ describe("the auth hook", () => {
     return app;
   }
 
-  const get = (url: string, headers: Record<string, string> = {}) => {
+  const get = (url: string, headers: Record<string, string> = {}, remoteAddress?: string) => {
     if (!app) throw new Error("no app");
-    return app.inject({ method: "GET", url, headers });
+    return app.inject({ method: "GET", url, headers, ...(remoteAddress ? { remoteAddress } : {}) });
   };
 
   it("answers 401 in OpenAI's shape without a key, with a wrong one, or with another scheme", async () => {
@@ -230,5 +248,291 @@ describe("the auth hook", () => {
     const doc = (await get("/openapi.json")).json();
     expect(doc.components.securitySchemes).toBeUndefined();
     expect(doc.paths["/v1/models"].get.responses["401"]).toBeUndefined();
+  });
+
+  it("throttles an address after N failed authentications, even with the right key, until its window ends", async () => {
+    appWith(
+      [{ name: "a", key_env: "KA" }],
+      { KA: "sk-right" },
+      { gateway: { auth_failures: { max: 3, window_ms: 60_000 } } },
+    );
+    const attacker = "203.0.113.7";
+    const other = "198.51.100.2";
+    const right = { authorization: "Bearer sk-right" };
+    // Missing and wrong keys both count; each of the first N is still a plain 401.
+    now = 0;
+    expect((await get("/v1/models", {}, attacker)).statusCode).toBe(401);
+    now = 10_000;
+    expect(
+      (await get("/v1/models", { authorization: "Bearer sk-wrong" }, attacker)).statusCode,
+    ).toBe(401);
+    // A success in between neither resets nor counts.
+    expect((await get("/v1/models", right, attacker)).statusCode).toBe(200);
+    now = 20_000;
+    expect((await get("/v1/models", { "api-key": "sk-wrong" }, attacker)).statusCode).toBe(401);
+
+    // The window started at the first failure (t = 0): blocked until t = 60 s, whatever is sent.
+    for (const headers of [right, {}, { authorization: "Bearer sk-wrong" }]) {
+      const blocked = await get("/v1/models", headers, attacker);
+      expect(blocked.statusCode, JSON.stringify(headers)).toBe(429);
+      expect(blocked.headers["retry-after"]).toBe("40");
+      const { error } = ErrorBody.parse(blocked.json());
+      expect(error).toMatchObject({
+        code: "HANDOFF_ERR_RATE_LIMITED",
+        type: "requests",
+        param: null,
+      });
+      expect(error.message).toContain("too many failed authentications");
+      expect(error.issues?.[0]?.message).toBe("rate_limit_exceeded");
+    }
+    // Unknown paths are throttled too; probes stay open.
+    expect((await get("/v1/nope", right, attacker)).statusCode).toBe(429);
+    expect((await get("/healthz", {}, attacker)).statusCode).toBe(200);
+    // Another address is untouched.
+    expect((await get("/v1/models", right, other)).statusCode).toBe(200);
+    expect((await get("/v1/models", {}, other)).statusCode).toBe(401);
+
+    now = 59_001;
+    expect((await get("/v1/models", right, attacker)).headers["retry-after"]).toBe("1");
+    now = 60_000;
+    expect((await get("/v1/models", right, attacker)).statusCode).toBe(200);
+    // A fresh window: one more failure is a 401 again, not a 429.
+    expect((await get("/v1/models", {}, attacker)).statusCode).toBe(401);
+    expect((await get("/v1/models", right, attacker)).statusCode).toBe(200);
+  });
+
+  it("counts failures in one window: N failures spread wider than it never block", async () => {
+    appWith(
+      [{ name: "a", key_env: "KA" }],
+      { KA: "sk-right" },
+      { gateway: { auth_failures: { max: 2, window_ms: 1_000 } } },
+    );
+    for (let i = 0; i < 5; i++) {
+      now = i * 1_000;
+      expect((await get("/v1/models", {}, "192.0.2.1")).statusCode).toBe(401);
+    }
+    expect(
+      (await get("/v1/models", { authorization: "Bearer sk-right" }, "192.0.2.1")).statusCode,
+    ).toBe(200);
+  });
+});
+
+describe("FailureThrottle", () => {
+  it("tracks at most maxAddresses, forgetting the oldest first, whatever the flood", () => {
+    let now = 0;
+    const throttle = new FailureThrottle(
+      { max: 2, windowMs: 60_000, maxAddresses: 100 },
+      () => now,
+    );
+    throttle.fail("victim");
+    throttle.fail("victim");
+    expect(throttle.blockedFor("victim")).toBe(60_000);
+    for (let i = 0; i < 10_000; i++) {
+      now = i; // all within the window: nothing expires on its own
+      throttle.fail(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+      expect(throttle.size).toBeLessThanOrEqual(100);
+    }
+    expect(throttle.size).toBe(100);
+    // The newest are still counted; the oldest, the victim among them, were let go.
+    expect(throttle.fail("10.0.39.15")).toBe(true); // i = 9999: its second failure
+    expect(throttle.blockedFor("10.0.39.15")).toBeGreaterThan(0);
+    expect(throttle.blockedFor("victim")).toBe(0);
+  });
+
+  it("drops windows that ended, so idle addresses cost nothing", () => {
+    let now = 0;
+    const throttle = new FailureThrottle(
+      { max: 3, windowMs: 1_000, maxAddresses: 1_000 },
+      () => now,
+    );
+    for (let i = 0; i < 500; i++) throttle.fail(`a${i}`);
+    expect(throttle.size).toBe(500);
+    now = 1_000;
+    throttle.fail("late");
+    expect(throttle.size).toBe(1);
+    // A window that ended frees its address on a look-up too.
+    now = 2_000;
+    expect(throttle.blockedFor("late")).toBe(0);
+    expect(throttle.size).toBe(0);
+  });
+
+  it("blocks at the Nth failure until the window ends, and never counts backwards in time", () => {
+    let now = 5_000;
+    const throttle = new FailureThrottle({ max: 2, windowMs: 10_000, maxAddresses: 10 }, () => now);
+    expect(throttle.fail("x")).toBe(false);
+    expect(throttle.blockedFor("x")).toBe(0);
+    now = 1_000; // a clock that went back is held where it was
+    expect(throttle.fail("x")).toBe(true);
+    expect(throttle.blockedFor("x")).toBe(10_000);
+    now = 14_999;
+    expect(throttle.blockedFor("x")).toBe(1);
+    now = 15_000;
+    expect(throttle.blockedFor("x")).toBe(0);
+    expect(() => new FailureThrottle({ max: 0, windowMs: 1, maxAddresses: 1 })).toThrow(RangeError);
+  });
+});
+
+describe("job owners", () => {
+  let app: FastifyInstance | undefined;
+
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  const KEYS = [
+    { name: "team-a", key_env: "KA" },
+    { name: "team-b", key_env: "KB" },
+    { name: "ops", key_env: "KO", scopes: ["admin"] },
+  ];
+  const ENV = { KA: "sk-a", KB: "sk-b", KO: "sk-ops" };
+  const as = (key: string) => ({ authorization: `Bearer ${key}` });
+  const CHAT = { model: "handoff", messages: [{ role: "user", content: "hi" }] };
+
+  /** A job client over an in-memory store: submitted jobs are recorded as queued. */
+  function memoryJobs() {
+    const records = new Map<string, JobRecord>();
+    const submitted: JobEnvelope[] = [];
+    const record = (envelope: JobEnvelope) =>
+      records.set(envelope.id, recordFromEnvelope(envelope, "succeeded", undefined));
+    const jobs = {
+      store: {
+        get: async (id: string) => records.get(id),
+        kv: {
+          // The record's current value, then nothing: it is terminal, so the stream ends.
+          watch: async ({ key }: { key: string }) => ({
+            stop: () => undefined,
+            async *[Symbol.asyncIterator]() {
+              yield { operation: "PUT", json: () => records.get(key) };
+            },
+          }),
+        },
+      },
+      submit: async (envelope: JobEnvelope) => {
+        submitted.push(envelope);
+        record(envelope);
+      },
+      run: async (envelope: JobEnvelope) => {
+        submitted.push(envelope);
+        record(envelope);
+        return undefined;
+      },
+    } as unknown as JobClient;
+    return { jobs, records, submitted };
+  }
+
+  function start(apiKeys: unknown[], env: Record<string, string>) {
+    const memory = memoryJobs();
+    const config = configWith(apiKeys);
+    app = buildApp({
+      jobs: memory.jobs,
+      config,
+      logger,
+      ready: () => true,
+      apiKeys: loadApiKeys(config.gateway.api_keys, env),
+    });
+    return { app, ...memory };
+  }
+
+  /** The 404 body with the id it names replaced, to compare two ids' answers. */
+  const notFound = (body: string, id: string) => {
+    const { error } = ErrorBody.parse(JSON.parse(body.replaceAll(id, "<id>")));
+    const { trace_id: _traceId, ...rest } = error;
+    return rest;
+  };
+
+  it("records the submitting key's name on the job, from both POST routes", async () => {
+    const { app, submitted } = start(KEYS, ENV);
+    const job = await app.inject({
+      method: "POST",
+      url: "/v1/jobs",
+      headers: as("sk-a"),
+      payload: CHAT,
+    });
+    expect(job.statusCode).toBe(202);
+    await app.inject({
+      method: "POST",
+      url: "/v1/chat/completions",
+      headers: as("sk-b"),
+      payload: CHAT,
+    });
+    expect(submitted.map((e) => e.owner)).toEqual(["team-a", "team-b"]);
+    expect(JSON.stringify(submitted)).not.toContain("sk-a");
+  });
+
+  it("answers another key's job exactly as an unknown id, on the record and its events; admin reads all", async () => {
+    const { app } = start(KEYS, ENV);
+    const job = await app.inject({
+      method: "POST",
+      url: "/v1/jobs",
+      headers: as("sk-a"),
+      payload: CHAT,
+    });
+    const id = job.json<{ id: string }>().id;
+    const unknown = "0123456789abcdef";
+
+    for (const path of ["", "/events"]) {
+      const foreign = await app.inject({
+        method: "GET",
+        url: `/v1/jobs/${id}${path}`,
+        headers: as("sk-b"),
+      });
+      const missing = await app.inject({
+        method: "GET",
+        url: `/v1/jobs/${unknown}${path}`,
+        headers: as("sk-b"),
+      });
+      expect(foreign.statusCode, path).toBe(404);
+      expect(missing.statusCode, path).toBe(404);
+      expect(foreign.headers["content-type"]).toBe(missing.headers["content-type"]);
+      expect(notFound(foreign.body, id)).toEqual(notFound(missing.body, unknown));
+      expect(notFound(foreign.body, id)).toMatchObject({ code: "HANDOFF_ERR_NOT_FOUND" });
+
+      for (const key of ["sk-a", "sk-ops"]) {
+        const own = await app.inject({
+          method: "GET",
+          url: `/v1/jobs/${id}${path}`,
+          headers: as(key),
+        });
+        expect(own.statusCode, `${key} ${path}`).toBe(200);
+        expect(own.body).toContain('"owner":"team-a"');
+      }
+    }
+  });
+
+  it("keeps a job without an owner (submitted while the API was open) for admin keys", async () => {
+    const { app, records } = start(KEYS, ENV);
+    const id = "job-before-keys";
+    records.set(id, {
+      id,
+      status: "succeeded",
+      created_at: new Date(0).toISOString(),
+      updated_at: new Date(0).toISOString(),
+      hops: [],
+      usage: [],
+      cost_usd: 0,
+      cost_by_stage: {},
+    });
+    expect(
+      (await app.inject({ method: "GET", url: `/v1/jobs/${id}`, headers: as("sk-a") })).statusCode,
+    ).toBe(404);
+    expect(
+      (await app.inject({ method: "GET", url: `/v1/jobs/${id}`, headers: as("sk-ops") }))
+        .statusCode,
+    ).toBe(200);
+  });
+
+  it("leaves every job readable when the API is open", async () => {
+    const { app, records, submitted } = start([], {});
+    await app.inject({ method: "POST", url: "/v1/jobs", payload: CHAT });
+    const [open] = submitted;
+    if (!open) throw new Error("no job submitted");
+    expect(open.owner).toBeUndefined();
+    // A job a key submitted before the keys were removed is readable too.
+    const id = "job-of-team-a";
+    records.set(id, recordFromEnvelope({ ...open, id, owner: "team-a" }, "queued", undefined));
+    for (const url of [`/v1/jobs/${id}`, `/v1/jobs/${open.id}`]) {
+      expect((await app.inject({ method: "GET", url })).statusCode, url).toBe(200);
+    }
   });
 });

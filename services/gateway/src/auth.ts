@@ -2,12 +2,24 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { ApiKey } from "@handoff/config";
 import { HandoffError } from "@handoff/contracts";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { type Clock, formatResetDuration, monotonicClock, TokenBucket } from "./rate-limit.js";
+import {
+  type Clock,
+  type FailureLimit,
+  FailureThrottle,
+  formatResetDuration,
+  monotonicClock,
+  TokenBucket,
+} from "./rate-limit.js";
+
+/** What a key may do beyond its own jobs (`gateway.api_keys[].scopes`). */
+export type ApiKeyScope = ApiKey["scopes"][number];
 
 declare module "fastify" {
   interface FastifyRequest {
     /** The name of the API key the request authenticated with; unset when the API is open. */
     apiKeyName?: string;
+    /** That key's scopes; unset when the API is open. */
+    apiKeyScopes?: readonly ApiKeyScope[];
   }
 }
 
@@ -30,6 +42,8 @@ export interface ApiKeyEntry {
   readonly digest: Buffer;
   /** Absent: no limit. */
   readonly requestsPerMinute?: number;
+  /** `admin`: reads every job, not only its own. */
+  readonly scopes: readonly ApiKeyScope[];
 }
 
 function sha256(text: string): Buffer {
@@ -44,7 +58,7 @@ function sha256(text: string): Buffer {
  * would name two callers.
  */
 export function loadApiKeys(
-  keys: readonly ApiKey[],
+  keys: readonly (Omit<ApiKey, "scopes"> & Partial<Pick<ApiKey, "scopes">>)[],
   env: Readonly<Record<string, string | undefined>>,
 ): ApiKeyEntry[] {
   const byDigest = new Map<string, string>();
@@ -72,6 +86,7 @@ export function loadApiKeys(
       ...(key.requests_per_minute !== undefined
         ? { requestsPerMinute: key.requests_per_minute }
         : {}),
+      scopes: [...(key.scopes ?? [])],
     };
   });
 }
@@ -130,8 +145,26 @@ function setHeader(reply: FastifyReply, name: string, value: string | number): v
 
 export interface AuthOptions {
   keys: readonly ApiKeyEntry[];
-  /** The rate limiter's clock; tests inject one. */
+  /** Failed authentications allowed per client address (`gateway.auth_failures`). */
+  failures: FailureLimit;
+  /** The rate limiters' clock; tests inject one. */
   clock?: Clock;
+}
+
+/**
+ * Whether the request may see a job owned by `owner`: always when the API is open (`auth` false),
+ * else only the key that submitted it, or a key with the `admin` scope. A job without an owner
+ * (submitted while the API was open) is an admin's only. Routes answer a refusal exactly as they
+ * answer an unknown id, so a key cannot learn which ids other keys' jobs have.
+ */
+export function mayReadJob(
+  request: FastifyRequest,
+  owner: string | undefined,
+  auth: boolean,
+): boolean {
+  if (!auth) return true;
+  if (request.apiKeyScopes?.includes("admin")) return true;
+  return owner !== undefined && request.apiKeyName !== undefined && owner === request.apiKeyName;
 }
 
 /**
@@ -141,10 +174,16 @@ export interface AuthOptions {
  * with `Retry-After`. Responses to an authenticated request carry OpenAI's
  * `x-ratelimit-{limit,remaining,reset}-requests` headers when the key has a limit.
  *
+ * Failed authentications are counted per client address (`request.ip`: the peer's, since the
+ * gateway does not trust proxy headers): once an address has failed `failures.max` times within
+ * the window, it gets a 429 with `Retry-After`, before its key is even looked at, until the
+ * window ends.
+ *
  * Register after the tracing hook: the key's name goes on the request's SERVER span.
  */
 export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
   const clock = options.clock ?? monotonicClock;
+  const throttle = new FailureThrottle(options.failures, clock);
   const buckets = new Map<string, TokenBucket>();
   for (const key of options.keys) {
     if (key.requestsPerMinute !== undefined) {
@@ -152,13 +191,38 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     }
   }
   app.decorateRequest("apiKeyName", undefined);
+  app.decorateRequest("apiKeyScopes", undefined);
+
+  /** Counts a failed attempt; the address that reaches the limit is logged once. */
+  const failed = (request: FastifyRequest) => {
+    if (throttle.fail(request.ip)) {
+      request.log.warn(
+        { client_address: request.ip, failures: options.failures.max },
+        "too many failed authentications: address throttled",
+      );
+    }
+  };
 
   app.addHook("onRequest", async (request, reply) => {
     const route = request.routeOptions.url;
     if (route !== undefined && OPEN_ROUTES.has(route)) return;
 
+    const blockedMs = throttle.blockedFor(request.ip);
+    if (blockedMs > 0) {
+      const seconds = Math.max(1, Math.ceil(blockedMs / 1_000));
+      setHeader(reply, "retry-after", seconds);
+      request.otelSpan?.setAttribute("handoff.rate_limited", true);
+      throw new HandoffError(
+        "HANDOFF_ERR_RATE_LIMITED",
+        `too many failed authentications from this address: ${options.failures.max} within ` +
+          `${Math.ceil(options.failures.windowMs / 1_000)} s; retry in ${seconds} s`,
+        { issues: [{ path: "(root)", message: "rate_limit_exceeded" }] },
+      );
+    }
+
     const presented = presentedKey(request);
     if (!presented) {
+      failed(request);
       setHeader(reply, "www-authenticate", 'Bearer realm="handoff"');
       throw unauthorized(
         "no API key: send `Authorization: Bearer <key>` (or an `api-key` header)",
@@ -167,14 +231,16 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
     }
     const entry = matchKey(options.keys, presented.key);
     if (!entry) {
+      failed(request);
       setHeader(reply, "www-authenticate", 'Bearer realm="handoff", error="invalid_token"');
       throw unauthorized("incorrect API key provided", presented.header);
     }
 
     request.apiKeyName = entry.name;
+    request.apiKeyScopes = entry.scopes;
     request.otelSpan?.setAttribute("handoff.api_key.name", entry.name);
     // Every later line of this request, fastify's "request completed" included, names the key.
-    request.log = request.log.child({ api_key: entry.name });
+    request.log = request.log.child({ api_key_name: entry.name });
     reply.log = request.log;
 
     const bucket = buckets.get(entry.name);

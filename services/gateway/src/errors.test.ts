@@ -17,6 +17,13 @@ describe("toHandoffError", () => {
     expect(error.cause).toBe(cause);
   });
 
+  it("names the configured limit of a body that is too large", () => {
+    const cause = fastifyError("FST_ERR_CTP_BODY_TOO_LARGE", 413, "Request body is too large");
+    expect(toHandoffError(cause, 4_096).message).toBe(
+      "request body is larger than the limit of 4096 bytes (limits.max_body_bytes)",
+    );
+  });
+
   it("maps a plain object with fastify's code too", () => {
     const error = toHandoffError({
       code: "FST_ERR_CTP_BODY_TOO_LARGE",
@@ -109,8 +116,18 @@ describe("errorBody", () => {
           { path: "messages[0].role", message: "Invalid input" },
           { path: "n", message: "only n = 1 is supported" },
         ],
+        total_issues: 2,
       },
     });
+    expect(ErrorBody.parse(body)).toEqual(body);
+  });
+
+  it("carries at most 20 issues and the total count", () => {
+    const issues = Array.from({ length: 45 }, (_, i) => ({ path: `a${i}`, message: "bad" }));
+    const body = errorBody(new HandoffError("HANDOFF_ERR_VALIDATION", "invalid", { issues }));
+    expect(body.error.issues).toHaveLength(20);
+    expect(body.error.issues?.[19]?.path).toBe("a19");
+    expect(body.error.total_issues).toBe(45);
     expect(ErrorBody.parse(body)).toEqual(body);
   });
 

@@ -12,15 +12,20 @@ interface FastifyLikeError {
   message: string;
 }
 
-/** Maps fastify's own request errors (body limit, bad JSON, media type) onto Handoff's codes. */
-export function toHandoffError(error: unknown): HandoffError {
+/**
+ * Maps fastify's own request errors (body limit, bad JSON, media type) onto Handoff's codes.
+ * `bodyLimit`, when given, is named in the message of a body that is too large.
+ */
+export function toHandoffError(error: unknown, bodyLimit?: number): HandoffError {
   if (error instanceof HandoffError) return error;
   const e = error as FastifyLikeError;
   switch (e.code) {
     case "FST_ERR_CTP_BODY_TOO_LARGE":
       return new HandoffError(
         "HANDOFF_ERR_BODY_TOO_LARGE",
-        `request body is larger than the limit: ${e.message}`,
+        bodyLimit === undefined
+          ? `request body is larger than the limit: ${e.message}`
+          : `request body is larger than the limit of ${bodyLimit} bytes (limits.max_body_bytes)`,
         {
           cause: error,
         },
@@ -64,7 +69,10 @@ export function toHandoffError(error: unknown): HandoffError {
   return HandoffError.from(error);
 }
 
-/** OpenAI's error body: `{ error: { message, type, param, code } }`, plus the issue list. */
+/**
+ * OpenAI's error body: `{ error: { message, type, param, code } }`, plus the issue list (the
+ * first 20 issues) and how many issues there were.
+ */
 export function errorBody(
   error: HandoffError,
   extra: { job_id?: string; trace_id?: string } = {},
@@ -76,7 +84,7 @@ export function errorBody(
       type: ErrorCodes[error.code].type,
       param: param && param !== "(root)" ? param : null,
       code: error.code,
-      ...(error.issues ? { issues: error.issues } : {}),
+      ...(error.issues ? { issues: error.issues, total_issues: error.totalIssues } : {}),
       ...extra,
     },
   };

@@ -6,10 +6,12 @@ import {
   StreamChunk,
   Subjects,
 } from "@handoff/contracts";
-import { JobStore, publishJob, recordFromEnvelope } from "@handoff/mesh";
+import { JobStore, MeshSigner, publishJob, recordFromEnvelope } from "@handoff/mesh";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/nats-core";
+import type { Msg, NatsConnection } from "@nats-io/nats-core";
+import type { Logger } from "pino";
+import { checkJobFits, failUnpublished, unavailable } from "./submit-guards.js";
 
 export interface RunOptions {
   /** Receives the answer's tokens as the answering stage relays them. */
@@ -21,7 +23,14 @@ export interface RunOptions {
 export interface JobClientOptions {
   /** How often a waiting request checks the job record, in case it missed the live result. */
   pollIntervalMs?: number;
+  /** Signs submitted jobs and checks results and chunks; default: signing off. */
+  signer?: MeshSigner;
+  /** Where dropped (unparsable, misaddressed or unsigned) results and chunks are reported. */
+  logger?: Logger;
 }
+
+/** Why a message on a job's result or stream subject was not taken. */
+type Refusal = { kind: "result" | "chunk"; reason: string };
 
 /**
  * Submits jobs to the mesh and waits for their outcome: the live result on
@@ -32,6 +41,10 @@ export class JobClient {
   readonly store: JobStore;
   readonly #js: JetStreamClient;
   readonly #pollMs: number;
+  readonly #signer: MeshSigner;
+  readonly #logger: Logger | undefined;
+  /** Messages dropped since start, by kind: for stats and tests. */
+  readonly dropped = { result: 0, chunk: 0 };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -41,16 +54,34 @@ export class JobClient {
     this.store = new JobStore(kv);
     this.#js = jetstream(nc);
     this.#pollMs = options.pollIntervalMs ?? 2_000;
+    this.#signer = options.signer ?? MeshSigner.disabled();
+    this.#logger = options.logger;
   }
 
-  /** Records the job as queued and publishes it to the first stage of its plan. */
+  /**
+   * Records the job as queued and publishes it to the first stage of its plan. A job too large
+   * for one NATS message is refused (413) before anything is stored; a publish that fails marks
+   * the new record failed, so no record waits `queued` for a job nobody has (503, retryable).
+   */
   async submit(envelope: JobEnvelope, traceId: string | undefined): Promise<void> {
     const first = envelope.plan[0];
     if (!first) throw new HandoffError("HANDOFF_ERR_INTERNAL", "job has an empty plan");
-    if (!(await this.store.create(recordFromEnvelope(envelope, "queued", traceId, first)))) {
+    const record = recordFromEnvelope(envelope, "queued", traceId, first);
+    checkJobFits(envelope, record, this.nc.info?.max_payload);
+    let created: boolean;
+    try {
+      created = await this.store.create(record);
+    } catch (error) {
+      throw unavailable("the job store is unavailable; try again", error);
+    }
+    if (!created) {
       throw new HandoffError("HANDOFF_ERR_INTERNAL", `job id ${envelope.id} is already taken`);
     }
-    await publishJob(this.#js, envelope, first);
+    try {
+      await publishJob(this.#js, envelope, first, this.#signer);
+    } catch (error) {
+      throw await failUnpublished(this.store, record, error);
+    }
   }
 
   /**
@@ -63,8 +94,9 @@ export class JobClient {
     traceId: string | undefined,
     options: RunOptions = {},
   ): Promise<JobRecord | undefined> {
-    // Subscribe before publishing, so even the fastest answer cannot slip past.
-    const results = this.nc.subscribe(Subjects.result(envelope.id), { max: 1 });
+    // Subscribe before publishing, so even the fastest answer cannot slip past. No `max`: a forged
+    // message must not use up the subscription before the real answer comes.
+    const results = this.nc.subscribe(Subjects.result(envelope.id));
     const chunks = options.onChunk ? this.nc.subscribe(Subjects.stream(envelope.id)) : undefined;
     const deadline = Date.parse(envelope.budget.deadline);
     let timer: NodeJS.Timeout | undefined;
@@ -86,26 +118,16 @@ export class JobClient {
         }, this.#pollMs);
         void (async () => {
           for await (const msg of results) {
-            const parsed = JobRecord.safeParse(msg.json());
-            if (parsed.success) resolve(parsed.data);
-            else {
-              reject(
-                HandoffError.validation(
-                  `result for job ${envelope.id}`,
-                  parsed.error,
-                  "HANDOFF_ERR_INVALID_MESSAGE",
-                ),
-              );
-            }
+            const record = this.#accept(msg, envelope.id, "result", JobRecord);
+            if (record && isTerminal(record.status)) resolve(record);
           }
         })().catch(reject);
         if (chunks && options.onChunk) {
           const onChunk = options.onChunk;
           void (async () => {
             for await (const msg of chunks) {
-              const parsed = StreamChunk.safeParse(msg.json());
-              // A broken chunk costs the client some text, not the answer: the record has it all.
-              if (parsed.success) onChunk(parsed.data);
+              const chunk = this.#accept(msg, envelope.id, "chunk", StreamChunk);
+              if (chunk) onChunk(chunk);
             }
           })().catch(() => undefined);
         }
@@ -117,5 +139,40 @@ export class JobClient {
       results.unsubscribe();
       chunks?.unsubscribe();
     }
+  }
+
+  /**
+   * Takes a message on a job's result or stream subject only if it is signed by the mesh (when a
+   * signing key is set), parses, and names the job waited for. Anything else is counted, logged
+   * and dropped: it never answers or fails the job, whose KV record stays the authority.
+   */
+  #accept<T extends { id?: string; job_id?: string }>(
+    msg: Msg,
+    jobId: string,
+    kind: Refusal["kind"],
+    schema: { safeParse(value: unknown): { success: true; data: T } | { success: false } },
+  ): T | undefined {
+    const refuse = (reason: string): undefined => {
+      this.dropped[kind]++;
+      this.#logger?.warn(
+        { job_id: jobId, subject: msg.subject, dropped: kind },
+        `dropped a ${kind} message for job ${jobId}: ${reason}`,
+      );
+      return undefined;
+    };
+    const verdict = this.#signer.verify(msg.subject, msg.data, msg.headers);
+    if (verdict === "unsigned") return refuse("it carries no mesh signature");
+    if (verdict === "forged") return refuse("its signature was not made by an accepted key");
+    let value: unknown;
+    try {
+      value = JSON.parse(msg.string());
+    } catch {
+      return refuse("it is not JSON");
+    }
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) return refuse(`it is not a valid ${kind}`);
+    const named = parsed.data.id ?? parsed.data.job_id;
+    if (named !== jobId) return refuse("it names another job");
+    return parsed.data;
   }
 }

@@ -48,6 +48,8 @@ export interface EnvelopeOptions {
   id?: string;
   /** Keep the request's messages on the job record (`routing.record_inputs`). */
   recordInput?: boolean;
+  /** The API key name submitting the job (`JobEnvelope.owner`); absent when the API is open. */
+  owner?: string;
 }
 
 /** The job envelope for an OpenAI-shaped request, entering the mesh at the classifier. */
@@ -62,6 +64,7 @@ export function envelopeFromRequest(
     v: 1,
     id: options.id ?? randomUUID(),
     created_at: now.toISOString(),
+    ...(options.owner !== undefined ? { owner: options.owner } : {}),
     input: {
       model: request.model,
       messages: toMessages(request.messages),

@@ -217,7 +217,7 @@ const ERROR_RESPONSES: Record<string, { status: string; description: string }> =
   BadRequest: {
     status: "400",
     description:
-      "`HANDOFF_ERR_VALIDATION` (each failing path in `issues`, the first in `param`) or `HANDOFF_ERR_UNSUPPORTED`.",
+      "`HANDOFF_ERR_VALIDATION` (the failing paths in `issues`, at most 20, with `total_issues` counting them all; the first in `param`) or `HANDOFF_ERR_UNSUPPORTED`. Free-form JSON (tool `parameters`, a `response_format` schema) may nest at most 64 levels.",
   },
   Unauthorized: {
     status: "401",
@@ -228,10 +228,15 @@ const ERROR_RESPONSES: Record<string, { status: string; description: string }> =
     status: "402",
     description: "`HANDOFF_ERR_BUDGET`: no tier can answer within `max_cost_usd`.",
   },
-  NotFound: { status: "404", description: "`HANDOFF_ERR_NOT_FOUND`." },
+  NotFound: {
+    status: "404",
+    description:
+      "`HANDOFF_ERR_NOT_FOUND`. With API keys, also a job another key submitted (unless the key has the `admin` scope).",
+  },
   BodyTooLarge: {
     status: "413",
-    description: "`HANDOFF_ERR_BODY_TOO_LARGE`: the body is over `limits.max_body_bytes`.",
+    description:
+      "`HANDOFF_ERR_BODY_TOO_LARGE`: the body is over `limits.max_body_bytes`. `HANDOFF_ERR_MAX_PAYLOAD`: the job would not fit in one message of the NATS server (its `max_payload`); nothing was stored.",
   },
   UnsupportedMediaType: {
     status: "415",
@@ -240,7 +245,7 @@ const ERROR_RESPONSES: Record<string, { status: string; description: string }> =
   RateLimited: {
     status: "429",
     description:
-      "`HANDOFF_ERR_RATE_LIMITED`: the key's requests per minute are spent on this gateway instance. `issues[0].message` is OpenAI's code, `rate_limit_exceeded`.",
+      "`HANDOFF_ERR_RATE_LIMITED`: the key's requests per minute are spent on this gateway instance, or the client's address failed authentication too often (`gateway.auth_failures`). `issues[0].message` is OpenAI's code, `rate_limit_exceeded`.",
   },
   UpstreamFailed: {
     status: "502",
@@ -563,7 +568,7 @@ export function buildOpenApiDocument(options: OpenApiOptions): Json {
       responses,
       headers: {
         RetryAfter: {
-          description: "Seconds to wait before the key may send another request.",
+          description: "Seconds to wait before the key (or the address) may send another request.",
           schema: { type: "integer", minimum: 1 },
         },
         ...RATE_LIMIT_HEADERS,

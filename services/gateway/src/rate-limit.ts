@@ -1,7 +1,8 @@
 /**
- * Request-rate limiting as token buckets, one per API key. Pure: time comes from an injected clock,
- * so the arithmetic is tested without timers. The buckets live in one gateway process: N replicas
- * behind a load balancer allow up to N times the configured rate.
+ * Request-rate limiting as token buckets, one per API key, and failed-authentication throttling
+ * per client address. Pure: time comes from an injected clock, so the arithmetic is tested without
+ * timers. Both live in one gateway process: N replicas behind a load balancer allow up to N times
+ * the configured rate.
  */
 
 /** Milliseconds from some fixed origin; only differences are used. */
@@ -93,4 +94,93 @@ export function formatResetDuration(ms: number): string {
   if (hours > 0) return `${hours}h${minutes}m${secondsText}`;
   if (minutes > 0) return `${minutes}m${secondsText}`;
   return secondsText;
+}
+
+/** How many failures an address may make, in what window, and how many addresses are tracked. */
+export interface FailureLimit {
+  /** Failures within one window that lock the address out until the window ends. */
+  max: number;
+  /** Starts at an address's first failure. */
+  windowMs: number;
+  /** Addresses tracked at once; past it the oldest window is forgotten first. */
+  maxAddresses: number;
+}
+
+interface FailureWindow {
+  failures: number;
+  /** When the window ends, on the throttle's clock. */
+  endsAt: number;
+}
+
+/**
+ * Counts failures (failed authentications) per client address in fixed windows: an address that
+ * failed `max` times within `windowMs` of its first failure is blocked until that window ends.
+ * Memory is bounded: a window that ended is dropped, and at `maxAddresses` the oldest window
+ * makes room for a new one, so a flood of addresses costs at most `maxAddresses` entries (and
+ * can at worst make the throttle forget the oldest of them early).
+ */
+export class FailureThrottle {
+  // Insertion order is window order: every window lasts `windowMs` and starts at the clock's
+  // (never decreasing) now, so the first entry is always the one that ends first.
+  private readonly windows = new Map<string, FailureWindow>();
+  private last = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly limit: FailureLimit,
+    private readonly clock: Clock = monotonicClock,
+  ) {
+    for (const [name, value] of Object.entries(limit)) {
+      if (!Number.isInteger(value) || value <= 0) {
+        throw new RangeError(`failure limit ${name} must be a positive integer, got ${value}`);
+      }
+    }
+  }
+
+  /** Addresses tracked now. */
+  get size(): number {
+    return this.windows.size;
+  }
+
+  /** How long `address` stays blocked, in ms; 0 when it may try. */
+  blockedFor(address: string): number {
+    const now = this.now();
+    const window = this.windows.get(address);
+    if (!window) return 0;
+    if (window.endsAt <= now) {
+      this.windows.delete(address);
+      return 0;
+    }
+    return window.failures >= this.limit.max ? window.endsAt - now : 0;
+  }
+
+  /** Counts one failure of `address`. True when it reached the limit: the address is now blocked. */
+  fail(address: string): boolean {
+    const now = this.now();
+    this.expire(now);
+    const window = this.windows.get(address);
+    if (window) {
+      window.failures++;
+      return window.failures === this.limit.max;
+    }
+    if (this.windows.size >= this.limit.maxAddresses) {
+      const oldest = this.windows.keys().next();
+      if (!oldest.done) this.windows.delete(oldest.value);
+    }
+    this.windows.set(address, { failures: 1, endsAt: now + this.limit.windowMs });
+    return this.limit.max === 1;
+  }
+
+  /** Drops the windows that ended, oldest first, stopping at the first still running. */
+  private expire(now: number): void {
+    for (const [address, window] of this.windows) {
+      if (window.endsAt > now) break;
+      this.windows.delete(address);
+    }
+  }
+
+  /** The clock, held to never go back, so window order stays insertion order. */
+  private now(): number {
+    this.last = Math.max(this.last, this.clock());
+    return this.last;
+  }
 }

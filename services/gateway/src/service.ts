@@ -1,5 +1,11 @@
 import type { HandoffConfig } from "@handoff/config";
-import { ensureTopology, meshLimits, registerService, trackConnection } from "@handoff/mesh";
+import {
+  ensureTopology,
+  loadMeshSigner,
+  meshLimits,
+  registerService,
+  trackConnection,
+} from "@handoff/mesh";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Service } from "@nats-io/services";
 import type { FastifyInstance } from "fastify";
@@ -43,10 +49,11 @@ export function createGateway(deps: GatewayDeps): Gateway {
     async start() {
       // Keys first: a missing variable fails the start before anything touches NATS.
       const apiKeys = loadApiKeys(deps.config.gateway.api_keys, deps.env ?? process.env);
+      const signer = loadMeshSigner(deps.config.mesh, deps.env ?? process.env);
       const limits = meshLimits(deps.config);
       const topology = await ensureTopology(deps.nc, limits);
       topologyReady = true;
-      const jobs = new JobClient(deps.nc, topology.jobs);
+      const jobs = new JobClient(deps.nc, topology.jobs, { signer, logger: deps.logger });
       app = buildApp({
         jobs,
         config: deps.config,
@@ -54,6 +61,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         ready: () => topologyReady && connection.connected(),
         version: deps.version,
         apiKeys,
+        maxPayload: () => deps.nc.info?.max_payload,
         // Counted before the key check, so refused requests (401, 429) show in the stats too.
         onRequest: (reply) => {
           counters.requests++;
@@ -74,6 +82,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
           url,
           instance: service.info().id,
           auth: apiKeys.length > 0 ? "api_key" : "none",
+          mesh_signing: signer.enabled,
           api_keys: apiKeys.map((key) => key.name),
         },
         "gateway ready",

@@ -1,6 +1,6 @@
-import type { ChatCompletionChunk, JobRecord, StreamChunk } from "@handoff/contracts";
+import type { ChatCompletionChunk, HandoffError, JobRecord, StreamChunk } from "@handoff/contracts";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { errorBody, jobFailure } from "./errors.js";
+import { errorBody, jobFailure, toHandoffError } from "./errors.js";
 import type { JobClient } from "./job-client.js";
 import { completionFromRecord } from "./mapping.js";
 import { openSse } from "./sse.js";
@@ -61,15 +61,18 @@ export async function streamCompletion(
   };
 
   let record: JobRecord | undefined;
+  let failed: HandoffError | undefined;
   try {
     record = await jobs.run(envelope, traceId || undefined, { onChunk, signal: sse.signal });
   } catch (error) {
+    // E.g. the job could not be queued: say why, not that the deadline passed.
+    failed = toHandoffError(error);
     request.log.error({ err: error }, "streamed job failed");
   }
   if (sse.closed) return; // the client left; the job goes on and its record will say how it ended
 
   if (!record || record.status === "failed" || !record.result) {
-    const error = jobFailure(record, timeoutMs, envelope.id);
+    const error = failed ?? jobFailure(record, timeoutMs, envelope.id);
     sse.send(errorBody(error, { job_id: envelope.id, ...(traceId ? { trace_id: traceId } : {}) }));
     sse.end();
     return;

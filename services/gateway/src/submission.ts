@@ -42,7 +42,8 @@ function numberHeader(request: FastifyRequest, spec: NumberHeader): number | und
 /**
  * Reads a chat-completions request into a job: the body validated against OpenAI's shape, the
  * deadline (`handoff.timeout_ms`, `x-handoff-timeout-ms`, else the configured default) and the
- * budget (`max_cost_usd` in the body or `x-handoff-max-cost-usd`).
+ * budget (`max_cost_usd` in the body or `x-handoff-max-cost-usd`). The job's owner is the API key
+ * the request authenticated with, if any.
  */
 export function parseSubmission(request: FastifyRequest, config: HandoffConfig): Submission {
   const parsed = ChatCompletionRequest.safeParse(request.body);
@@ -63,6 +64,8 @@ export function parseSubmission(request: FastifyRequest, config: HandoffConfig):
     numberHeader(request, { name: "x-handoff-max-cost-usd", min: 1e-9, max: 1e6, integer: false });
   const envelope = envelopeFromRequest(body, {
     recordInput: config.routing.record_inputs,
+    // The key's name, set by the auth hook: the job is that key's to read back.
+    ...(request.apiKeyName !== undefined ? { owner: request.apiKeyName } : {}),
     timeoutMs,
     ...(maxCostUsd !== undefined ? { maxCostUsd } : {}),
   });

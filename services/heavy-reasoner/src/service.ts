@@ -1,6 +1,12 @@
 import type { HandoffConfig } from "@handoff/config";
 import { type JobEnvelope, remainingBudget } from "@handoff/contracts";
-import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
+import {
+  createStageService,
+  loadMeshSigner,
+  type MeshService,
+  meshLimits,
+  type StageContext,
+} from "@handoff/mesh";
 import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "pino";
@@ -45,6 +51,7 @@ export function createHeavyReasonerService(deps: HeavyReasonerDeps): MeshService
     handler: heavyReasonerHandler(router),
     logger: deps.logger,
     limits: meshLimits(deps.config),
+    signer: loadMeshSigner(deps.config.mesh),
     concurrency: deps.concurrency,
   });
 }

@@ -1,6 +1,11 @@
 import { loadConfig } from "@handoff/config";
 import { connectNats, envInt, maybeStartHealth, onShutdown, packageVersion } from "@handoff/mesh";
-import { createLogger, startTelemetry } from "@handoff/telemetry";
+import {
+  createLogger,
+  logStartupFailure,
+  registerConfigSecrets,
+  startTelemetry,
+} from "@handoff/telemetry";
 import { createToolExecutorService } from "./service.js";
 
 const NAME = "tool-executor";
@@ -8,6 +13,8 @@ const NAME = "tool-executor";
 async function main(): Promise<void> {
   // 1. Config: HANDOFF_CONFIG, or the built-in sim profile.
   const { config, source } = await loadConfig();
+  // Every secret the config names, so logs and provider errors are scrubbed of its value.
+  registerConfigSecrets(config);
   // 2. Telemetry and logs.
   const version = packageVersion(import.meta.url);
   const telemetry = startTelemetry({ serviceName: NAME, serviceVersion: version });
@@ -15,7 +22,7 @@ async function main(): Promise<void> {
   logger.info({ config: source, version }, "starting");
   // 3. NATS.
   const nc = await connectNats({
-    servers: process.env.NATS_URL,
+    settings: config.nats,
     name: NAME,
     logger,
     waitOnFirstConnect: true,
@@ -40,6 +47,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  console.error(`${NAME} failed to start:`, error);
+  // One line for a config or environment mistake; the stack for a bug, or at LOG_LEVEL=debug.
+  logStartupFailure(NAME, error);
   process.exit(1);
 });

@@ -1,7 +1,13 @@
 import type { HandoffConfig } from "@handoff/config";
 import type { JobEnvelope } from "@handoff/contracts";
 import { nextStage, remainingBudget } from "@handoff/contracts";
-import { createStageService, type MeshService, meshLimits, type StageContext } from "@handoff/mesh";
+import {
+  createStageService,
+  loadMeshSigner,
+  type MeshService,
+  meshLimits,
+  type StageContext,
+} from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
 import { createBuiltinRegistry, type ToolRegistry } from "@handoff/tools";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -106,6 +112,7 @@ export function createToolExecutorService(deps: ToolExecutorDeps): MeshService {
     handler: toolExecutorHandler(router, registry, deps.config.limits.max_tool_steps),
     logger: deps.logger,
     limits: meshLimits(deps.config),
+    signer: loadMeshSigner(deps.config.mesh),
     concurrency: deps.concurrency,
   });
 }

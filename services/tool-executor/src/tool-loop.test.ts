@@ -139,6 +139,19 @@ describe("runToolLoop", () => {
       code: "HANDOFF_ERR_UNAVAILABLE",
     });
   });
+
+  // The sim model's expression finder used to take seconds on a prompt of 45 KB (and hours on
+  // this one), holding the tool-executor's event loop for every other job meanwhile.
+  it("answers a 1 MB prompt of digits, operators and parentheses", async () => {
+    const piece = "(12 + 3) * 4 - 5 / (6 ^ 2) % ";
+    const prompt = `What is ${piece.repeat(Math.ceil(500_000 / piece.length))}1, given ${"7 8 9 ".repeat(83_334)}?`;
+    const outcome = await loop({ messages: user(prompt) });
+    expect(outcome.kind).toBe("answer");
+    // The calculator takes 500 characters at most: it refuses, and the model says so.
+    expect(outcome.runs.map((r) => r.name)).toEqual(["calculator"]);
+    expect(outcome.runs[0]?.error).toContain("expression");
+    expect(outcome.last.message.content).toContain("The calculator tool failed");
+  }, 5_000);
 });
 
 describe("toolExecutorHandler", () => {

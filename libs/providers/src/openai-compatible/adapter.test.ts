@@ -2,6 +2,7 @@ import { createServer, type IncomingHttpHeaders, type ServerResponse } from "nod
 import type { AddressInfo } from "node:net";
 import { Deployment, type HandoffConfigInput } from "@handoff/config";
 import { HandoffError, type Message, type ToolDefinition } from "@handoff/contracts";
+import { clearSecrets, registerSecret } from "@handoff/telemetry";
 import { afterEach, describe, expect, it } from "vitest";
 import { estimateInputTokens, estimateTokens } from "../tokens.js";
 import type { ChatRequest, ChatStreamEvent } from "../types.js";
@@ -691,6 +692,35 @@ describe("OpenAICompatibleModel HTTP failures", () => {
     expect(error.retryable).toBe(false);
     expect(error.details).toEqual({ failure: "auth", deployment, status: 401 });
     expect(error.message).toContain("Incorrect API key provided");
+  });
+
+  it("scrubs the key from an upstream error that echoes it, wherever the error goes", async () => {
+    const key = "sk-canary-upstream-31c4d2";
+    registerSecret(key);
+    try {
+      for (const [status, message] of [
+        [401, `Incorrect API key provided: ${key}. You can find your API key elsewhere.`],
+        [500, `upstream failed while handling key=${key}`],
+      ] as const) {
+        const server = await replay(json(status, { error: { message, type: "x", code: null } }));
+        const deployment = Deployment.parse({
+          provider: "openai-compatible",
+          model: "gpt-4o-mini",
+          api_key_env: "OPENAI_API_KEY",
+          base_url: server.base,
+        });
+        const upstream = new OpenAICompatibleModel(deployment, { env: { OPENAI_API_KEY: key } });
+        const error = await providerFailure(upstream.chat(hello));
+        expect(server.received[0]?.headers.authorization).toBe(`Bearer ${key}`);
+        expect(error.message).toContain(`HTTP ${status}`);
+        expect(error.message).toContain("[redacted]");
+        for (const shown of [error.message, error.stack, JSON.stringify(error)]) {
+          expect(shown).not.toContain(key);
+        }
+      }
+    } finally {
+      clearSecrets();
+    }
   });
 
   it("404 is not_found", async () => {

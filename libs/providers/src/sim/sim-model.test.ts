@@ -333,6 +333,58 @@ describe("findExpression", () => {
   ])("finds none in %j", (text) => {
     expect(findExpression(text)).toBeUndefined();
   });
+
+  it.each([
+    ["the longest of several", "1 + 2 and then 10 * 20 + 3", "10 * 20 + 3"],
+    ["the first of equals", "1 + 2 or 3 + 4", "1 + 2"],
+    ["without unmatched parentheses", "((2 + 3) * 4", "(2 + 3) * 4"],
+    ["after a sign and a parenthesis", "is -(2 + 3)?", "-(2 + 3)"],
+    ["without trailing dots and spaces", "take 7 - 2 . ..", "7 - 2"],
+  ])("finds %s", (_what, text, expression) => {
+    expect(findExpression(text)).toBe(expression);
+  });
+});
+
+/** About `bytes` characters of `piece`, repeated. */
+function repeatTo(piece: string, bytes: number): string {
+  return piece.repeat(Math.ceil(bytes / piece.length)).slice(0, bytes);
+}
+
+const MB = 1_000_000;
+
+// Each of these took seconds or more before: a backtracking regular expression over long runs of
+// digits and spaces, and parentheses trimmed one at a time. A few seconds is the test's guard.
+describe("SimModel on a 1 MB prompt", () => {
+  it("finds no expression in a megabyte of digits and spaces, at once", () => {
+    expect(findExpression(repeatTo("1 23 456 7.8 ", MB))).toBeUndefined();
+  }, 5_000);
+
+  it("finds the expression in a megabyte of digits, operators and parentheses", () => {
+    const piece = "(12 + 3) * 4 - 5 / (6 ^ 2) % ";
+    const text = `What is ${piece.repeat(Math.ceil(MB / piece.length))}1?`;
+    const expression = findExpression(text);
+    expect(expression?.length).toBeGreaterThan(MB - 10);
+    expect(expression?.startsWith("(12 + 3) * 4")).toBe(true);
+  }, 5_000);
+
+  it("balances a megabyte of opening parentheses in one pass", () => {
+    const expression = findExpression(`${"(".repeat(MB)}1 + 2 ${"9 ".repeat(MB / 2)}`);
+    expect(expression?.startsWith("1 + 2")).toBe(true);
+  }, 5_000);
+
+  it("answers a 1 MB prompt with a calculator call, and as text without tools", async () => {
+    const prompt = `Compute ${repeatTo("(17 * 23) + 4 ", MB / 2)} and ${repeatTo("1 2 3 ", MB / 2)}`;
+    const withTools = await sim().chat({
+      messages: [user(prompt)],
+      tools: [calculatorTool, clockTool, weatherTool],
+    });
+    expect(withTools.message.tool_calls?.[0]?.function.name).toBe("calculator");
+    const text = await sim().chat({ messages: [user(prompt)] });
+    expect(text.finishReason).toBe("stop");
+    expect(text.message.content).toContain("simulated");
+    const events = await collect(sim().stream({ messages: [user(prompt)] }));
+    expect(events.at(-1)?.type).toBe("done");
+  }, 5_000);
 });
 
 describe("SimModel with a forced tool choice", () => {

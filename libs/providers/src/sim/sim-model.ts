@@ -177,27 +177,121 @@ function toolCall(name: string, args: Record<string, unknown>, seed: string): As
 
 /**
  * Finds an arithmetic expression in prose: a run of numbers joined by operators, e.g.
- * "What is 17 * 23?" gives "17 * 23" and "compute (2 + 3) ^ 2" gives "(2 + 3) ^ 2".
+ * "What is 17 * 23?" gives "17 * 23" and "compute (2 + 3) ^ 2" gives "(2 + 3) ^ 2". Of several,
+ * the longest (the first of equals). One pass over the text, so a prompt of any length costs time
+ * in proportion to it: no regular expression here may backtrack over a long run of digits.
  */
 export function findExpression(text: string): string | undefined {
-  const normalized = text.replace(/×/g, "*").replace(/÷/g, "/");
-  const candidates = normalized.match(/[-+(]*\s*\d[\d.\s]*(?:[-+*/^%()]+\s*[\d.\s()]*)+/g) ?? [];
-  const best = candidates
-    .map((c) => c.trim().replace(/[\s.]+$/, ""))
-    .filter((c) => /\d\s*(?:[-+*/^%]|\*\*)\s*[\d(]/.test(c))
-    .sort((a, b) => b.length - a.length)[0];
+  const s = text.replace(/×/g, "*").replace(/÷/g, "/");
+  let best: string | undefined;
+  let i = 0;
+  while (i < s.length) {
+    if (!isExpressionChar(s.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    // A maximal run of digits, dots, spaces, operators and parentheses. It holds an expression
+    // when an operator or parenthesis follows its first digit.
+    const runStart = i;
+    let firstDigit = -1;
+    let operatorAfterDigit = false;
+    for (; i < s.length; i++) {
+      const code = s.charCodeAt(i);
+      if (!isExpressionChar(code)) break;
+      if (firstDigit < 0) {
+        if (isDigitCode(code)) firstDigit = i;
+      } else if (isOperatorCode(code)) operatorAfterDigit = true;
+    }
+    if (firstDigit < 0 || !operatorAfterDigit) continue;
+    // Before its first digit an expression may have spaces, and signs or "(" before those.
+    let start = firstDigit;
+    while (start > runStart && isSpaceCode(s.charCodeAt(start - 1))) start--;
+    while (start > runStart && isLeadingCode(s.charCodeAt(start - 1))) start--;
+    let end = i;
+    while (end > start && (isSpaceCode(s.charCodeAt(end - 1)) || s.charCodeAt(end - 1) === DOT)) {
+      end--;
+    }
+    while (start < end && isSpaceCode(s.charCodeAt(start))) start++;
+    if (end - start <= (best?.length ?? 0)) continue;
+    const candidate = s.slice(start, end);
+    if (BINARY_OPERATION.test(candidate)) best = candidate;
+  }
   return best ? balanceParentheses(best) : undefined;
 }
 
-function balanceParentheses(expression: string): string {
-  let out = expression;
-  while (out.startsWith("(") && count(out, "(") > count(out, ")")) out = out.slice(1).trim();
-  while (out.endsWith(")") && count(out, ")") > count(out, "(")) out = out.slice(0, -1).trim();
-  return out;
+/** A digit, then an operator, then a digit or "(": linear, it backtracks over spaces only. */
+const BINARY_OPERATION = /\d\s*(?:[-+*/^%]|\*\*)\s*[\d(]/;
+const DOT = 0x2e;
+
+function isDigitCode(code: number): boolean {
+  return code >= 0x30 && code <= 0x39;
 }
 
-function count(text: string, char: string): number {
-  return text.split(char).length - 1;
+/** `-+*\/^%()`: the characters that join numbers into an expression. */
+function isOperatorCode(code: number): boolean {
+  switch (code) {
+    case 0x2d: // -
+    case 0x2b: // +
+    case 0x2a: // *
+    case 0x2f: // /
+    case 0x5e: // ^
+    case 0x25: // %
+    case 0x28: // (
+    case 0x29: // )
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** What may come before an expression's first digit (and its spaces): a sign or "(". */
+function isLeadingCode(code: number): boolean {
+  return code === 0x2d || code === 0x2b || code === 0x28;
+}
+
+/** Exactly the characters of a regular expression's `\s` (and of `String.prototype.trim`). */
+function isSpaceCode(code: number): boolean {
+  if (code <= 0x20) return code === 0x20 || (code >= 0x09 && code <= 0x0d);
+  if (code < 0xa0) return false;
+  return (
+    code === 0xa0 ||
+    code === 0x1680 ||
+    (code >= 0x2000 && code <= 0x200a) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    code === 0x202f ||
+    code === 0x205f ||
+    code === 0x3000 ||
+    code === 0xfeff
+  );
+}
+
+function isExpressionChar(code: number): boolean {
+  return isDigitCode(code) || code === DOT || isOperatorCode(code) || isSpaceCode(code);
+}
+
+/** Drops unmatched parentheses at either end, counting each kind once: linear too. */
+function balanceParentheses(expression: string): string {
+  let opens = 0;
+  let closes = 0;
+  for (let i = 0; i < expression.length; i++) {
+    const code = expression.charCodeAt(i);
+    if (code === 0x28) opens++;
+    else if (code === 0x29) closes++;
+  }
+  let start = 0;
+  let end = expression.length;
+  while (start < end && expression.charCodeAt(start) === 0x28 && opens > closes) {
+    opens--;
+    start++;
+    while (start < end && isSpaceCode(expression.charCodeAt(start))) start++;
+  }
+  while (end > start && expression.charCodeAt(end - 1) === 0x29 && closes > opens) {
+    closes--;
+    end--;
+    while (end > start && isSpaceCode(expression.charCodeAt(end - 1))) end--;
+  }
+  return expression.slice(start, end);
 }
 
 function lastUserText(messages: readonly Message[]): string {

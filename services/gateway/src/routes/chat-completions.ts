@@ -1,5 +1,5 @@
 import type { HandoffConfig } from "@handoff/config";
-import { activeTraceId } from "@handoff/mesh";
+import { activeTraceId, recordFromEnvelope } from "@handoff/mesh";
 import { trace } from "@opentelemetry/api";
 import type { FastifyInstance } from "fastify";
 import { errorBody, jobFailure } from "../errors.js";
@@ -7,11 +7,14 @@ import type { JobClient } from "../job-client.js";
 import { completionFromRecord } from "../mapping.js";
 import { streamCompletion } from "../streaming.js";
 import { parseSubmission } from "../submission.js";
+import { checkJobFits } from "../submit-guards.js";
 import { inRequestSpan } from "../tracing.js";
 
 export interface ChatRouteDeps {
   jobs: JobClient;
   config: HandoffConfig;
+  /** The NATS server's `max_payload`, checked before a stream opens (a 413, not an event). */
+  maxPayload?: () => number | undefined;
 }
 
 /** `POST /v1/chat/completions`: OpenAI's request in, OpenAI's answer (or stream) out, plus `handoff`. */
@@ -31,8 +34,12 @@ export function registerChatCompletions(app: FastifyInstance, deps: ChatRouteDep
         "job submitted",
       );
 
-      if (envelope.input.stream)
+      if (envelope.input.stream) {
+        // Once the stream is open its status is 200: a job too large for NATS is refused first.
+        const record = recordFromEnvelope(envelope, "queued", traceId || undefined);
+        checkJobFits(envelope, record, deps.maxPayload?.());
         return streamCompletion(request, reply, submission, deps.jobs, traceId);
+      }
 
       reply.header("x-handoff-job-id", envelope.id);
       if (traceId) reply.header("x-handoff-trace-id", traceId);

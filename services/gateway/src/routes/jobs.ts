@@ -10,7 +10,8 @@ import {
 } from "@handoff/contracts";
 import { activeTraceId } from "@handoff/mesh";
 import { trace } from "@opentelemetry/api";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { mayReadJob } from "../auth.js";
 import type { JobClient } from "../job-client.js";
 import { openSse } from "../sse.js";
 import { parseSubmission } from "../submission.js";
@@ -19,12 +20,31 @@ import { inRequestSpan } from "../tracing.js";
 export interface JobRouteDeps {
   jobs: JobClient;
   config: HandoffConfig;
+  /** API keys are configured: a key reads only its own jobs (or all, with the `admin` scope). */
+  auth: boolean;
 }
 
 function jobId(raw: string): string {
   const id = JobId.safeParse(raw);
   if (!id.success) throw HandoffError.validation("job id", id.error);
   return id.data;
+}
+
+/**
+ * The record of job `id` if the caller may read it. A job another key owns is answered exactly as
+ * an id that does not exist (same status, code and message, after the same single read), so a key
+ * learns nothing about other keys' jobs.
+ */
+async function readableJob(
+  deps: JobRouteDeps,
+  request: FastifyRequest,
+  id: string,
+): Promise<JobRecord> {
+  const record = await deps.jobs.store.get(id);
+  if (!record || !mayReadJob(request, record.owner, deps.auth)) {
+    throw new HandoffError("HANDOFF_ERR_NOT_FOUND", `no job with id ${id}`);
+  }
+  return record;
 }
 
 /**
@@ -67,19 +87,13 @@ export function registerJobs(app: FastifyInstance, deps: JobRouteDeps): void {
   );
 
   app.get<{ Params: { id: string } }>("/v1/jobs/:id", (request) =>
-    inRequestSpan(request, async () => {
-      const id = jobId(request.params.id);
-      const record = await jobs.store.get(id);
-      if (!record) throw new HandoffError("HANDOFF_ERR_NOT_FOUND", `no job with id ${id}`);
-      return record;
-    }),
+    inRequestSpan(request, () => readableJob(deps, request, jobId(request.params.id))),
   );
 
   app.get<{ Params: { id: string } }>("/v1/jobs/:id/events", (request, reply) =>
     inRequestSpan(request, async () => {
       const id = jobId(request.params.id);
-      if (!(await jobs.store.get(id)))
-        throw new HandoffError("HANDOFF_ERR_NOT_FOUND", `no job with id ${id}`);
+      await readableJob(deps, request, id);
       const sse = openSse(reply);
       // The watch delivers the current record first, then every change.
       const watch = await jobs.store.kv.watch({ key: id });
