@@ -3,13 +3,17 @@
  * Helm values, and the kustomize manifests in deploy/k8s. Nothing here needs a Docker engine or a
  * cluster: the compose file is validated against the Compose Specification JSON schema (shipped in
  * the `docker-compose` npm package) and every Kubernetes object against the OpenAPI schemas of
- * `kubernetes-models` / `@kubernetes-models/keda`.
+ * `kubernetes-models` / `@kubernetes-models/keda`. The secure setup is checked too: every service
+ * connects over TLS with its own nkey seed and reply prefix, mounted from secrets that
+ * scripts/nats-identities.mjs writes, and no secret is written into any of these files.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
-import { join } from "node:path";
+import { basename, dirname, join, posix } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseConfig } from "@handoff/config";
 import { Stages, Streams } from "@handoff/contracts";
+import { NatsEnv } from "@handoff/mesh";
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
 import { Ajv } from "ajv";
 import { Deployment } from "kubernetes-models/apps/v1";
@@ -18,6 +22,12 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { ConfigMap, Namespace, Service } from "kubernetes-models/v1";
 import { describe, expect, it } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
+import {
+  IDENTITIES,
+  MESH_KEY_ENV,
+  FILES as SECRET_FILES,
+  TLS_DNS_NAMES,
+} from "../scripts/nats-identities.mjs";
 
 // biome-ignore lint/suspicious/noExplicitAny: parsed YAML is untyped; the tests check its shape.
 type Any = any;
@@ -32,7 +42,10 @@ const JOBS_STREAM = "HANDOFF_JOBS";
 
 /** The environment variables the services read (see the services' docs). */
 const COMMON_ENV = [
-  "NATS_URL",
+  // NATS_URL, NATS_CREDS, NATS_NKEY_SEED, NATS_CA, NATS_INBOX_PREFIX, ... (libs/mesh connect.ts)
+  ...Object.values(NatsEnv),
+  // The mesh signing key, as mesh.signing_key_env names it in the shipped configs.
+  MESH_KEY_ENV,
   "HANDOFF_CONFIG",
   "LOG_LEVEL",
   "HANDOFF_CONCURRENCY",
@@ -60,6 +73,48 @@ const stripNatsComments = (text: string) =>
     .split("\n")
     .map((line) => line.replace(/(^|\s)(#|\/\/).*$/, ""))
     .join("\n");
+
+/** The `$HANDOFF_NATS_*` variables deploy/nats/handoff-auth.conf reads from the environment. */
+const authConfVariables = () => [
+  ...new Set(
+    [
+      ...stripNatsComments(read("deploy/nats/handoff-auth.conf")).matchAll(/\$(HANDOFF_NATS_\w+)/g),
+    ].map((m) => m[1] as string),
+  ),
+];
+
+/** The service's NATS identity in scripts/nats-identities.mjs. */
+const identityOf = (service: string) => IDENTITIES.find((identity) => identity.name === service);
+
+/** True when the server certificate the script makes is valid for `host` (one-label wildcards). */
+const certificateNames = (host: string) =>
+  TLS_DNS_NAMES.some((name) =>
+    name.startsWith("*.")
+      ? host.endsWith(name.slice(1)) && !host.slice(0, -name.length + 1).includes(".")
+      : host === name,
+  );
+
+/** The host names in a NATS_URL (comma-separated server URLs). */
+const natsHosts = (url: string) => url.split(",").map((server) => new URL(server.trim()).hostname);
+
+/** Secret material that must never be written into a deployment file. */
+const SECRET_PATTERNS: [string, RegExp][] = [
+  ["an nkey seed", /\bS[UAOCNPX][A-Z2-7]{50,}\b/],
+  ["a PEM private key", /-----BEGIN [A-Z ]*PRIVATE KEY-----/],
+  ["a creds file", /BEGIN (NATS USER JWT|USER NKEY SEED)/],
+  ["a mesh key value", new RegExp(`${MESH_KEY_ENV}\\s*[:=]\\s*["']?[A-Za-z0-9+/=]{32,}`)],
+];
+
+/** Files below a folder of the repository, recursively. */
+function filesUnder(rel: string): string[] {
+  return readdirSync(join(root, rel), { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory()
+      ? filesUnder(posix.join(rel, entry.name))
+      : entry.isFile()
+        ? [posix.join(rel, entry.name)]
+        : [],
+  );
+}
 
 // ---------------------------------------------------------------------------------------------
 // docker-compose.yml
@@ -149,7 +204,7 @@ describe("docker-compose.yml", () => {
       for (const key of Object.keys(env)) {
         expect(allowedEnv(name), `${name} sets ${key}`).toContain(key);
       }
-      expect(env.NATS_URL, name).toBe("nats://nats:4222");
+      expect(env.NATS_URL, name).toBe("tls://nats:4222");
       expect(env.OTEL_EXPORTER_OTLP_ENDPOINT, name).toBe("http://jaeger:4318");
       expect(env.OTEL_EXPORTER_OTLP_PROTOCOL, name).toBe("http/protobuf");
       if (env.LOG_LEVEL !== undefined) expect(PINO_LEVELS).toContain(env.LOG_LEVEL);
@@ -213,6 +268,108 @@ describe("docker-compose.yml", () => {
     expect(Object.keys(compose.volumes ?? {})).toContain(storeVolume?.[0]);
   });
 
+  it("connects every service over TLS with its own seed, the CA and its own reply prefix", () => {
+    const secrets: Record<string, Any> = compose.secrets ?? {};
+    for (const [name, service] of builtServices()) {
+      const env: Record<string, string> = service.environment ?? {};
+      // Where each of the service's Compose secrets is mounted, and from which file.
+      const mounted = new Map<string, string>(
+        (service.secrets ?? []).map((entry: Any) => {
+          const source = typeof entry === "string" ? entry : entry.source;
+          const target = typeof entry === "string" ? undefined : entry.target;
+          const path = target?.startsWith("/") ? target : `/run/secrets/${target ?? source}`;
+          expect(secrets[source], `${name}: secret ${source} is declared`).toBeDefined();
+          return [path, String(secrets[source]?.file)];
+        }),
+      );
+      const identity = identityOf(name);
+      expect(identity, `${name} has an identity in scripts/nats-identities.mjs`).toBeDefined();
+      expect(String(env.NATS_URL), name).toMatch(/^tls:\/\//);
+      for (const host of natsHosts(String(env.NATS_URL))) {
+        expect(certificateNames(host), `${name}: the certificate names ${host}`).toBe(true);
+      }
+      expect(mounted.get(env.NATS_NKEY_SEED), `${name}: NATS_NKEY_SEED is its own seed`).toBe(
+        `./deploy/secrets/${identity?.file}`,
+      );
+      expect(mounted.get(env.NATS_CA), `${name}: NATS_CA is the CA`).toBe(
+        `./deploy/secrets/${SECRET_FILES.ca}`,
+      );
+      expect(env.NATS_INBOX_PREFIX, name).toBe(`_INBOX_${name}`);
+      // No other identity's seed in this container.
+      const seeds = [...mounted.values()].filter((file) => file.endsWith(".nk"));
+      expect(seeds, name).toEqual([`./deploy/secrets/${identity?.file}`]);
+    }
+    // Every secret is a file the script writes, under the git-ignored deploy/secrets.
+    const written = [...IDENTITIES.map((i) => i.file), ...Object.values(SECRET_FILES)];
+    for (const [key, secret] of Object.entries<Any>(secrets)) {
+      expect(Object.keys(secret), `secret ${key}: a file, not a value`).toEqual(["file"]);
+      expect(
+        written.map((file) => `./deploy/secrets/${file}`),
+        key,
+      ).toContain(secret.file);
+    }
+  });
+
+  it("gives every service the mesh key from deploy/secrets/mesh.env and a config that signs with it", () => {
+    for (const [name, service] of builtServices()) {
+      const envFiles = [service.env_file ?? []]
+        .flat()
+        .map((entry: Any) => (typeof entry === "string" ? entry : entry.path));
+      expect(envFiles, name).toContain(`./deploy/secrets/${SECRET_FILES.meshEnv}`);
+      expect(Object.keys(service.environment ?? {}), `${name}: no key inline`).not.toContain(
+        MESH_KEY_ENV,
+      );
+      const configPath = String(service.environment?.HANDOFF_CONFIG);
+      const mount = (service.volumes ?? [])
+        .map(String)
+        .map((m: string) => m.split(":"))
+        .find(([, target]: string[]) => target === configPath);
+      expect(mount, `${name}: HANDOFF_CONFIG ${configPath} is mounted`).toBeDefined();
+      const [source = "", , flags] = mount ?? [];
+      expect(flags, `${name}: the config is read-only`).toBe("ro");
+      expect(source).toMatch(/^\.\/deploy\/config\/[\w.-]+\.ya?ml$/);
+      const config = parseConfig(read(source), source);
+      expect(config.mesh.signing_key_env, `${name}: ${source} signs`).toBe(MESH_KEY_ENV);
+    }
+  });
+
+  it("runs NATS with TLS and handoff-auth.conf, the public keys from deploy/secrets", () => {
+    const nats = compose.services.nats;
+    const mounts: string[][] = nats.volumes.map((m: Any) => String(m).split(":"));
+    const confTarget = mounts.find(([source]) => source === "./deploy/nats/nats.conf")?.[1] ?? "";
+    const conf = stripNatsComments(read("deploy/nats/nats.conf"));
+
+    // `include handoff-auth.conf`, resolved next to nats.conf, is the mounted policy.
+    const include = conf.match(/^\s*include\s+"?([^"\s;]+)"?/m)?.[1];
+    expect(include, "nats.conf includes the auth policy").toBeDefined();
+    const includeTarget = posix.join(posix.dirname(confTarget), include ?? "");
+    const auth = mounts.find(([, target]) => target === includeTarget);
+    expect(auth?.[0], `${includeTarget} is deploy/nats/handoff-auth.conf`).toBe(
+      "./deploy/nats/handoff-auth.conf",
+    );
+    expect(auth?.[2]).toBe("ro");
+
+    // The TLS files, from the script's tls/ folder mounted read-only.
+    const tls = conf.match(/\btls\s*[:=]?\s*\{([^}]*)\}/)?.[1] ?? "";
+    const file = (key: string) => tls.match(new RegExp(`${key}\\s*[:=]?\\s*"?([^"\\s]+)"?`))?.[1];
+    const tlsMount = mounts.find(([source]) => source === "./deploy/secrets/tls");
+    expect(tlsMount?.[2], "deploy/secrets/tls is mounted read-only").toBe("ro");
+    expect(file("cert_file")).toBe(
+      posix.join(tlsMount?.[1] ?? "", basename(SECRET_FILES.serverCert)),
+    );
+    expect(file("key_file")).toBe(
+      posix.join(tlsMount?.[1] ?? "", basename(SECRET_FILES.serverKey)),
+    );
+    // Monitoring stays plain HTTP for the healthcheck; clients get TLS.
+    expect(conf).not.toMatch(/https_port/);
+    expect(conf).not.toMatch(/allow_non_tls/);
+
+    const envFiles = [nats.env_file ?? []]
+      .flat()
+      .map((e: Any) => (typeof e === "string" ? e : e.path));
+    expect(envFiles).toContain(`./deploy/secrets/${SECRET_FILES.identitiesEnv}`);
+  });
+
   it("runs Jaeger v2", () => {
     expect(compose.services.jaeger.image).toMatch(/^jaegertracing\/jaeger:2\.\d+/);
   });
@@ -233,6 +390,41 @@ describe("deploy/nats", () => {
     expect(jetstream).toMatch(/store_dir\s*[:=]?\s*\S+/);
     expect(jetstream).toMatch(/sync_interval\s*[:=]?\s*"?always"?/);
     expect(conf).toMatch(/http_port\s*[:=]?\s*8222\b/);
+  });
+
+  it("the identities script makes every HANDOFF_NATS_* variable handoff-auth.conf reads", () => {
+    const variables = authConfVariables();
+    expect(variables.length).toBeGreaterThan(0);
+    expect(IDENTITIES.map((identity) => identity.env).sort()).toEqual([...variables].sort());
+    for (const identity of IDENTITIES) {
+      if (identity.name === "admin" || identity.name === "apps-example") continue;
+      // Each service's identity may read only its own reply subjects.
+      expect(read("deploy/nats/handoff-auth.conf")).toContain(`"_INBOX_${identity.name}.>"`);
+    }
+  });
+
+  it("values.yaml serves TLS, includes handoff-auth.conf and takes the public keys from a Secret", () => {
+    const values: Any = parse(read("deploy/nats/values.yaml"));
+    expect(values.config.nats.tls).toMatchObject({ enabled: true });
+    expect(values.config.nats.tls.secretName).toMatch(/^[a-z0-9-]+$/);
+    expect(values.tlsCA).toMatchObject({ enabled: true });
+    expect(values.tlsCA.secretName).toMatch(/^[a-z0-9-]+$/);
+    expect(values.config.monitor.tls?.enabled ?? false, "KEDA reads /jsz over HTTP").toBe(false);
+    expect(values.config.merge.$include).toBe("./handoff-auth.conf");
+    // The policy is put into the chart's ConfigMap at install, under the name the include reads.
+    expect(read("deploy/nats/values.yaml")).toContain(
+      "--set-file 'configMap.merge.data.handoff-auth\\.conf=deploy/nats/handoff-auth.conf'",
+    );
+    const env = values.container.env;
+    for (const variable of authConfVariables()) {
+      expect(env[variable]?.valueFrom?.secretKeyRef, variable).toMatchObject({ key: variable });
+      expect(env[variable]?.value, `${variable} is not written here`).toBeUndefined();
+    }
+    for (const host of natsHosts(
+      String(ofKind("ConfigMap").find((c) => c.metadata.name === "handoff-common")?.data.NATS_URL),
+    )) {
+      expect(host, "NATS_URL names the release's Service").toMatch(/\.nats\.svc\.cluster\.local$/);
+    }
   });
 
   it("values.yaml asks the Helm chart for a 3-node JetStream cluster on PVCs, synced always", () => {
@@ -393,8 +585,9 @@ const manifestFiles = readdirSync(k8sDir)
   .filter((file) => statSync(join(k8sDir, file)).isFile())
   .sort();
 
+// Kubernetes reads manifests as YAML 1.1, where `defaultMode: 0400` is octal (256).
 const objects: { file: string; object: Any }[] = manifestFiles.flatMap((file) =>
-  parseAllDocuments(readFileSync(join(k8sDir, file), "utf8"))
+  parseAllDocuments(readFileSync(join(k8sDir, file), "utf8"), { version: "1.1" })
     .filter((doc) => doc.contents !== null)
     .map((doc) => {
       if (doc.errors.length > 0) throw new Error(`${file}: ${doc.errors[0]?.message}`);
@@ -485,12 +678,108 @@ describe("deploy/k8s", () => {
         envOf(container),
       );
       expect(String(env.NATS_URL), `${name}: NATS_URL`).toMatch(
-        /^nats:\/\/[^,\s]+(,nats:\/\/[^,\s]+)*$/,
+        /^tls:\/\/[^,\s]+(,tls:\/\/[^,\s]+)*$/,
       );
+      for (const host of natsHosts(String(env.NATS_URL))) {
+        expect(certificateNames(host), `${name}: the certificate names ${host}`).toBe(true);
+      }
       if (env.OTEL_EXPORTER_OTLP_PROTOCOL !== undefined) {
         expect(OTLP_PROTOCOLS).toContain(env.OTEL_EXPORTER_OTLP_PROTOCOL);
       }
       if (env.LOG_LEVEL !== undefined) expect(PINO_LEVELS).toContain(env.LOG_LEVEL);
+    }
+  });
+
+  it("mounts each service's own NATS seed and the CA from a Secret, read-only, mode 0400", () => {
+    for (const deployment of ofKind("Deployment")) {
+      const name = deployment.metadata.name;
+      const pod = deployment.spec.template.spec;
+      const [container] = pod.containers;
+      const env = envOf(container);
+      expect(env.NATS_INBOX_PREFIX, name).toBe(`_INBOX_${name}`);
+      for (const variable of ["NATS_NKEY_SEED", "NATS_CA"]) {
+        const path = env[variable];
+        expect(path, `${name}: ${variable}`).toMatch(/^\//);
+        const mount = (container.volumeMounts ?? []).find(
+          (m: Any) => dirname(path ?? "") === m.mountPath.replace(/\/$/, ""),
+        );
+        expect(mount, `${name}: ${variable} ${path} is on a mounted volume`).toBeDefined();
+        expect(mount?.readOnly, `${name}: ${variable} read-only`).toBe(true);
+        const volume = pod.volumes.find((v: Any) => v.name === mount?.name);
+        expect(volume?.secret?.secretName, `${name}: ${variable} from its own Secret`).toBe(
+          `handoff-nats-${name}`,
+        );
+        expect(volume?.secret?.defaultMode, `${name}: defaultMode 0400`).toBe(0o400);
+      }
+      expect(basename(env.NATS_NKEY_SEED ?? "")).toBe("seed");
+      expect(basename(env.NATS_CA ?? "")).toBe("ca.pem");
+      // 0400 files are root's: fsGroup makes them the pod's group's (0440) so uid 1000 reads them.
+      expect(pod.securityContext?.fsGroup, `${name}: fsGroup`).toBe(
+        pod.securityContext?.runAsGroup,
+      );
+      // Other identities' Secrets are not mounted here.
+      const secretNames = pod.volumes
+        .filter((v: Any) => v.secret)
+        .map((v: Any) => v.secret.secretName);
+      expect(secretNames, name).toEqual([`handoff-nats-${name}`]);
+    }
+  });
+
+  it("takes the mesh key from a Secret, and mounts a config that signs with it", () => {
+    const kustomization: Any = parse(read("deploy/k8s/kustomization.yaml"));
+    const generated = new Map<string, string>(
+      (kustomization.configMapGenerator ?? []).flatMap((generator: Any) =>
+        (generator.files ?? []).map((file: string) => {
+          const [key, source = key] = file.split("=");
+          return [`${generator.name}/${basename(key ?? "")}`, source];
+        }),
+      ),
+    );
+    const common = ofKind("ConfigMap").find((c) => c.metadata.name === "handoff-common");
+    for (const deployment of ofKind("Deployment")) {
+      const name = deployment.metadata.name;
+      const pod = deployment.spec.template.spec;
+      const [container] = pod.containers;
+      const key = (container.env ?? []).find((e: Any) => e.name === MESH_KEY_ENV);
+      expect(key?.value, `${name}: no key inline`).toBeUndefined();
+      expect(key?.valueFrom?.secretKeyRef, name).toMatchObject({
+        name: "handoff-mesh-key",
+        key: MESH_KEY_ENV,
+      });
+      const configPath = String(envOf(container).HANDOFF_CONFIG ?? common?.data.HANDOFF_CONFIG);
+      const mount = (container.volumeMounts ?? []).find(
+        (m: Any) => dirname(configPath) === m.mountPath.replace(/\/$/, ""),
+      );
+      expect(mount?.readOnly, `${name}: HANDOFF_CONFIG ${configPath} is mounted read-only`).toBe(
+        true,
+      );
+      const volume = pod.volumes.find((v: Any) => v.name === mount?.name);
+      const source = generated.get(`${volume?.configMap?.name}/${basename(configPath)}`);
+      expect(
+        source,
+        `${name}: ${configPath} comes from the kustomization's configMapGenerator`,
+      ).toBeDefined();
+      const file = `deploy/k8s/${source}`;
+      const config = parseConfig(read(file), file);
+      expect(config.mesh.signing_key_env, file).toBe(MESH_KEY_ENV);
+      for (const variable of config.mesh.verify_key_envs) {
+        expect(
+          (container.env ?? []).find((e: Any) => e.name === variable)?.valueFrom?.secretKeyRef,
+        ).toBeDefined();
+      }
+    }
+  });
+
+  it("holds no Secret and reads no file outside deploy/k8s", () => {
+    expect(ofKind("Secret")).toEqual([]);
+    const kustomization: Any = parse(read("deploy/k8s/kustomization.yaml"));
+    expect(kustomization.secretGenerator, "Secrets are made with kubectl").toBeUndefined();
+    for (const generator of kustomization.configMapGenerator ?? []) {
+      for (const entry of [...(generator.files ?? []), ...(generator.envs ?? [])]) {
+        const source = String(entry).split("=").at(-1) ?? "";
+        expect(source, "inside deploy/k8s").not.toMatch(/^(\/|\.\.)/);
+        expect(existsSync(join(k8sDir, source)), `${source} is in the repository`).toBe(true);
+      }
     }
   });
 
@@ -547,6 +836,8 @@ describe("deploy/k8s", () => {
       expect(triggers.length, scaledObject.metadata.name).toBeGreaterThan(0);
       for (const { metadata } of triggers) {
         expect(metadata.stream).toBe(JOBS_STREAM);
+        // The stream lives in the HANDOFF account of handoff-auth.conf, not in $G.
+        expect(metadata.account).toBe("HANDOFF");
         expect(WORKERS).toContain(metadata.consumer);
         expect(target.name, "the trigger's consumer is the target's stage").toBe(metadata.consumer);
         expect(Number(metadata.lagThreshold)).toBeGreaterThan(0);
@@ -573,6 +864,34 @@ describe("deploy/k8s", () => {
         expect(deployment.spec.replicas, deployment.metadata.name).toBeUndefined();
       }
     }
+  });
+});
+
+describe("secrets", () => {
+  it("no secret is written into the compose file, the manifests, the NATS config or the docs", () => {
+    const files = [
+      "docker-compose.yml",
+      "Dockerfile",
+      ...filesUnder("deploy/k8s"),
+      ...filesUnder("deploy/nats"),
+      ...filesUnder("deploy/config"),
+      "deploy/README.md",
+    ];
+    for (const file of files) {
+      const text = read(file);
+      for (const [what, pattern] of SECRET_PATTERNS) {
+        expect(pattern.test(text), `${file} holds ${what}`).toBe(false);
+      }
+    }
+  });
+
+  it("deploy/secrets stays out of git and out of the Docker build context", () => {
+    const entries = (file: string) =>
+      read(file)
+        .split("\n")
+        .map((line) => line.trim().replace(/^\/|\/$/g, ""));
+    expect(entries(".gitignore")).toContain("deploy/secrets");
+    expect(entries(".dockerignore")).toContain("deploy/secrets");
   });
 });
 
