@@ -3,10 +3,11 @@ import {
   ChatCompletion,
   ChatCompletionChunk,
   ErrorBody,
+  HandoffError,
   JobRecord,
   Streams,
 } from "@handoff/contracts";
-import type { MeshService } from "@handoff/mesh";
+import { ensureTopology, type MeshService, StageRunner } from "@handoff/mesh";
 import { type NatsHandle, startNats, waitFor } from "@handoff/testkit";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -392,9 +393,11 @@ describe("gateway failure paths", () => {
       expect(error.code).toBe("HANDOFF_ERR_DEADLINE");
       expect(error.job_id).toBeDefined();
       const record = await gateway.app?.inject({ method: "GET", url: `/v1/jobs/${error.job_id}` });
+      // The record says at once that the job is over, and why.
       expect(JobRecord.parse(record?.json())).toMatchObject({
-        status: "queued",
+        status: "failed",
         stage: "classifier",
+        error: { code: "HANDOFF_ERR_DEADLINE" },
       });
 
       const badHeader = await gateway.app?.inject({
@@ -409,6 +412,68 @@ describe("gateway failure paths", () => {
       await gateway.stop();
       // Leave no queued job behind for the next test's workers.
       await (await jetstreamManager(nc)).streams.purge(Streams.jobs);
+    }
+  });
+
+  it("ends a stream with an error, never a mix of two answers, when a redelivery answers differently", async () => {
+    const gateway = createGateway({
+      nc,
+      config: simProfile,
+      logger,
+      version: "0.0.0-test",
+      host: "127.0.0.1",
+      port: 0,
+    });
+    await gateway.start();
+    const topology = await ensureTopology(nc, { ackWaitMs: 2_000, maxDeliveries: 3 });
+    // The first delivery streams part of an answer and fails; the second answers otherwise.
+    const runner = new StageRunner({
+      nc,
+      topology,
+      stage: "classifier",
+      instance: "flaky",
+      logger,
+      limits: { ackWaitMs: 2_000, maxDeliveries: 3, maxHops: 8 },
+      concurrency: 1,
+      backoffMs: () => 50,
+      handler: async (envelope, ctx) => {
+        if (ctx.delivery === 1) {
+          ctx.relay?.({ type: "text", delta: "The first answer " }, "test");
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          throw HandoffError.retryable("HANDOFF_ERR_PROVIDER", "the connection dropped");
+        }
+        ctx.relay?.({ type: "text", delta: "The second answer." }, "test");
+        return {
+          ...envelope,
+          result: {
+            message: { role: "assistant", content: "The second answer." },
+            finish_reason: "stop",
+            stage: "classifier",
+            provider: "test",
+            model: "test",
+          },
+        };
+      },
+    });
+    await runner.start();
+    try {
+      const res = await gateway.app?.inject({
+        method: "POST",
+        url: "/v1/chat/completions",
+        payload: { model: "m", stream: true, messages: [{ role: "user", content: "hi" }] },
+      });
+      const events = sseData(res?.body ?? "");
+      const text = events
+        .filter((data) => data !== "[DONE]" && !data.includes('"error"'))
+        .map((data) => ChatCompletionChunk.parse(JSON.parse(data)).choices[0]?.delta.content ?? "")
+        .join("");
+      expect(text).toBe("The first answer ");
+      expect(events.at(-1)).not.toBe("[DONE]");
+      const { error } = ErrorBody.parse(JSON.parse(events.at(-1) ?? "{}"));
+      expect(error.message).toMatch(/differs from its final answer/);
+    } finally {
+      await runner.stop();
+      await gateway.stop();
     }
   });
 

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import {
   type DeadLetter,
   HandoffError,
@@ -10,8 +11,11 @@ import {
 } from "@handoff/contracts";
 import {
   createStageService,
+  ensureStageConsumer,
   ensureTopology,
+  JobOutcomes,
   JobStore,
+  MaxDeliveriesWatcher,
   MeshSigner,
   publishJob,
   recordFromEnvelope,
@@ -20,7 +24,7 @@ import {
   type Topology,
 } from "@handoff/mesh";
 import { type NatsHandle, startNats, testEnvelope, waitFor } from "@handoff/testkit";
-import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import { type JetStreamClient, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core";
 import { Svcm } from "@nats-io/services";
 import { connect } from "@nats-io/transport-node";
@@ -301,6 +305,8 @@ describe("stage runner", () => {
     expect(record.status).toBe("succeeded");
     expect(deliveries).toEqual([1, 2]);
     expect(runner.stats().retried).toBe(1);
+    // The record shows that the stage took a second delivery (and may have called twice).
+    expect(record.deliveries).toEqual({ classifier: 2 });
   });
 
   it("dead-letters a job that fails on every delivery and fails it for the client", async () => {
@@ -504,5 +510,289 @@ describe("stage service", () => {
       await service.stop();
     }
     expect(service.ready()).toBe(false);
+  });
+});
+
+describe("exactly once: a job accepted is a job answered, once", () => {
+  /** A handler that counts its runs per job, then does `then`. */
+  function counting(then: StageHandler) {
+    const runs = new Map<string, number>();
+    const handler: StageHandler = async (envelope, ctx) => {
+      runs.set(envelope.id, (runs.get(envelope.id) ?? 0) + 1);
+      return then(envelope, ctx);
+    };
+    return { handler, runs };
+  }
+
+  /** Publishes `job` to `stage` again as a new message, as after a server lost its acks. */
+  async function redeliver(job: JobEnvelope, stage: Stage): Promise<void> {
+    await js.publish(Subjects.job(stage), JSON.stringify(job), { msgID: `again-${randomUUID()}` });
+  }
+
+  it("a redelivery of work a stage already did re-sends its output and never runs the handler again", async () => {
+    const classifier = counting(async (envelope) => ({
+      ...envelope,
+      plan: ["classifier", "tool-executor"],
+    }));
+    const runner = await startRunner("classifier", classifier.handler);
+    const job = { ...testEnvelope(), step: 0 };
+    await publishJob(js, job, "classifier");
+    await waitFor(async () => (runner.stats().forwarded === 1 ? true : undefined));
+
+    await redeliver(job, "classifier");
+    await waitFor(async () => (runner.stats().replayed === 1 ? true : undefined));
+    expect(classifier.runs.get(job.id)).toBe(1);
+    // The re-sent forward carried the same dedupe id: one message waits for the next stage.
+    const stream = await topology.jsm.streams.info(Streams.jobs);
+    expect(stream.state.messages).toBe(1);
+
+    const heavy = counting(answer);
+    await startRunner("tool-executor", heavy.handler);
+    const record = await finished(job.id);
+    expect(record.status).toBe("succeeded");
+    expect(heavy.runs.get(job.id)).toBe(1);
+
+    // Once the job has ended, any late copy of any of its messages is acked and left alone.
+    await redeliver(job, "classifier");
+    await waitFor(async () => (runner.stats().replayed === 2 ? true : undefined));
+    expect(classifier.runs.get(job.id)).toBe(1);
+    expect((await store.get(job.id))?.status).toBe("succeeded");
+  });
+
+  it("acks only after the forward is stored: a forward the server refuses is retried, not lost", async () => {
+    const classifier = counting(async (envelope) => ({
+      ...envelope,
+      plan: ["classifier", "heavy-reasoner"],
+      // Makes the forwarded envelope larger than the stream takes while it is limited below.
+      enrichments: [
+        { kind: "draft", stage: "classifier", content: "x".repeat(8_000), reason: "test" },
+      ],
+    }));
+    // Enough deliveries that the refusals below do not use them all up.
+    const runner = await startRunner("classifier", classifier.handler, {
+      limits: { ...limits, maxDeliveries: 50 },
+    });
+    await startRunner("heavy-reasoner", answer);
+    const info = await topology.jsm.streams.info(Streams.jobs);
+    await topology.jsm.streams.update(Streams.jobs, { ...info.config, max_msg_size: 4_000 });
+    try {
+      const job = { ...testEnvelope(), step: 0 };
+      await publishJob(js, job, "classifier");
+      await waitFor(async () => (classifier.runs.get(job.id) === 1 ? true : undefined));
+      // The forward fails while the limit holds; the job must still be the classifier's.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect((await store.get(job.id))?.status).not.toBe("succeeded");
+      // Not acked: the classifier's message is still in the work queue, the only one there.
+      expect((await topology.jsm.streams.info(Streams.jobs)).state.messages).toBe(1);
+      await topology.jsm.streams.update(Streams.jobs, { ...info.config, max_msg_size: -1 });
+      const record = await finished(job.id);
+      expect(record.status).toBe("succeeded");
+      expect(record.hops).toEqual(["classifier", "heavy-reasoner"]);
+      // The redelivery re-sent what the first run produced: the model was not paid twice.
+      expect(classifier.runs.get(job.id)).toBe(1);
+      expect(runner.stats().replayed).toBeGreaterThanOrEqual(1);
+    } finally {
+      await topology.jsm.streams.update(Streams.jobs, { ...info.config, max_msg_size: -1 });
+    }
+  });
+
+  it("terminates an invalid payload: it is never delivered again and leaves the work queue", async () => {
+    const runner = await startRunner("classifier", answer);
+    await js.publish(
+      Subjects.job("classifier"),
+      JSON.stringify({ id: "job-never-again", plan: [] }),
+    );
+    const letter = await deadLetter("classifier");
+    expect(letter.deliveries).toBe(1);
+    // Longer than the ack wait and the backoff: a nak or an ignored term would be back by now.
+    await new Promise((resolve) => setTimeout(resolve, limits.ackWaitMs * 2));
+    expect(runner.stats().received).toBe(1);
+    expect((await topology.jsm.streams.info(Streams.jobs)).state.messages).toBe(0);
+    const consumer = await topology.jsm.consumers.info(Streams.jobs, "classifier");
+    expect(consumer.num_ack_pending + consumer.num_pending + consumer.num_redelivered).toBe(0);
+  });
+
+  it("fails a job whose last delivery died in a crash: the next one ends it without running it", async () => {
+    const tight = { ...limits, maxDeliveries: 1 };
+    // The first replica takes the job and dies holding it: its connection drops, no ack, no nak.
+    const doomed = await connect({ servers: nats.url });
+    const took = Promise.withResolvers<void>();
+    const crashing = new StageRunner({
+      nc: doomed,
+      topology: { ...topology, jsm: await jetstreamManager(doomed) },
+      stage: "classifier",
+      handler: (_envelope, ctx) => {
+        took.resolve();
+        return new Promise((_, reject) =>
+          ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)),
+        );
+      },
+      instance: "doomed",
+      logger,
+      limits: tight,
+      concurrency: 1,
+      drainTimeoutMs: 50,
+    });
+    await crashing.start();
+    const job = { ...testEnvelope(), step: 0 };
+    await store.create(recordFromEnvelope(job, "queued", undefined, "classifier"));
+    await publishJob(js, job, "classifier");
+    await took.promise;
+    await doomed.close();
+    void crashing.stop().catch(() => undefined);
+
+    const survivor = counting(answer);
+    await startRunner("classifier", survivor.handler, { limits: tight });
+    const record = await finished(job.id, 15_000);
+    expect(record.status).toBe("failed");
+    expect(record.error?.code).toBe("HANDOFF_ERR_RETRIES_EXHAUSTED");
+    expect(record.error?.message).toMatch(/crash, a drain or a lost connection/);
+    expect(survivor.runs.get(job.id)).toBeUndefined();
+    const letter = await deadLetter("classifier");
+    expect(letter.reason).toBe("max_deliveries");
+    expect(letter.deliveries).toBe(2);
+    await waitFor(async () =>
+      (await topology.jsm.streams.info(Streams.jobs)).state.messages === 0 ? true : undefined,
+    );
+  });
+
+  it("settles a message the server stopped delivering: dead letter, failed record, empty queue", async () => {
+    // Every allowed delivery died (here: pulled and never answered), so no runner saw the last.
+    const tight = { ...limits, maxDeliveries: 1 };
+    await ensureStageConsumer(topology.jsm, "classifier", tight);
+    const watcher = new MaxDeliveriesWatcher({
+      nc,
+      jsm: topology.jsm,
+      js,
+      stage: "classifier",
+      outcomes: new JobOutcomes(nc, store),
+      signer: MeshSigner.disabled(),
+      logger,
+    });
+    watcher.start();
+    try {
+      const job = { ...testEnvelope(), step: 0 };
+      await store.create(recordFromEnvelope(job, "queued", undefined, "classifier"));
+      await publishJob(js, job, "classifier");
+      const consumer = await js.consumers.get(Streams.jobs, "classifier");
+      for (let pull = 0; pull < 4; pull++) {
+        // Take it without answering; after max_deliver the server announces it instead.
+        await consumer.next({ expires: limits.ackWaitMs + 500 });
+      }
+      const record = await finished(job.id, 15_000);
+      expect(record.error?.code).toBe("HANDOFF_ERR_RETRIES_EXHAUSTED");
+      const letter = await deadLetter("classifier");
+      expect(letter.reason).toBe("max_deliveries");
+      expect(letter.job_id).toBe(job.id);
+      await waitFor(async () =>
+        (await topology.jsm.streams.info(Streams.jobs)).state.messages === 0 ? true : undefined,
+      );
+    } finally {
+      await watcher.stop();
+    }
+  });
+
+  it("follows the plan by position: a plan may visit a stage twice", async () => {
+    const visits: number[] = [];
+    await startRunner("classifier", async (envelope, ctx) => {
+      visits.push(envelope.step ?? -1);
+      if (envelope.step === 0)
+        return { ...envelope, plan: ["classifier", "tool-executor", "classifier"] };
+      return answer(envelope, ctx);
+    });
+    await startRunner("tool-executor", async (envelope) => envelope);
+    const job = { ...testEnvelope(), step: 0 };
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.status).toBe("succeeded");
+    expect(record.hops).toEqual(["classifier", "tool-executor", "classifier"]);
+    expect(visits).toEqual([0, 2]);
+  });
+
+  it("keeps the spend of a stage that failed on the job's record", async () => {
+    await startRunner("classifier", async (envelope) => {
+      envelope.usage.push({
+        stage: "classifier",
+        tier: "light",
+        provider: "test",
+        model: "test",
+        input_tokens: 10,
+        output_tokens: 5,
+        cost_usd: 0.25,
+        latency_ms: 12,
+        simulated: true,
+      });
+      throw HandoffError.nonRetryable(
+        "HANDOFF_ERR_PROVIDER_REJECTED",
+        "the second call was refused",
+      );
+    });
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    expect(record.status).toBe("failed");
+    expect(record.cost_usd).toBe(0.25);
+    expect(record.usage).toHaveLength(1);
+    expect(record.cost_by_stage).toEqual({ classifier: 0.25 });
+  });
+});
+
+describe("job store", () => {
+  const record = (hops: Stage[], status: JobRecord["status"] = "running"): JobRecord => ({
+    ...recordFromEnvelope(testEnvelope(), status, undefined),
+    hops,
+  });
+
+  it("never overwrites a finished record", async () => {
+    const done = record(["classifier"], "succeeded");
+    await store.save(done);
+    expect(await store.save({ ...done, status: "running", stage: "tool-executor" })).toBe(false);
+    expect((await store.get(done.id))?.status).toBe("succeeded");
+    expect(
+      await store.fail(done.id, "classifier", {
+        code: "HANDOFF_ERR_DEADLINE",
+        message: "late",
+        retryable: false,
+      }),
+    ).toBe(false);
+    expect((await store.get(done.id))?.status).toBe("succeeded");
+  });
+
+  it("never moves a record back: a late write of a redelivered stage is skipped", async () => {
+    const later = { ...record(["classifier", "tool-executor"]), stage: "heavy-reasoner" as const };
+    await store.save(later);
+    expect(await store.save({ ...later, hops: ["classifier"], stage: "tool-executor" })).toBe(
+      false,
+    );
+    expect((await store.get(later.id))?.stage).toBe("heavy-reasoner");
+  });
+
+  it("fails a job known only by its id without wiping what its record knew", async () => {
+    const job = testEnvelope();
+    const queued = recordFromEnvelope({ ...job, owner: "team-a" }, "running", "trace-1");
+    await store.save({ ...queued, hops: ["classifier"], cost_usd: 0.5 });
+    await store.fail(job.id, "tool-executor", {
+      code: "HANDOFF_ERR_INVALID_MESSAGE",
+      message: "unreadable",
+      retryable: false,
+    });
+    const failed = await store.get(job.id);
+    expect(failed).toMatchObject({
+      status: "failed",
+      owner: "team-a",
+      trace_id: "trace-1",
+      hops: ["classifier"],
+      cost_usd: 0.5,
+      stage: "tool-executor",
+      error: { code: "HANDOFF_ERR_INVALID_MESSAGE" },
+    });
+  });
+
+  it("refuses to overwrite a record it cannot read, and says which", async () => {
+    const id = randomUUID();
+    await topology.jobs.put(id, "{not a record");
+    await expect(store.save(record(["classifier"]))).resolves.toBe(true);
+    await expect(store.save({ ...record(["classifier"]), id })).rejects.toThrow(id);
+    expect((await topology.jobs.get(id))?.string()).toBe("{not a record");
   });
 });

@@ -24,6 +24,7 @@ describe("the gateway section", () => {
     expect(parseConfig(TIERS, "handoff.yaml").gateway).toEqual({
       api_keys: [],
       auth_failures: { max: 10, window_ms: 60_000, max_addresses: 10_000 },
+      idempotency_window_ms: 86_400_000,
     });
   });
 

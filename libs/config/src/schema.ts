@@ -206,6 +206,12 @@ export const GatewaySettings = z
         max_addresses: z.number().int().min(1).max(10_000_000).default(10_000),
       })
       .default({ max: 10, window_ms: 60_000, max_addresses: 10_000 }),
+    /**
+     * How long an `Idempotency-Key` names its job: the same key from the same API key within this
+     * window gets that job (or its answer) back instead of a second run. At most 24 h, as long as
+     * job records are kept.
+     */
+    idempotency_window_ms: z.number().int().min(1_000).max(86_400_000).default(86_400_000),
   })
   .superRefine((gateway, ctx) => {
     // A name identifies the caller in logs and owns a rate bucket; a variable is one key. Either

@@ -7,7 +7,9 @@ import {
   JobEnvelope,
   type JobEnvelopeInput,
   nextStage,
+  planStep,
   roundUsd,
+  stageAfter,
   totalCost,
   type Usage,
 } from "./envelope.js";
@@ -247,6 +249,23 @@ describe("JobEnvelope", () => {
 
   it("rejects another envelope version", () => {
     expect(paths(JobEnvelope, { ...minimalEnvelope(), v: 2 })).toEqual(["v"]);
+  });
+});
+
+describe("planStep and stageAfter", () => {
+  const plan = ["classifier", "tool-executor", "classifier", "heavy-reasoner"] as const;
+
+  it("follows the envelope's position, not the stage's name, when a plan visits a stage twice", () => {
+    expect(stageAfter({ plan: [...plan], step: 0 }, "classifier")).toBe("tool-executor");
+    expect(stageAfter({ plan: [...plan], step: 2 }, "classifier")).toBe("heavy-reasoner");
+    expect(stageAfter({ plan: [...plan], step: 3 }, "heavy-reasoner")).toBeUndefined();
+  });
+
+  it("reads an envelope without a position as the stage's last visit", () => {
+    expect(planStep({ plan: [...plan] }, "classifier")).toBe(2);
+    expect(planStep({ plan: [...plan] }, "tool-executor")).toBe(1);
+    expect(planStep({ plan: ["classifier"] }, "heavy-reasoner")).toBe(-1);
+    expect(stageAfter({ plan: ["classifier"] }, "heavy-reasoner")).toBeUndefined();
   });
 });
 
@@ -535,10 +554,18 @@ describe("Subjects", () => {
 });
 
 describe("forwardMessageId", () => {
-  it("is the job id and the target stage", () => {
-    expect(forwardMessageId("job_12345678", "tool-executor")).toBe("job_12345678:tool-executor");
-    expect(forwardMessageId("job_12345678", "heavy-reasoner")).not.toBe(
-      forwardMessageId("job_12345678", "tool-executor"),
+  it("is the job id, the plan position and the target stage", () => {
+    expect(forwardMessageId("job_12345678", 1, "tool-executor")).toBe(
+      "job_12345678:1:tool-executor",
+    );
+    expect(forwardMessageId("job_12345678", 1, "heavy-reasoner")).not.toBe(
+      forwardMessageId("job_12345678", 1, "tool-executor"),
+    );
+  });
+
+  it("tells two visits of the same stage apart", () => {
+    expect(forwardMessageId("job_12345678", 1, "classifier")).not.toBe(
+      forwardMessageId("job_12345678", 3, "classifier"),
     );
   });
 });

@@ -183,6 +183,12 @@ export const JobEnvelope = z.object({
   /** Stages to visit, in order. Starts as `[classifier]`; stages may extend it (escalation). */
   plan: z.array(Stage).min(1),
   /**
+   * The position in `plan` of the stage this message is addressed to. A plan may name a stage
+   * twice; the position tells the visits apart, for forwarding and for dedupe ids. Envelopes
+   * written before it existed are read as addressed to the stage's last visit.
+   */
+  step: z.number().int().nonnegative().optional(),
+  /**
    * The job's record keeps its input (messages and tools), so its traffic can be replayed through
    * any routing strategy (`routing.record_inputs`). Off: prompts stay out of storage.
    */
@@ -233,6 +239,23 @@ export function roundUsd(value: number): number {
 export function nextStage(plan: readonly Stage[], current: Stage): Stage | undefined {
   const at = plan.lastIndexOf(current);
   return at === -1 ? undefined : plan[at + 1];
+}
+
+/**
+ * The position in the plan of the visit `stage` is making: the envelope's `step`, or for an
+ * envelope without one, the stage's last place in the plan (-1 when the plan does not name it).
+ */
+export function planStep(envelope: Pick<JobEnvelope, "plan" | "step">, stage: Stage): number {
+  return envelope.step ?? envelope.plan.lastIndexOf(stage);
+}
+
+/** The stage after the visit `stage` is making, or undefined when that visit is the plan's last. */
+export function stageAfter(
+  envelope: Pick<JobEnvelope, "plan" | "step">,
+  stage: Stage,
+): Stage | undefined {
+  const at = planStep(envelope, stage);
+  return at === -1 ? undefined : envelope.plan[at + 1];
 }
 
 /**

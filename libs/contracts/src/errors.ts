@@ -13,6 +13,12 @@ export const ErrorCodes = {
   HANDOFF_ERR_MAX_PAYLOAD: { status: 413, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_MEDIA_TYPE: { status: 415, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_NOT_FOUND: { status: 404, type: "not_found_error", retryable: false },
+  /** An `Idempotency-Key` sent again with a different request than the one that first used it. */
+  HANDOFF_ERR_IDEMPOTENCY_MISMATCH: {
+    status: 422,
+    type: "idempotency_error",
+    retryable: false,
+  },
   /** No API key, or one the gateway does not know: OpenAI answers the same with a 401. */
   HANDOFF_ERR_UNAUTHORIZED: { status: 401, type: "invalid_request_error", retryable: false },
   /** A key's request rate is spent; `requests` is the type OpenAI gives a requests-per-minute limit. */

@@ -26,6 +26,11 @@ export const JobRecord = z.object({
   route: Route.optional(),
   /** Stages visited so far, in order. */
   hops: z.array(Stage),
+  /**
+   * Stages whose visit took more than one delivery (a crash, a drain or a retry on the way), with
+   * the delivery that finished it. A stage that died mid-call may have called its model again.
+   */
+  deliveries: z.partialRecord(Stage, z.number().int().positive()).optional(),
   usage: z.array(Usage),
   cost_usd: z.number().nonnegative(),
   /** The same spend, summed per stage. */

@@ -44,6 +44,11 @@ export type Streams = (typeof Streams)[keyof typeof Streams];
 
 export const Buckets = {
   jobs: "handoff-jobs",
+  /**
+   * What each stage produced for each job, keyed `<jobId>.<step>`: a redelivered job whose stage
+   * already did its work re-sends this instead of running again. Kept for the dedupe window.
+   */
+  stageOutputs: "handoff-stage-outputs",
 } as const;
 export type Buckets = (typeof Buckets)[keyof typeof Buckets];
 
@@ -58,7 +63,10 @@ export const Headers = {
 } as const;
 export type Headers = (typeof Headers)[keyof typeof Headers];
 
-/** The dedupe id of a job forwarded to a stage: a redelivered job is forwarded only once. */
-export function forwardMessageId(jobId: string, stage: Stage): string {
-  return `${jobId}:${stage}`;
+/**
+ * The dedupe id of a job forwarded to the stage at position `step` of its plan: a redelivered job
+ * is forwarded only once, and a plan that visits a stage twice makes two distinct messages.
+ */
+export function forwardMessageId(jobId: string, step: number, stage: Stage): string {
+  return `${jobId}:${step}:${stage}`;
 }

@@ -40,11 +40,50 @@ export interface ConnectOptions {
   /** Connection name shown by the server's monitoring (e.g. `classifier`). */
   name: string;
   logger?: Logger;
-  /** Keep retrying the first connect instead of failing at once (services start before NATS). */
+  /**
+   * Let nats.js retry the first connect itself, silently and without end. The services leave this
+   * off and retry with `retryStartup`, which logs each attempt and stops on SIGTERM.
+   */
   waitOnFirstConnect?: boolean;
 }
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
+
+/**
+ * The oldest nats-server Handoff supports: the mesh is tested on 2.9 (Debian's package). Checked by
+ * {@link connectNats} on every connection it opens.
+ */
+export const MIN_NATS_SERVER_VERSION = "2.9.0";
+
+/** `major.minor.patch` of a version string (`v2.10.4`, `2.11.0-RC.1`), or undefined. */
+function parseVersion(version: string): [number, number, number] | undefined {
+  const match = /^v?(\d+)\.(\d+)(?:\.(\d+))?/.exec(version.trim());
+  if (!match) return undefined;
+  return [Number(match[1]), Number(match[2]), Number(match[3] ?? 0)];
+}
+
+/**
+ * Refuses a server older than {@link MIN_NATS_SERVER_VERSION} (or one that names no version) with a
+ * config error naming both versions: an old server is a deployment mistake that waiting will not
+ * fix, so the service stops instead of retrying.
+ */
+export function checkNatsServerVersion(
+  version: string | undefined,
+  server = "the NATS server",
+): void {
+  const found = version === undefined ? undefined : parseVersion(version);
+  const minimum = parseVersion(MIN_NATS_SERVER_VERSION) as [number, number, number];
+  const older =
+    found === undefined ||
+    found[0] < minimum[0] ||
+    (found[0] === minimum[0] &&
+      (found[1] < minimum[1] || (found[1] === minimum[1] && found[2] < minimum[2])));
+  if (!older) return;
+  const what = version === undefined || version === "" ? "no version" : `version ${version}`;
+  throw configError(
+    `${server} reports ${what}; Handoff needs nats-server ${MIN_NATS_SERVER_VERSION} or newer: upgrade the server`,
+  );
+}
 
 export function natsServers(value: string | undefined): string[] {
   const servers = (value ?? DEFAULT_NATS_URL)
@@ -230,7 +269,9 @@ export function describeNatsAuth(options: ConnectionOptions): Record<string, unk
 
 /**
  * Connects with unbounded reconnects: a NATS restart or a dropped link pauses the mesh, it does not
- * kill it. Connection state changes are logged.
+ * kill it. Connection state changes are logged. The first connect fails at once when no server
+ * answers (unless `waitOnFirstConnect`): `retryStartup` retries it. A server older than
+ * {@link MIN_NATS_SERVER_VERSION} is refused with a config error.
  */
 export async function connectNats(options: ConnectOptions): Promise<NatsConnection> {
   const resolved = natsConnectionOptions(options.settings, options.env, options.servers);
@@ -241,6 +282,12 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
     reconnectTimeWait: 500,
     waitOnFirstConnect: options.waitOnFirstConnect ?? false,
   });
+  try {
+    checkNatsServerVersion(nc.info?.version, `the NATS server at ${nc.getServer()}`);
+  } catch (error) {
+    await nc.close().catch(() => {});
+    throw error;
+  }
   const logger = options.logger;
   if (logger) {
     logger.info({ server: nc.getServer(), ...describeNatsAuth(resolved) }, "connected to NATS");

@@ -9,9 +9,29 @@ import {
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { tracedHeaders } from "./trace-context.js";
 
+/** The stream message a dead letter keeps: read from a delivery, or fetched by its sequence. */
+export interface StoredMessage {
+  subject: string;
+  payload: string;
+  stream: string;
+  streamSequence: number;
+  /** How many times it was delivered, this delivery included. */
+  deliveries: number;
+}
+
+export function storedMessage(msg: JsMsg): StoredMessage {
+  return {
+    subject: msg.subject,
+    payload: msg.string(),
+    stream: msg.info.stream,
+    streamSequence: msg.info.streamSequence,
+    deliveries: msg.info.deliveryCount,
+  };
+}
+
 export interface DeadLetterInput {
   stage: Stage;
-  msg: JsMsg;
+  msg: StoredMessage;
   reason: DeadLetter["reason"];
   error: HandoffError;
   issues?: Issue[];
@@ -30,9 +50,9 @@ export async function publishDeadLetter(js: JetStreamClient, input: DeadLetterIn
     error: { code: input.error.code, message: input.error.message },
     ...(input.issues ? { issues: input.issues } : {}),
     ...(input.jobId ? { job_id: input.jobId } : {}),
-    stream_sequence: input.msg.info.streamSequence,
-    deliveries: input.msg.info.deliveryCount,
-    payload: input.msg.string(),
+    stream_sequence: input.msg.streamSequence,
+    deliveries: input.msg.deliveries,
+    payload: input.msg.payload,
     recorded_at: new Date().toISOString(),
   };
   const extra: Record<string, string> = { [Headers.stage]: input.stage };
@@ -40,7 +60,7 @@ export async function publishDeadLetter(js: JetStreamClient, input: DeadLetterIn
   return js.publish(Subjects.deadLetter(input.stage), JSON.stringify(letter), {
     headers: tracedHeaders(extra),
     // One dead letter per stream message, however many times this path runs for it.
-    msgID: `dlq:${input.msg.info.stream}:${input.msg.info.streamSequence}`,
+    msgID: `dlq:${input.msg.stream}:${input.msg.streamSequence}`,
   });
 }
 

@@ -8,7 +8,8 @@ import {
   type JobStatus,
   totalCost,
 } from "@handoff/contracts";
-import type { KV } from "@nats-io/kv";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import type { KV, KvEntry } from "@nats-io/kv";
 
 /**
  * The record of a job as its envelope stands now. Prompts are not copied into it, unless the job
@@ -30,6 +31,7 @@ export function recordFromEnvelope(
     ...(traceId ? { trace_id: traceId } : {}),
     ...(envelope.route ? { route: envelope.route } : {}),
     hops: envelope.hops.map((h) => h.stage),
+    ...repeatedDeliveries(envelope),
     usage: envelope.usage,
     cost_usd: totalCost(envelope.usage),
     cost_by_stage: costByStage(envelope.usage),
@@ -50,16 +52,38 @@ export function recordFromEnvelope(
   };
 }
 
+/** The stages a job's hops show delivered more than once, with the delivery that finished them. */
+function repeatedDeliveries(envelope: JobEnvelope): Pick<JobRecord, "deliveries"> {
+  const deliveries: NonNullable<JobRecord["deliveries"]> = {};
+  for (const hop of envelope.hops) {
+    if (hop.delivery > 1)
+      deliveries[hop.stage] = Math.max(hop.delivery, deliveries[hop.stage] ?? 0);
+  }
+  return Object.keys(deliveries).length > 0 ? { deliveries } : {};
+}
+
 /** `record` with the owner of the record it replaces, if that one had an owner. */
-function keepOwner(record: JobRecord, current: Partial<JobRecord>): JobRecord {
+function keepOwner(record: JobRecord, current: JobRecord): JobRecord {
   const owner = current.owner;
-  if (typeof owner !== "string" || owner === record.owner) return record;
+  if (owner === undefined || owner === record.owner) return record;
   return { ...record, owner };
 }
 
+/** A write that lost a compare-and-set: another writer got there first. */
+function lostRace(error: unknown): boolean {
+  return (
+    error instanceof JetStreamApiError &&
+    (error.code === JetStreamApiCodes.StreamWrongLastSequence ||
+      error.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}
+
+/** How many times a write re-reads after losing a race before it gives up. */
+const MAX_RACES = 10;
+
 /**
  * Job records in the `handoff-jobs` KV bucket. Writes are compare-and-set, so a late write from a
- * redelivered stage can never overwrite a finished job.
+ * redelivered stage can never overwrite a finished job or move a running one back.
  */
 export class JobStore {
   constructor(readonly kv: KV) {}
@@ -67,11 +91,7 @@ export class JobStore {
   async get(id: string): Promise<JobRecord | undefined> {
     const entry = await this.kv.get(id);
     if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
-    const parsed = JobRecord.safeParse(entry.json());
-    if (!parsed.success) {
-      throw HandoffError.validation(`job record ${id} in ${Buckets.jobs}`, parsed.error);
-    }
-    return parsed.data;
+    return this.#parse(id, entry);
   }
 
   /** Writes the first record of a new job in one round trip; false if the id is taken. */
@@ -80,34 +100,103 @@ export class JobStore {
       await this.kv.create(record.id, JSON.stringify(record));
       return true;
     } catch (error) {
-      if (await this.kv.get(record.id)) return false;
+      if (lostRace(error)) return false;
       throw error;
     }
   }
 
   /**
-   * Writes `record` unless the stored one is already terminal. Returns false when the write was
-   * skipped because the job had finished. The stored record's `owner` is kept whatever `record`
-   * says: a job's owner is set once, at submission, and decides who may read it, so a writer that
-   * built its record without the envelope (an unreadable message) must not drop or change it.
+   * Writes `record` unless the stored one is already terminal, or further along than `record`
+   * (it lists more hops: a late write of a redelivered stage). Returns false when the write was
+   * skipped. The stored record's `owner` is kept whatever `record` says: a job's owner is set
+   * once, at submission, and decides who may read it.
    */
-  async save(record: JobRecord): Promise<boolean> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const entry = await this.kv.get(record.id);
+  save(record: JobRecord): Promise<boolean> {
+    return this.update(record.id, (current) => {
+      if (!current) return record;
+      if (isTerminal(current.status) || current.hops.length > record.hops.length) return undefined;
+      return keepOwner(record, current);
+    });
+  }
+
+  /**
+   * Fails a job known only by its id (its message could not be read): the stored record keeps
+   * every field it has (owner, route, hops, usage) and gains the error. False if it had ended.
+   */
+  fail(
+    id: string,
+    stage: JobRecord["stage"],
+    error: NonNullable<JobRecord["error"]>,
+    traceId?: string,
+  ) {
+    return this.update(id, (current) => {
+      const now = new Date().toISOString();
+      if (current && isTerminal(current.status)) return undefined;
+      const base: JobRecord = current ?? {
+        id,
+        status: "failed",
+        created_at: now,
+        updated_at: now,
+        hops: [],
+        usage: [],
+        cost_usd: 0,
+        cost_by_stage: {},
+      };
+      return {
+        ...base,
+        status: "failed",
+        ...(stage ? { stage } : {}),
+        ...(traceId && !base.trace_id ? { trace_id: traceId } : {}),
+        updated_at: now,
+        error,
+      };
+    });
+  }
+
+  /**
+   * Read, decide, compare-and-set. `next` sees the stored record (undefined when there is none)
+   * and returns the record to write, or undefined to leave it. Only a lost race is retried; a
+   * stored record that does not validate is reported, never overwritten.
+   */
+  async update(
+    id: string,
+    next: (current: JobRecord | undefined) => JobRecord | undefined,
+  ): Promise<boolean> {
+    for (let race = 0; ; race++) {
+      const entry = await this.kv.get(id);
+      const stored = entry?.operation === "PUT" && entry.length > 0 ? entry : undefined;
+      const record = next(stored ? this.#parse(id, stored) : undefined);
+      if (!record) return false;
       try {
-        if (entry?.operation !== "PUT") {
-          await this.kv.create(record.id, JSON.stringify(record));
-          return true;
-        }
-        const current = entry.json<JobRecord>();
-        if (isTerminal(current.status)) return false;
-        await this.kv.update(record.id, JSON.stringify(keepOwner(record, current)), entry.revision);
+        if (stored) await this.kv.update(id, JSON.stringify(record), stored.revision);
+        else if (entry)
+          await this.kv.put(id, JSON.stringify(record), { previousSeq: entry.revision });
+        else await this.kv.create(id, JSON.stringify(record));
         return true;
       } catch (error) {
-        // Lost a compare-and-set race with another writer: read again and retry.
-        if (attempt === 4) throw error;
+        if (!lostRace(error) || race + 1 >= MAX_RACES) throw error;
       }
     }
-    return false;
+  }
+
+  #parse(id: string, entry: KvEntry): JobRecord {
+    let value: unknown;
+    try {
+      value = entry.json();
+    } catch {
+      throw new HandoffError(
+        "HANDOFF_ERR_INVALID_MESSAGE",
+        `job record ${id} in ${Buckets.jobs} is not JSON; it is left as it is`,
+      );
+    }
+    const parsed = JobRecord.safeParse(value);
+    if (!parsed.success) {
+      throw HandoffError.validation(
+        `job record ${id} in ${Buckets.jobs}`,
+        parsed.error,
+        "HANDOFF_ERR_INVALID_MESSAGE",
+      );
+    }
+    return parsed.data;
   }
 }

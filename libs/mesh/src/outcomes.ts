@@ -36,30 +36,24 @@ export class JobOutcomes {
 
   /**
    * An authentic payload too broken to read as an envelope still named its job: fail that job, so
-   * its client gets the reason now instead of a timeout. (The runner never calls this for a
-   * message it cannot authenticate: anyone could name a live job.)
+   * its client gets the reason now instead of a timeout. The stored record keeps what it knew of
+   * the job. (The runner never calls this for a message it cannot authenticate: anyone could name
+   * a live job.)
    */
   async unreadable(jobId: string, stage: Stage, error: HandoffError, traceId: string | undefined) {
-    const now = new Date().toISOString();
-    await this.#publish({
-      id: jobId,
-      status: "failed",
+    const failed = await this.store.fail(
+      jobId,
       stage,
-      created_at: now,
-      updated_at: now,
-      ...(traceId ? { trace_id: traceId } : {}),
-      hops: [],
-      usage: [],
-      cost_usd: 0,
-      cost_by_stage: {},
-      error: { code: error.code, message: error.message, retryable: false, stage },
-    });
+      { code: error.code, message: error.message, retryable: false, stage },
+      traceId,
+    );
+    if (!failed) return;
+    const record = await this.store.get(jobId);
+    if (record) await this.announce(record);
   }
 
-  // The record is written before it is announced, so a gateway that misses the message finds it.
-  async #publish(record: JobRecord) {
-    // A job already recorded as finished is not announced twice.
-    if (!(await this.store.save(record))) return;
+  /** Publishes a finished job's record for the gateway waiting on it (again, after a redelivery). */
+  async announce(record: JobRecord) {
     const subject = Subjects.result(record.id);
     await withProducerSpan(
       subject,
@@ -73,5 +67,12 @@ export class JobOutcomes {
         });
       },
     );
+  }
+
+  // The record is written before it is announced, so a gateway that misses the message finds it.
+  async #publish(record: JobRecord) {
+    // A job already recorded as finished is not announced twice.
+    if (!(await this.store.save(record))) return;
+    await this.announce(record);
   }
 }

@@ -12,9 +12,10 @@ import { tracedHeaders, withProducerSpan } from "./trace-context.js";
 
 /**
  * Publishes a job envelope to a stage's subject inside a PRODUCER span, carrying the trace in
- * its headers. `Nats-Msg-Id = <jobId>:<stage>` makes JetStream drop a second publish of the same
- * hop, so a stage that is redelivered a job after forwarding it never forwards it twice. With a
- * signing key, the message carries the mesh's signature.
+ * its headers. `Nats-Msg-Id = <jobId>:<step>:<stage>` (`step`: the envelope's position in its plan)
+ * makes JetStream drop a second publish of the same hop within the dedupe window, so a stage that
+ * is redelivered a job after forwarding it never forwards it twice. With a signing key, the
+ * message carries the mesh's signature.
  */
 export function publishJob(
   js: JetStreamClient,
@@ -23,7 +24,11 @@ export function publishJob(
   signer: MeshSigner = MeshSigner.disabled(),
 ): Promise<PubAck> {
   const subject = Subjects.job(stage);
-  const msgID = forwardMessageId(envelope.id, stage);
+  const msgID = forwardMessageId(
+    envelope.id,
+    envelope.step ?? envelope.plan.lastIndexOf(stage),
+    stage,
+  );
   return withProducerSpan(
     subject,
     {

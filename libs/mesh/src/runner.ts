@@ -1,14 +1,17 @@
 import {
   HandoffError,
+  isTerminal,
   type JobEnvelope,
   JobEnvelope as JobEnvelopeSchema,
-  nextStage,
+  type JobRecord,
+  planStep,
   roundUsd,
   type Stage,
   type StreamChunk,
   Streams,
   Subjects,
   totalCost,
+  Usage,
 } from "@handoff/contracts";
 import {
   type ConsumerMessages,
@@ -16,16 +19,23 @@ import {
   type JsMsg,
   jetstream,
 } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { context, type Span, SpanKind } from "@opentelemetry/api";
 import type { Logger } from "pino";
-import { decodeEnvelope } from "./codec.js";
-import { publishDeadLetter, salvageJobId } from "./dead-letters.js";
+import { decodeEnvelope, encodeEnvelope } from "./codec.js";
+import { publishDeadLetter, salvageJobId, storedMessage } from "./dead-letters.js";
 import { JobStore } from "./job-store.js";
+import { MaxDeliveriesWatcher } from "./max-deliveries.js";
 import { JobOutcomes } from "./outcomes.js";
 import { publishJob } from "./publish.js";
 import { MeshSigner } from "./signing.js";
-import { ensureStageConsumer, type Topology, type TopologyOptions } from "./topology.js";
+import {
+  ensureStageConsumer,
+  ensureStageOutputs,
+  type Topology,
+  type TopologyOptions,
+} from "./topology.js";
 import {
   activeTraceId,
   extractContext,
@@ -89,6 +99,11 @@ export interface RunnerStats {
   dead_lettered: number;
   /** Messages dropped because they were unsigned or badly signed. */
   rejected: number;
+  /**
+   * Redeliveries of work this stage had already done (or of a job that had ended): acked after
+   * re-sending what the first delivery produced, without running the handler again.
+   */
+  replayed: number;
   in_flight: number;
 }
 
@@ -126,9 +141,13 @@ export class StageRunner {
     retried: 0,
     dead_lettered: 0,
     rejected: 0,
+    replayed: 0,
     in_flight: 0,
   };
   readonly #signer: MeshSigner;
+  readonly #store: JobStore;
+  #outputs: KV | undefined;
+  #watcher: MaxDeliveriesWatcher | undefined;
   #stopping = false;
   #loop: Promise<void> | undefined;
   #batch: ConsumerMessages | undefined;
@@ -138,7 +157,8 @@ export class StageRunner {
     this.#o = options;
     this.#js = jetstream(options.nc);
     this.#signer = options.signer ?? MeshSigner.disabled();
-    this.#outcomes = new JobOutcomes(options.nc, new JobStore(options.topology.jobs), this.#signer);
+    this.#store = new JobStore(options.topology.jobs);
+    this.#outcomes = new JobOutcomes(options.nc, this.#store, this.#signer);
   }
 
   get subject(): string {
@@ -151,6 +171,20 @@ export class StageRunner {
 
   async start(): Promise<void> {
     await ensureStageConsumer(this.#o.topology.jsm, this.#o.stage, this.#o.limits);
+    this.#outputs = await ensureStageOutputs(this.#o.nc, this.#o.limits);
+    this.#watcher = new MaxDeliveriesWatcher({
+      nc: this.#o.nc,
+      jsm: this.#o.topology.jsm,
+      js: this.#js,
+      stage: this.#o.stage,
+      outcomes: this.#outcomes,
+      signer: this.#signer,
+      logger: this.#o.logger,
+      onDeadLetter: () => {
+        this.#stats.dead_lettered++;
+      },
+    });
+    this.#watcher.start();
     const consumer = await this.#js.consumers.get(Streams.jobs, this.#o.stage);
     this.#loop = this.#pull(consumer);
   }
@@ -177,6 +211,7 @@ export class StageRunner {
       await all;
     }
     clearTimeout(timer);
+    await this.#watcher?.stop();
   }
 
   async #pull(consumer: Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>): Promise<void> {
@@ -271,7 +306,7 @@ export class StageRunner {
       markError(span, decoded.error);
       await publishDeadLetter(this.#js, {
         stage,
-        msg,
+        msg: storedMessage(msg),
         reason: "invalid_payload",
         error: decoded.error,
         issues: decoded.issues,
@@ -283,23 +318,41 @@ export class StageRunner {
         { job_id: jobId, issues: decoded.issues },
         `terminated invalid payload: ${decoded.error.message}`,
       );
-      msg.term(decoded.error.message.slice(0, 200));
+      // The reason travels in the dead letter: nats-server 2.9 ignores a `+TERM` that carries one.
+      msg.term();
       return;
     }
 
     const input = decoded.envelope;
-    span.setAttribute("handoff.job.id", input.id);
-    const logger = this.#o.logger.child({ job_id: input.id, stage, delivery });
-    const refused = this.#refuse(input);
+    const step = planStep(input, stage);
+    span.setAttributes({ "handoff.job.id": input.id, "handoff.step": step });
+    const logger = this.#o.logger.child({ job_id: input.id, stage, step, delivery });
+    if (await this.#replay(input, step, span, logger)) {
+      await this.#ack(msg, logger);
+      return;
+    }
+    const refused = this.#refuse(input, step);
     if (refused) {
       await this.#fail(msg, input, refused, span, logger);
       return;
     }
+    if (delivery > this.#o.limits.maxDeliveries) {
+      // The last allowed delivery died without an answer (a crash, a drain, a lost connection):
+      // this extra one, which the consumer allows for exactly this, ends the job.
+      const exhausted = new HandoffError(
+        "HANDOFF_ERR_RETRIES_EXHAUSTED",
+        `${stage} finished none of the ${delivery - 1} deliveries of job ${input.id}: the last ended in a crash, a drain or a lost connection`,
+      );
+      await this.#fail(msg, input, exhausted, span, logger, "max_deliveries");
+      return;
+    }
 
     const startedAt = new Date();
+    // The handler works on a copy; what it spent stays on the copy even when it throws.
+    const working = structuredClone(input);
     let output: JobEnvelope;
     try {
-      output = await this.#runHandler(msg, input, logger);
+      output = await this.#runHandler(msg, working, logger);
     } catch (thrown) {
       const error = this.#classify(thrown, input);
       if (this.#abort.signal.aborted) {
@@ -325,10 +378,10 @@ export class StageRunner {
           `${stage} failed on all ${delivery} deliveries; last error: ${error.message}`,
           { cause: error },
         );
-        await this.#fail(msg, input, exhausted, span, logger, "max_deliveries");
+        await this.#fail(msg, spent(input, working), exhausted, span, logger, "max_deliveries");
         return;
       }
-      await this.#fail(msg, input, error, span, logger);
+      await this.#fail(msg, spent(input, working), error, span, logger);
       return;
     }
 
@@ -355,29 +408,84 @@ export class StageRunner {
       delivery,
     });
 
-    const next = out.result || out.error ? undefined : nextStage(out.plan, stage);
+    const next = out.result || out.error ? undefined : out.plan[step + 1];
+    if (!next && !out.result && !out.error) {
+      const error = new HandoffError(
+        "HANDOFF_ERR_INTERNAL",
+        `${stage} ended the plan without an answer`,
+      );
+      await this.#fail(msg, spent(input, out), error, span, logger);
+      return;
+    }
+    if (next) out.step = step + 1;
+    // What this visit produced is kept before anyone sees it: a redelivery re-sends it instead of
+    // running the handler (and paying for its model calls) again.
+    await this.#remember(out, step);
+    await this.#send(out, next, logger);
+    if (next) this.#stats.forwarded++;
+    else if (out.error) this.#stats.failed++;
+    else this.#stats.finished++;
+    await this.#ack(msg, logger);
+  }
+
+  /**
+   * Forwards `out` to `next`, or records and announces its end. Record first, then forward: the
+   * next stage cannot finish the job before this write lands, so the compare-and-set never loses
+   * to it. Sending the same output twice is harmless: the forward carries the same dedupe id, and
+   * a finished record is neither overwritten nor announced again.
+   */
+  async #send(out: JobEnvelope, next: Stage | undefined, logger: Logger): Promise<void> {
     if (next) {
-      // Record first, then forward: the next stage cannot finish the job before this write lands,
-      // so the compare-and-set never loses to it.
       await this.#outcomes.progressed(out, next, activeTraceId());
       await publishJob(this.#js, out, next, this.#signer);
-      this.#stats.forwarded++;
       logger.info({ next }, `forwarded to ${next}`);
     } else {
-      if (!out.result && !out.error) {
-        const error = new HandoffError(
-          "HANDOFF_ERR_INTERNAL",
-          `${stage} ended the plan without an answer`,
-        );
-        await this.#fail(msg, input, error, span, logger);
-        return;
-      }
       await this.#outcomes.finished(out, activeTraceId());
-      if (out.error) this.#stats.failed++;
-      else this.#stats.finished++;
       logger.info({ status: out.error ? "failed" : "succeeded" }, "job finished");
     }
-    await this.#ack(msg, logger);
+  }
+
+  async #remember(out: JobEnvelope, step: number): Promise<void> {
+    if (!this.#outputs) throw new Error("the stage runner is not started");
+    await this.#outputs.put(outputKey(out.id, step), encodeEnvelope(out));
+  }
+
+  /**
+   * A delivery of work already done: the job has ended (its record says so), or this stage has
+   * already produced its output for this position of the plan (a crash or a lost ack after the
+   * forward; a server that lost its acknowledgements in a restart). Re-sends what was produced,
+   * and reports true: the caller acks without running the handler, so no model is paid twice.
+   */
+  async #replay(input: JobEnvelope, step: number, span: Span, logger: Logger): Promise<boolean> {
+    let record: JobRecord | undefined;
+    try {
+      record = await this.#store.get(input.id);
+    } catch (error) {
+      if (!(error instanceof HandoffError) || error.code !== "HANDOFF_ERR_INVALID_MESSAGE")
+        throw error;
+      logger.warn({ err: error }, "the job's record is unreadable; running the stage");
+    }
+    if (record && isTerminal(record.status)) {
+      span.setAttribute("handoff.replayed", "ended");
+      this.#stats.replayed++;
+      logger.info({ status: record.status }, "the job has already ended; acked without running");
+      await this.#outcomes.announce(record);
+      return true;
+    }
+    const entry = await this.#outputs?.get(outputKey(input.id, step));
+    if (entry?.operation !== "PUT" || entry.length === 0) return false;
+    const kept = decodeEnvelope(entry.string(), `${this.#o.stage} output of job ${input.id}`);
+    if (!kept.ok) {
+      logger.warn({ issues: kept.issues }, "the stage's kept output is unreadable; running again");
+      return false;
+    }
+    const out = kept.envelope;
+    const next = out.result || out.error ? undefined : out.plan[step + 1];
+    span.setAttribute("handoff.replayed", next ? "forward" : "result");
+    this.#stats.replayed++;
+    logger.info("this stage already did this job's work; re-sending what it produced");
+    await this.#send(out, next, logger);
+    return true;
   }
 
   /**
@@ -394,23 +502,30 @@ export class StageRunner {
       `message ${msg.info.streamSequence} on ${msg.subject} ${why}; dropped`,
     );
     markError(span, error);
-    await publishDeadLetter(this.#js, { stage: this.#o.stage, msg, reason: "unauthentic", error });
+    await publishDeadLetter(this.#js, {
+      stage: this.#o.stage,
+      msg: storedMessage(msg),
+      reason: "unauthentic",
+      error,
+    });
     this.#stats.rejected++;
     this.#stats.dead_lettered++;
     this.#o.logger.warn(
       { subject: msg.subject, stream_sequence: msg.info.streamSequence, signature: verdict },
       error.message,
     );
-    msg.term(error.message.slice(0, 200));
+    msg.term();
   }
 
   /** Checks that make running the handler pointless or harmful. */
-  #refuse(envelope: JobEnvelope): HandoffError | undefined {
+  #refuse(envelope: JobEnvelope, step: number): HandoffError | undefined {
     const { stage } = this.#o;
-    if (!envelope.plan.includes(stage)) {
+    if (envelope.plan[step] !== stage) {
       return new HandoffError(
         "HANDOFF_ERR_INVALID_MESSAGE",
-        `job ${envelope.id} reached ${stage}, which its plan [${envelope.plan.join(", ")}] does not name`,
+        envelope.step === undefined
+          ? `job ${envelope.id} reached ${stage}, which its plan [${envelope.plan.join(", ")}] does not name`
+          : `job ${envelope.id} reached ${stage} at step ${step} of its plan [${envelope.plan.join(", ")}], which names another stage there`,
       );
     }
     if (envelope.hops.length >= this.#o.limits.maxHops) {
@@ -434,7 +549,7 @@ export class StageRunner {
     // Tell JetStream the job is alive well inside its ack wait, however long the model takes.
     const beat = setInterval(() => msg.working(), Math.max(250, this.#o.limits.ackWaitMs / 3));
     try {
-      return await this.#o.handler(structuredClone(envelope), {
+      return await this.#o.handler(envelope, {
         stage: this.#o.stage,
         instance: this.#o.instance,
         delivery: msg.info.deliveryCount,
@@ -472,7 +587,9 @@ export class StageRunner {
   }
 
   #classify(thrown: unknown, envelope: JobEnvelope): HandoffError {
-    if (Date.parse(envelope.budget.deadline) <= Date.now() && !(thrown instanceof HandoffError)) {
+    // Past the deadline, nothing is worth a retry: whatever went wrong, the job is late.
+    const late = !(thrown instanceof HandoffError) || thrown.retryable;
+    if (Date.parse(envelope.budget.deadline) <= Date.now() && late) {
       return new HandoffError(
         "HANDOFF_ERR_DEADLINE",
         `job ${envelope.id} ran past its deadline in ${this.#o.stage}`,
@@ -495,7 +612,7 @@ export class StageRunner {
     if (reason === "max_deliveries" || DEAD_LETTER_CODES.has(error.code)) {
       await publishDeadLetter(this.#js, {
         stage: this.#o.stage,
-        msg,
+        msg: storedMessage(msg),
         reason,
         error,
         jobId: input.id,
@@ -509,7 +626,7 @@ export class StageRunner {
     await this.#outcomes.finished(failed, activeTraceId());
     this.#stats.failed++;
     logger.error({ err: error, code: error.code }, `job failed: ${error.message}`);
-    if (reason === "max_deliveries") msg.term(error.message.slice(0, 200));
+    if (reason === "max_deliveries") msg.term();
     else await this.#ack(msg, logger);
   }
 
@@ -525,4 +642,16 @@ export class StageRunner {
   #backoff(delivery: number): number {
     return (this.#o.backoffMs ?? defaultBackoff)(delivery);
   }
+}
+
+/** The key of a stage's output for one job and plan position, in `Buckets.stageOutputs`. */
+function outputKey(jobId: string, step: number): string {
+  return `${jobId}.${step}`;
+}
+
+/** `input` with the usage the handler had recorded on its copy before it threw. */
+function spent(input: JobEnvelope, working: JobEnvelope): JobEnvelope {
+  // Only entries that keep the contract: a record that does not validate helps nobody.
+  const usage = working.usage.filter((entry) => Usage.safeParse(entry).success);
+  return usage.length > input.usage.length ? { ...input, usage } : input;
 }

@@ -1,11 +1,18 @@
 import type { Stage } from "@handoff/contracts";
-import type { NatsConnection } from "@nats-io/nats-core";
 import type { Service } from "@nats-io/services";
 import type { Logger } from "pino";
 import { trackConnection } from "./connect.js";
+import { startMeshMetrics } from "./mesh-metrics.js";
 import { type StageHandler, StageRunner } from "./runner.js";
 import { registerService } from "./service-api.js";
 import type { MeshSigner } from "./signing.js";
+import {
+  connectWithRetry,
+  type NatsSource,
+  retryStartup,
+  StartupAborted,
+  type StartupBackoff,
+} from "./startup.js";
 import { ensureTopology } from "./topology.js";
 
 export interface MeshLimits {
@@ -16,7 +23,11 @@ export interface MeshLimits {
 }
 
 export interface StageServiceOptions {
-  nc: NatsConnection;
+  /**
+   * The NATS connection, or a function that opens one: `start()` then retries it (with the
+   * topology and the registration) until NATS and JetStream answer.
+   */
+  nc: NatsSource;
   stage: Stage;
   version: string;
   description: string;
@@ -28,10 +39,17 @@ export interface StageServiceOptions {
   /** Signs and checks the stage's messages (see `loadMeshSigner`); default: signing off. */
   signer?: MeshSigner;
   backoffMs?: (delivery: number) => number;
+  /** The waits between start-up attempts (default 250 ms doubling to 5 s). */
+  startupBackoff?: StartupBackoff;
 }
 
 /** A running mesh service: started once, stopped (drained) once. No process side effects. */
 export interface MeshService {
+  /**
+   * Connects (when given a function), sets up the topology and registers, retrying each until it
+   * works; resolves once ready. Rejects only on a config error, or with `StartupAborted` when
+   * `stop()` is called first.
+   */
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Connected to NATS with streams, consumer and registration in place. */
@@ -42,49 +60,81 @@ export interface MeshService {
 
 /** The shape every stage worker shares: topology, service registration, and the runner. */
 export function createStageService(options: StageServiceOptions): MeshService {
-  const connection = trackConnection(options.nc);
+  let connection: { connected: () => boolean } | undefined =
+    typeof options.nc === "function" ? undefined : trackConnection(options.nc);
   let runner: StageRunner | undefined;
   let service: Service | undefined;
   let started = false;
+  // stop() during start-up ends the retries.
+  const stopping = new AbortController();
+  const retry = {
+    logger: options.logger,
+    signal: stopping.signal,
+    backoff: options.startupBackoff,
+  };
   return {
     get id() {
       return service?.info().id;
     },
     async start() {
-      const topology = await ensureTopology(options.nc, options.limits);
-      service = await registerService(options.nc, {
-        name: options.stage,
-        version: options.version,
-        description: options.description,
-        metadata: { concurrency: String(options.concurrency) },
-        stats: () => ({ ...runner?.stats() }),
-      });
-      runner = new StageRunner({
-        nc: options.nc,
-        topology,
-        stage: options.stage,
-        handler: options.handler,
-        instance: service.info().id,
-        logger: options.logger,
-        limits: options.limits,
-        concurrency: options.concurrency,
-        ...(options.drainTimeoutMs !== undefined ? { drainTimeoutMs: options.drainTimeoutMs } : {}),
-        ...(options.signer ? { signer: options.signer } : {}),
-        ...(options.backoffMs ? { backoffMs: options.backoffMs } : {}),
-      });
-      await runner.start();
+      const nc = await connectWithRetry(options.nc, retry);
+      connection ??= trackConnection(nc);
+      const what = "set up the streams and register the service";
+      await retryStartup(
+        async () => {
+          const topology = await ensureTopology(nc, options.limits);
+          const registered = await registerService(nc, {
+            name: options.stage,
+            version: options.version,
+            description: options.description,
+            metadata: { concurrency: String(options.concurrency) },
+            stats: () => ({ ...runner?.stats() }),
+          });
+          let candidate: StageRunner | undefined;
+          try {
+            candidate = new StageRunner({
+              nc,
+              topology,
+              stage: options.stage,
+              handler: options.handler,
+              instance: registered.info().id,
+              logger: options.logger,
+              limits: options.limits,
+              concurrency: options.concurrency,
+              ...(options.drainTimeoutMs !== undefined
+                ? { drainTimeoutMs: options.drainTimeoutMs }
+                : {}),
+              ...(options.signer ? { signer: options.signer } : {}),
+              ...(options.backoffMs ? { backoffMs: options.backoffMs } : {}),
+            });
+            await candidate.start();
+            if (stopping.signal.aborted) throw new StartupAborted(what);
+          } catch (error) {
+            // Undone, so the next attempt (or the exit) leaves no half-registered instance.
+            await candidate?.stop().catch(() => {});
+            await registered.stop().catch(() => {});
+            throw error;
+          }
+          service = registered;
+          runner = candidate;
+        },
+        { ...retry, what },
+      );
+      const instance = service?.info().id;
       started = true;
+      startMeshMetrics({ nc, stage: options.stage, stats: () => runner?.stats() });
       options.logger.info(
-        { instance: service.info().id, subject: runner.subject, concurrency: options.concurrency },
+        { instance, subject: runner?.subject, concurrency: options.concurrency },
         `${options.stage} ready`,
       );
     },
     async stop() {
+      stopping.abort();
       started = false;
       await runner?.stop();
       await service?.stop();
     },
-    ready: () => started && connection.connected(),
+    ready: () => started && connection?.connected() === true,
   };
 }
 

@@ -1,10 +1,11 @@
-import { Buckets, type Stage, Streams, Subjects } from "@handoff/contracts";
+import { Buckets, HandoffError, type Stage, Streams, Subjects } from "@handoff/contracts";
 import {
   AckPolicy,
   DeliverPolicy,
   DiscardPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
+  type JetStreamClient,
   type JetStreamManager,
   jetstreamManager,
   RetentionPolicy,
@@ -25,6 +26,13 @@ export interface TopologyOptions {
   deadLetterTtlMs?: number;
   /** Stream and bucket replicas across a NATS cluster (1 on a single server). */
   replicas?: number;
+  /**
+   * How long the gateway remembers an `Idempotency-Key` (`gateway.idempotency_window_ms`): the
+   * max age of the idempotency bucket when it is created. Only the gateway sets it, and only then
+   * does `ensureTopology` create the bucket: the stages never touch it (nor may, under
+   * `deploy/nats/handoff-auth.conf`).
+   */
+  idempotencyWindowMs?: number;
 }
 
 const MINUTE = 60_000;
@@ -78,7 +86,9 @@ async function ensureStream(
     const info = await jsm.streams.info(config.name);
     const { name, retention, storage, ...mutable } = config;
     if (info.config.retention !== retention || info.config.storage !== storage) {
-      throw new Error(
+      // Not a passing state to wait out: a service start-up retries anything but a config error.
+      throw new HandoffError(
+        "HANDOFF_ERR_CONFIG",
         `stream ${name} exists with retention ${info.config.retention}/${info.config.storage}, ` +
           `expected ${retention}/${storage}: delete it or point Handoff at another server`,
       );
@@ -105,6 +115,11 @@ export function isApiError(error: unknown, code: number): boolean {
 export interface Topology {
   jsm: JetStreamManager;
   jobs: KV;
+  /**
+   * The gateway's claimed `Idempotency-Key`s (see `IDEMPOTENCY_BUCKET`); present when the options
+   * set `idempotencyWindowMs`.
+   */
+  idempotency?: KV;
 }
 
 /** Streams and the job-record bucket, created idempotently by every service at start. */
@@ -121,7 +136,42 @@ export async function ensureTopology(
     ttl: options.jobRecordTtlMs ?? DAY,
     description: "Handoff job records",
   });
-  return { jsm, jobs };
+  if (options.idempotencyWindowMs === undefined) return { jsm, jobs };
+  const idempotency = await ensureIdempotencyBucket(nc, options);
+  return { jsm, jobs, idempotency };
+}
+
+/**
+ * The bucket of `Idempotency-Key` claims: per tenant and key (hashed), the job the key names and
+ * a hash of the request that claimed it. Entries expire after the idempotency window; the
+ * bucket's max age is set when it is created (a later, shorter window is enforced by the gateway).
+ */
+export const IDEMPOTENCY_BUCKET = "handoff-idempotency";
+
+/** Creates (or opens) {@link IDEMPOTENCY_BUCKET}. */
+export function ensureIdempotencyBucket(
+  nc: NatsConnection | JetStreamClient,
+  options: Pick<TopologyOptions, "replicas" | "idempotencyWindowMs">,
+): Promise<KV> {
+  return new Kvm(nc).create(IDEMPOTENCY_BUCKET, {
+    history: 1,
+    replicas: options.replicas ?? 1,
+    ttl: options.idempotencyWindowMs ?? DAY,
+    description: "Handoff Idempotency-Key claims: the job each key names",
+  });
+}
+
+/**
+ * The bucket of what each stage produced per job (`Buckets.stageOutputs`), kept as long as the
+ * dedupe window: only stages use it, so only they create it.
+ */
+export function ensureStageOutputs(nc: NatsConnection, options: TopologyOptions): Promise<KV> {
+  return new Kvm(nc).create(Buckets.stageOutputs, {
+    history: 1,
+    replicas: options.replicas ?? 1,
+    ttl: duplicateWindowMs(options),
+    description: "What each Handoff stage produced per job, for redeliveries",
+  });
 }
 
 /**

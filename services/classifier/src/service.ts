@@ -12,6 +12,7 @@ import {
   loadMeshSigner,
   type MeshService,
   meshLimits,
+  type NatsSource,
   type StageContext,
 } from "@handoff/mesh";
 import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
@@ -23,13 +24,13 @@ import {
   splitSelfConfidence,
   toolSignals,
 } from "@handoff/routing";
-import type { NatsConnection } from "@nats-io/nats-core";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { type ClassifierRouting, isCascade, llmStrategyFor, loadRouting } from "./routing.js";
 
 export interface ClassifierDeps {
-  nc: NatsConnection;
+  /** The NATS connection, or a function that opens one (retried at start: see `createStageService`). */
+  nc: NatsSource;
   config: HandoffConfig;
   logger: Logger;
   version: string;

@@ -15,7 +15,12 @@ import { registerModels } from "./routes/models.js";
 import { registerTracing } from "./tracing.js";
 
 export interface AppDeps {
-  jobs: JobClient;
+  /**
+   * The job client; or a function that returns it once the mesh is up (the gateway listens before
+   * NATS answers): until then, every route but `/healthz` and `/readyz` answers 503
+   * `HANDOFF_ERR_UNAVAILABLE`.
+   */
+  jobs: JobClient | (() => JobClient | undefined);
   config: HandoffConfig;
   logger: Logger;
   /** Ready to take jobs: NATS connected, streams in place. */
@@ -30,6 +35,31 @@ export interface AppDeps {
   onRequest?: (reply: FastifyReply) => void;
   /** The connected NATS server's `max_payload`: a job larger than one message is refused. */
   maxPayload?: () => number | undefined;
+}
+
+/** The probes, which answer while the gateway is still starting. */
+const PROBES: ReadonlySet<string> = new Set(["/healthz", "/readyz"]);
+
+function notStarted(): HandoffError {
+  return new HandoffError(
+    "HANDOFF_ERR_UNAVAILABLE",
+    "the gateway is starting: NATS and its streams are not up yet; try again shortly",
+  );
+}
+
+/**
+ * A job client that is not there yet: each use reaches the one `current()` returns, or throws 503.
+ * The start-up gate answers first, so routes only meet the throw in a race with the start.
+ */
+function deferredJobs(current: () => JobClient | undefined): JobClient {
+  return new Proxy({} as JobClient, {
+    get(_target, property) {
+      const client = current();
+      if (!client) throw notStarted();
+      const value: unknown = Reflect.get(client, property, client);
+      return typeof value === "function" ? value.bind(client) : value;
+    },
+  });
 }
 
 /** The gateway's HTTP app. Builds, never listens: `main.ts` listens, tests use `inject()`. */
@@ -47,6 +77,21 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const { onRequest } = deps;
   if (onRequest) app.addHook("onRequest", async (_request, reply) => onRequest(reply));
   registerTracing(app);
+  // While the gateway starts (before NATS and the streams are up), only the probes answer.
+  const current = typeof deps.jobs === "function" ? deps.jobs : undefined;
+  const jobs = current ? deferredJobs(current) : (deps.jobs as JobClient);
+  if (current) {
+    app.addHook("onRequest", async (request, reply) => {
+      const route = request.routeOptions.url;
+      if ((route !== undefined && PROBES.has(route)) || current()) return;
+      // Answered here rather than thrown: an expected state, not an error worth a stack per request.
+      const traceId = request.otelSpan?.spanContext().traceId;
+      return reply
+        .status(503)
+        .header("retry-after", "1")
+        .send(errorBody(notStarted(), traceId ? { trace_id: traceId } : {}));
+    });
+  }
   // After tracing, whose hook opens the span the key's name is written on.
   const apiKeys = deps.apiKeys ?? [];
   const auth = apiKeys.length > 0;
@@ -98,11 +143,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   registerHealth(app, deps.ready);
   registerChatCompletions(app, {
-    jobs: deps.jobs,
+    jobs,
     config: deps.config,
     ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),
   });
-  registerJobs(app, { jobs: deps.jobs, config: deps.config, auth });
+  registerJobs(app, { jobs, config: deps.config, auth });
   registerModels(app, deps.config);
   registerOpenApi(app, { version: deps.version ?? "0.0.0", auth });
   return app;

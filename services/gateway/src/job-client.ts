@@ -47,7 +47,8 @@ export class JobClient {
   readonly dropped = { result: 0, chunk: 0 };
 
   constructor(
-    private readonly nc: NatsConnection,
+    /** The connection jobs are submitted on (and the gateway's buckets opened from). */
+    readonly nc: NatsConnection,
     kv: KV,
     options: JobClientOptions = {},
   ) {
@@ -105,7 +106,11 @@ export class JobClient {
     try {
       await this.submit(envelope, traceId);
       return await new Promise<JobRecord | undefined>((resolve, reject) => {
-        timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+        // At the deadline the job is over: its record says so at once (unless it just ended).
+        timer = setTimeout(
+          () => this.#expire(envelope).then(resolve, () => resolve(undefined)),
+          Math.max(0, deadline - Date.now()),
+        );
         onAbort = () => resolve(undefined);
         options.signal?.addEventListener("abort", onAbort, { once: true });
         poller = setInterval(() => {
@@ -139,6 +144,19 @@ export class JobClient {
       results.unsubscribe();
       chunks?.unsubscribe();
     }
+  }
+
+  /**
+   * Fails a job that passed its deadline, unless it has ended, and returns its record as it now
+   * stands. A stage still working on it finds the record ended and stops there.
+   */
+  async #expire(envelope: JobEnvelope): Promise<JobRecord | undefined> {
+    await this.store.fail(envelope.id, undefined, {
+      code: "HANDOFF_ERR_DEADLINE",
+      message: `job ${envelope.id} passed its deadline (${envelope.budget.deadline}) before it finished`,
+      retryable: false,
+    });
+    return this.store.get(envelope.id);
   }
 
   /**

@@ -1,11 +1,12 @@
 import { loadConfig } from "@handoff/config";
-import { connectNats, envInt, onShutdown, packageVersion } from "@handoff/mesh";
+import { connectNats, envInt, isStartupAborted, onShutdown, packageVersion } from "@handoff/mesh";
 import {
   createLogger,
   logStartupFailure,
   registerConfigSecrets,
   startTelemetry,
 } from "@handoff/telemetry";
+import type { NatsConnection } from "@nats-io/nats-core";
 import { createGateway } from "./service.js";
 
 const NAME = "gateway";
@@ -20,32 +21,33 @@ async function main(): Promise<void> {
   const telemetry = startTelemetry({ serviceName: NAME, serviceVersion: version });
   const logger = createLogger(NAME);
   logger.info({ config: source, version }, "starting");
-  // 3. NATS.
-  const nc = await connectNats({
-    settings: config.nats,
-    name: NAME,
-    logger,
-    waitOnFirstConnect: true,
-  });
-  // 4. The service.
+  // 3. The service. It listens at once, then connects to NATS, retrying until NATS answers.
+  let nc: NatsConnection | undefined;
   const gateway = createGateway({
-    nc,
+    nc: async () => {
+      nc = await connectNats({ settings: config.nats, name: NAME, logger });
+      return nc;
+    },
     config,
     logger,
     version,
     host: process.env.HOST?.trim() || "0.0.0.0",
     port: envInt(process.env, "PORT", 8080),
   });
-  await gateway.start();
-  // 5. Drain on SIGTERM/SIGINT: finish in-flight requests, then leave NATS.
+  // 4. Drain on SIGTERM/SIGINT: finish in-flight requests, then leave NATS. A start still waiting
+  // for NATS ends there.
   onShutdown(async () => {
     await gateway.stop();
-    await nc.drain();
+    if (nc && !nc.isClosed()) await nc.drain();
     await telemetry.shutdown();
   }, logger);
+  // 5. Keys, HTTP (/healthz at once, /readyz 503 until ready), NATS, streams: "gateway ready".
+  await gateway.start();
 }
 
 main().catch((error: unknown) => {
+  // A signal stopped the start: onShutdown exits cleanly.
+  if (isStartupAborted(error)) return;
   // One line for a config or environment mistake; the stack for a bug, or at LOG_LEVEL=debug.
   logStartupFailure(NAME, error);
   process.exit(1);

@@ -138,6 +138,7 @@ describe("envelopeFromRequest", () => {
         params: {},
       },
       plan: ["classifier"],
+      step: 0,
       hops: [],
       enrichments: [],
       usage: [],

@@ -81,6 +81,7 @@ export function envelopeFromRequest(
       },
     },
     plan: ["classifier"],
+    step: 0,
     ...(options.recordInput ? { record_input: true } : {}),
     hops: [],
     enrichments: [],

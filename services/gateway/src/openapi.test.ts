@@ -168,12 +168,12 @@ describe("buildOpenApiDocument", () => {
     const ok = (chat.responses as Record<string, Json>)["200"] as Json;
     expect(Object.keys(ok.content as Json)).toEqual(["application/json", "text/event-stream"]);
     expect(Object.keys(chat.responses as Json).sort()).toEqual(
-      ["200", "400", "401", "402", "413", "415", "429", "502", "504", "default"].sort(),
+      ["200", "400", "401", "402", "413", "415", "422", "429", "502", "504", "default"].sort(),
     );
     const headers = (chat.parameters as Json[]).map(
       (p) => (resolvePointer(doc, p.$ref as string) as Json).name,
     );
-    expect(headers).toEqual(["x-handoff-timeout-ms", "x-handoff-max-cost-usd"]);
+    expect(headers).toEqual(["x-handoff-timeout-ms", "x-handoff-max-cost-usd", "Idempotency-Key"]);
     const limited = resolvePointer(doc, "#/components/responses/RateLimited") as Json;
     expect(Object.keys(limited.headers as Json)).toEqual([
       "retry-after",
@@ -183,6 +183,20 @@ describe("buildOpenApiDocument", () => {
     ]);
     const jobs = (doc.paths as Record<string, Record<string, Json>>)["/v1/jobs"]?.post as Json;
     expect(Object.keys(jobs.responses as Json)).toContain("202");
+    // Both submitting routes take an Idempotency-Key, may answer 422 for a reused one, and mark
+    // replayed answers.
+    for (const operation of [chat, jobs]) {
+      const names = (operation.parameters as Json[]).map(
+        (p) => (resolvePointer(doc, p.$ref as string) as Json).name,
+      );
+      expect(names).toContain("Idempotency-Key");
+      const responses = operation.responses as Record<string, Json>;
+      expect(responses["422"]).toEqual({ $ref: "#/components/responses/IdempotencyMismatch" });
+      const success = (responses["200"] ?? responses["202"]) as Json;
+      expect(Object.keys(success.headers as Json)).toContain("idempotent-replayed");
+    }
+    const mismatch = resolvePointer(doc, "#/components/responses/IdempotencyMismatch") as Json;
+    expect(mismatch.description).toContain("HANDOFF_ERR_IDEMPOTENCY_MISMATCH");
   });
 });
 

@@ -242,6 +242,11 @@ const ERROR_RESPONSES: Record<string, { status: string; description: string }> =
     status: "415",
     description: "`HANDOFF_ERR_MEDIA_TYPE`: the body must be `application/json`.",
   },
+  IdempotencyMismatch: {
+    status: "422",
+    description:
+      "`HANDOFF_ERR_IDEMPOTENCY_MISMATCH`: the `Idempotency-Key` was already used, within `gateway.idempotency_window_ms`, with a different request (another body or route). The message names the key; `param` is `headers.idempotency-key`.",
+  },
   RateLimited: {
     status: "429",
     description:
@@ -307,9 +312,13 @@ const OPERATIONS: Record<string, Operation> = {
     operationId: "createChatCompletion",
     summary: "Create a chat completion",
     description:
-      "OpenAI's chat-completions request; the mesh classifies it and answers from the cheapest tier that can. The answer carries a `handoff` object: route, per-hop usage, cost, trace id. With `stream: true` the answer is OpenAI's server-sent `chat.completion.chunk` events, ending in `data: [DONE]` (or an error event in `ErrorBody`'s shape).",
+      "OpenAI's chat-completions request; the mesh classifies it and answers from the cheapest tier that can. The answer carries a `handoff` object: route, per-hop usage, cost, trace id. With `stream: true` the answer is OpenAI's server-sent `chat.completion.chunk` events, ending in `data: [DONE]` (or an error event in `ErrorBody`'s shape). With an `Idempotency-Key` an earlier identical request holds, nothing is run again: the answer is that request's job's, waited for up to this request's timeout, with `Idempotent-Replayed: true`; streamed, it comes whole in one content chunk once the job ends.",
     tags: ["chat"],
-    parameters: [ref("parameters", "TimeoutHeader"), ref("parameters", "MaxCostHeader")],
+    parameters: [
+      ref("parameters", "TimeoutHeader"),
+      ref("parameters", "MaxCostHeader"),
+      ref("parameters", "IdempotencyKeyHeader"),
+    ],
     requestBody: { required: true, content: jsonContent(schemaRef("ChatCompletionRequest")) },
     responses: {
       "200": {
@@ -317,6 +326,7 @@ const OPERATIONS: Record<string, Operation> = {
         headers: {
           "x-handoff-job-id": { description: "The job's id.", schema: { type: "string" } },
           "x-handoff-trace-id": { description: "The job's trace id.", schema: { type: "string" } },
+          "idempotent-replayed": ref("headers", "IdempotentReplayed"),
         },
         content: {
           ...jsonContent(schemaRef("ChatCompletion")),
@@ -332,6 +342,7 @@ const OPERATIONS: Record<string, Operation> = {
       "BudgetExceeded",
       "BodyTooLarge",
       "UnsupportedMediaType",
+      "IdempotencyMismatch",
       "UpstreamFailed",
       "Timeout",
     ],
@@ -351,20 +362,25 @@ const OPERATIONS: Record<string, Operation> = {
     operationId: "createJob",
     summary: "Submit a chat completion as an asynchronous job",
     description:
-      "Answers at once with the job's id; follow `GET /v1/jobs/{id}` or its events. `stream` must be false or absent.",
+      "Answers at once with the job's id; follow `GET /v1/jobs/{id}` or its events. `stream` must be false or absent. With an `Idempotency-Key` an earlier identical request holds, no job is submitted: the answer is the first request's 202, with `Idempotent-Replayed: true`.",
     tags: ["jobs"],
-    parameters: [ref("parameters", "TimeoutHeader"), ref("parameters", "MaxCostHeader")],
+    parameters: [
+      ref("parameters", "TimeoutHeader"),
+      ref("parameters", "MaxCostHeader"),
+      ref("parameters", "IdempotencyKeyHeader"),
+    ],
     requestBody: { required: true, content: jsonContent(schemaRef("ChatCompletionRequest")) },
     responses: {
       "202": {
         description: "The job is queued.",
         headers: {
           location: { description: "The job's URL.", schema: { type: "string" } },
+          "idempotent-replayed": ref("headers", "IdempotentReplayed"),
         },
         content: jsonContent(schemaRef("JobAccepted")),
       },
     },
-    errors: ["BadRequest", "BodyTooLarge", "UnsupportedMediaType"],
+    errors: ["BadRequest", "BodyTooLarge", "UnsupportedMediaType", "IdempotencyMismatch"],
   },
   "GET /v1/jobs/{id}": {
     operationId: "getJob",
@@ -491,6 +507,14 @@ export function buildOpenApiDocument(options: OpenApiOptions): Json {
       description: "Upper bound on the job's model spend, in US dollars (`max_cost_usd` wins).",
       schema: { type: "number", exclusiveMinimum: 0, maximum: 1_000_000 },
     },
+    IdempotencyKeyHeader: {
+      name: "Idempotency-Key",
+      in: "header",
+      required: false,
+      description:
+        "Makes the request safe to retry: the same key from the same API key (every caller, when the API is open) within `gateway.idempotency_window_ms` (24 h by default) gets the first request's job back, never a second run. The same key with a different body or route is a 422. A key whose job could not be queued is released. Malformed (empty, over 255 characters, not printable ASCII): 400.",
+      schema: { type: "string", minLength: 1, maxLength: 255, pattern: "^[\\x20-\\x7E]+$" },
+    },
   };
 
   const responses: Record<string, Json> = {};
@@ -570,6 +594,11 @@ export function buildOpenApiDocument(options: OpenApiOptions): Json {
         RetryAfter: {
           description: "Seconds to wait before the key (or the address) may send another request.",
           schema: { type: "integer", minimum: 1 },
+        },
+        IdempotentReplayed: {
+          description:
+            "`true` when the answer is an earlier request's job, replayed for its `Idempotency-Key`.",
+          schema: { const: "true" },
         },
         ...RATE_LIMIT_HEADERS,
       },

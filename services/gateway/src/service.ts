@@ -1,9 +1,14 @@
 import type { HandoffConfig } from "@handoff/config";
 import {
+  connectWithRetry,
   ensureTopology,
   loadMeshSigner,
   meshLimits,
+  type NatsSource,
   registerService,
+  retryStartup,
+  StartupAborted,
+  type StartupBackoff,
   trackConnection,
 } from "@handoff/mesh";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -15,7 +20,11 @@ import { loadApiKeys } from "./auth.js";
 import { JobClient } from "./job-client.js";
 
 export interface GatewayDeps {
-  nc: NatsConnection;
+  /**
+   * The NATS connection, or a function that opens one: `start()` then listens first and retries
+   * it (with the streams and the registration) until NATS and JetStream answer.
+   */
+  nc: NatsSource;
   config: HandoffConfig;
   logger: Logger;
   version: string;
@@ -23,45 +32,60 @@ export interface GatewayDeps {
   port: number;
   /** Where the API keys' variables are read; `process.env` when absent. */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The waits between start-up attempts (default 250 ms doubling to 5 s). */
+  startupBackoff?: StartupBackoff;
 }
 
 export interface Gateway {
+  /**
+   * Reads the keys (a config error throws before anything listens), listens, then connects, sets
+   * up the streams and registers, retrying each until it works. Resolves with the URL once ready;
+   * rejects with `StartupAborted` when `stop()` comes first.
+   */
   start(): Promise<string>;
   stop(): Promise<void>;
   readonly app: FastifyInstance | undefined;
 }
 
 /**
- * The gateway: streams and KV in place, registered with the NATS service API, HTTP listening.
+ * The gateway: HTTP listening from the start (`/healthz` 200, `/readyz` and every other route 503
+ * until the mesh is up), then streams and KV in place and registered with the NATS service API.
  * `stop()` stops accepting, lets in-flight requests get their answers, then deregisters.
  */
 export function createGateway(deps: GatewayDeps): Gateway {
-  const connection = trackConnection(deps.nc);
+  let connection: { connected: () => boolean } | undefined;
+  let nc: NatsConnection | undefined;
   let app: FastifyInstance | undefined;
   let service: Service | undefined;
+  let jobs: JobClient | undefined;
   let topologyReady = false;
   const counters = { requests: 0, in_flight: 0 };
+  // stop() during start-up ends the retries.
+  const stopping = new AbortController();
+  const retry = {
+    logger: deps.logger,
+    signal: stopping.signal,
+    backoff: deps.startupBackoff,
+  };
 
   return {
     get app() {
       return app;
     },
     async start() {
-      // Keys first: a missing variable fails the start before anything touches NATS.
+      // Keys first: a missing variable fails the start before anything listens or touches NATS.
       const apiKeys = loadApiKeys(deps.config.gateway.api_keys, deps.env ?? process.env);
       const signer = loadMeshSigner(deps.config.mesh, deps.env ?? process.env);
       const limits = meshLimits(deps.config);
-      const topology = await ensureTopology(deps.nc, limits);
-      topologyReady = true;
-      const jobs = new JobClient(deps.nc, topology.jobs, { signer, logger: deps.logger });
       app = buildApp({
-        jobs,
+        // Until the mesh is up, routes other than the probes answer 503.
+        jobs: () => jobs,
         config: deps.config,
         logger: deps.logger,
-        ready: () => topologyReady && connection.connected(),
+        ready: () => topologyReady && connection?.connected() === true,
         version: deps.version,
         apiKeys,
-        maxPayload: () => deps.nc.info?.max_payload,
+        maxPayload: () => nc?.info?.max_payload,
         // Counted before the key check, so refused requests (401, 429) show in the stats too.
         onRequest: (reply) => {
           counters.requests++;
@@ -69,18 +93,41 @@ export function createGateway(deps: GatewayDeps): Gateway {
           reply.raw.once("close", () => counters.in_flight--);
         },
       });
-      service = await registerService(deps.nc, {
-        name: "gateway",
-        version: deps.version,
-        description: "OpenAI-compatible HTTP front door of the Handoff mesh",
-        stats: () => ({ ...counters }),
-      });
       const url = await app.listen({ host: deps.host, port: deps.port });
+      deps.logger.info({ url }, "gateway listening; not ready until NATS and the streams are up");
+
+      const conn = await connectWithRetry(deps.nc, retry);
+      nc = conn;
+      connection = trackConnection(conn);
+      const what = "set up the streams and register the service";
+      await retryStartup(
+        async () => {
+          // The gateway alone keeps Idempotency-Key claims: its bucket is made here, not by stages.
+          const topology = await ensureTopology(conn, {
+            ...limits,
+            idempotencyWindowMs: deps.config.gateway.idempotency_window_ms,
+          });
+          const registered = await registerService(conn, {
+            name: "gateway",
+            version: deps.version,
+            description: "OpenAI-compatible HTTP front door of the Handoff mesh",
+            stats: () => ({ ...counters }),
+          });
+          if (stopping.signal.aborted) {
+            await registered.stop().catch(() => {});
+            throw new StartupAborted(what);
+          }
+          service = registered;
+          jobs = new JobClient(conn, topology.jobs, { signer, logger: deps.logger });
+        },
+        { ...retry, what },
+      );
+      topologyReady = true;
       // The message is what deployments and the e2e harness wait for: keep it as it is.
       deps.logger.info(
         {
           url,
-          instance: service.info().id,
+          instance: service?.info().id,
           auth: apiKeys.length > 0 ? "api_key" : "none",
           mesh_signing: signer.enabled,
           api_keys: apiKeys.map((key) => key.name),
@@ -90,6 +137,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return url;
     },
     async stop() {
+      stopping.abort();
       topologyReady = false;
       await app?.close();
       await service?.stop();

@@ -1,4 +1,9 @@
-import type { ChatCompletionChunk, HandoffError, JobRecord, StreamChunk } from "@handoff/contracts";
+import {
+  type ChatCompletionChunk,
+  HandoffError,
+  type JobRecord,
+  type StreamChunk,
+} from "@handoff/contracts";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { errorBody, jobFailure, toHandoffError } from "./errors.js";
 import type { JobClient } from "./job-client.js";
@@ -81,12 +86,21 @@ export async function streamCompletion(
   const { result } = record;
   model = result.model;
   const content = result.message.content ?? "";
-  // Whatever the relay did not carry (a lost chunk, a tier that answered without streaming).
-  if (content.startsWith(streamed) && content.length > streamed.length) {
-    sse.send(chunk({ content: content.slice(streamed.length) }));
-  } else if (!content.startsWith(streamed)) {
+  if (!content.startsWith(streamed)) {
+    // A redelivered stage answered again, differently, after part of the first answer was sent:
+    // the client gets an error, never a mix of two answers. The stored one stands.
     request.log.warn({ job_id: envelope.id }, "streamed text differs from the final answer");
+    const error = new HandoffError(
+      "HANDOFF_ERR_UNAVAILABLE",
+      `the streamed text of job ${envelope.id} differs from its final answer (the answering stage ran again); GET /v1/jobs/${envelope.id} has the answer`,
+    );
+    sse.send(errorBody(error, { job_id: envelope.id, ...(traceId ? { trace_id: traceId } : {}) }));
+    sse.end();
+    return;
   }
+  // Whatever the relay did not carry (a tier that answered without streaming).
+  if (content.length > streamed.length)
+    sse.send(chunk({ content: content.slice(streamed.length) }));
   if (result.message.tool_calls?.length) {
     sse.send(
       chunk({

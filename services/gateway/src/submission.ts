@@ -1,12 +1,15 @@
 import type { HandoffConfig } from "@handoff/config";
 import { ChatCompletionRequest, HandoffError, type JobEnvelope } from "@handoff/contracts";
 import type { FastifyRequest } from "fastify";
+import { idempotencyKeyOf } from "./idempotency.js";
 import { envelopeFromRequest } from "./mapping.js";
 
 export interface Submission {
   body: ChatCompletionRequest;
   envelope: JobEnvelope;
   timeoutMs: number;
+  /** The `Idempotency-Key` header, validated (1 to 255 printable ASCII characters). */
+  idempotencyKey?: string;
 }
 
 interface NumberHeader {
@@ -43,12 +46,13 @@ function numberHeader(request: FastifyRequest, spec: NumberHeader): number | und
  * Reads a chat-completions request into a job: the body validated against OpenAI's shape, the
  * deadline (`handoff.timeout_ms`, `x-handoff-timeout-ms`, else the configured default) and the
  * budget (`max_cost_usd` in the body or `x-handoff-max-cost-usd`). The job's owner is the API key
- * the request authenticated with, if any.
+ * the request authenticated with, if any. An `Idempotency-Key` header is checked here too.
  */
 export function parseSubmission(request: FastifyRequest, config: HandoffConfig): Submission {
   const parsed = ChatCompletionRequest.safeParse(request.body);
   if (!parsed.success) throw HandoffError.validation("request body", parsed.error);
   const body = parsed.data;
+  const idempotencyKey = idempotencyKeyOf(request);
   const timeoutMs =
     body.handoff?.timeout_ms ??
     numberHeader(request, {
@@ -69,5 +73,5 @@ export function parseSubmission(request: FastifyRequest, config: HandoffConfig):
     timeoutMs,
     ...(maxCostUsd !== undefined ? { maxCostUsd } : {}),
   });
-  return { body, envelope, timeoutMs };
+  return { body, envelope, timeoutMs, ...(idempotencyKey !== undefined ? { idempotencyKey } : {}) };
 }

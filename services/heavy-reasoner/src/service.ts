@@ -5,15 +5,16 @@ import {
   loadMeshSigner,
   type MeshService,
   meshLimits,
+  type NatsSource,
   type StageContext,
 } from "@handoff/mesh";
 import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
-import type { NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "pino";
 import { contextMessage } from "./context.js";
 
 export interface HeavyReasonerDeps {
-  nc: NatsConnection;
+  /** The NATS connection, or a function that opens one (retried at start: see `createStageService`). */
+  nc: NatsSource;
   config: HandoffConfig;
   logger: Logger;
   version: string;

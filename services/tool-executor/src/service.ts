@@ -1,22 +1,23 @@
 import type { HandoffConfig } from "@handoff/config";
 import type { JobEnvelope } from "@handoff/contracts";
-import { nextStage, remainingBudget } from "@handoff/contracts";
+import { planStep, remainingBudget, stageAfter } from "@handoff/contracts";
 import {
   createStageService,
   loadMeshSigner,
   type MeshService,
   meshLimits,
+  type NatsSource,
   type StageContext,
 } from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
 import { createBuiltinRegistry, type ToolRegistry } from "@handoff/tools";
-import type { NatsConnection } from "@nats-io/nats-core";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { runToolLoop } from "./tool-loop.js";
 
 export interface ToolExecutorDeps {
-  nc: NatsConnection;
+  /** The NATS connection, or a function that opens one (retried at start: see `createStageService`). */
+  nc: NatsSource;
   config: HandoffConfig;
   logger: Logger;
   version: string;
@@ -42,11 +43,13 @@ export function toolExecutorHandler(router: ModelRouter, registry: ToolRegistry,
       params: input.params,
       maxSteps,
       signal: ctx.signal,
-      budget: (pending) => remainingBudget(envelope, pending),
+      // Each call's spend lands on the envelope as it is made, so a loop that fails half-way
+      // still accounts for what it spent.
+      budget: () => remainingBudget(envelope),
+      onUsage: (usage) => envelope.usage.push(usage),
       // Stream only when this stage answers; handing up to heavy, its draft is not the answer.
-      onEvent: nextStage(envelope.plan, "tool-executor") === undefined ? ctx.relay : undefined,
+      onEvent: stageAfter(envelope, "tool-executor") === undefined ? ctx.relay : undefined,
     });
-    envelope.usage.push(...outcome.usage);
     envelope.enrichments.push({
       kind: "tool_results",
       stage: "tool-executor",
@@ -75,11 +78,13 @@ export function toolExecutorHandler(router: ModelRouter, registry: ToolRegistry,
     const escalate =
       outcome.kind === "exhausted"
         ? `the tool loop reached its limit of ${maxSteps} steps`
-        : nextStage(envelope.plan, "tool-executor") === "heavy-reasoner"
+        : stageAfter(envelope, "tool-executor") === "heavy-reasoner"
           ? "the route sends this job to the heavy tier"
           : undefined;
     if (escalate) {
-      if (!envelope.plan.includes("heavy-reasoner")) envelope.plan.push("heavy-reasoner");
+      if (stageAfter(envelope, "tool-executor") !== "heavy-reasoner") {
+        envelope.plan.splice(planStep(envelope, "tool-executor") + 1, 0, "heavy-reasoner");
+      }
       envelope.enrichments.push({
         kind: "draft",
         stage: "tool-executor",

@@ -244,3 +244,91 @@ describe("toolExecutorHandler", () => {
     expect(out.enrichments[0]).toMatchObject({ kind: "tool_results", runs: [], steps: 1 });
   });
 });
+
+describe("the tool loop as a stage that streams and spends", () => {
+  /**
+   * A mid-tier model that says something, then calls the calculator; then answers. Its text goes
+   * through `onEvent` as a streaming provider's would.
+   */
+  function scriptedRouter(failSecondTurn = false): ModelRouter {
+    let turn = 0;
+    const usage = (n: number) => ({
+      stage: "tool-executor" as const,
+      tier: "mid" as const,
+      provider: "scripted",
+      model: "scripted-mid",
+      input_tokens: 10 * n,
+      output_tokens: n,
+      cost_usd: 0.01 * n,
+      latency_ms: 1,
+      simulated: true,
+    });
+    const chat: ModelRouter["chat"] = async (_tier, _request, context) => {
+      turn++;
+      if (turn === 1) {
+        context.onEvent?.({ type: "text", delta: "Let me work that out. " }, "scripted-mid");
+        return {
+          result: {
+            message: {
+              role: "assistant",
+              content: "Let me work that out. ",
+              tool_calls: [
+                {
+                  id: "call_1",
+                  type: "function",
+                  function: { name: "calculator", arguments: '{"expression":"17 * 23"}' },
+                },
+              ],
+            },
+            finishReason: "tool_calls",
+            usage: { inputTokens: 10, outputTokens: 1 },
+            model: "scripted-mid",
+          },
+          usage: usage(1),
+          tier: "mid",
+          attempts: 1,
+        };
+      }
+      if (failSecondTurn) throw new Error("the provider hung up");
+      context.onEvent?.({ type: "text", delta: "17 * 23 = 391." }, "scripted-mid");
+      return {
+        result: {
+          message: { role: "assistant", content: "17 * 23 = 391." },
+          finishReason: "stop",
+          usage: { inputTokens: 20, outputTokens: 2 },
+          model: "scripted-mid",
+        },
+        usage: usage(2),
+        tier: "mid",
+        attempts: 1,
+      };
+    };
+    return { chat } as unknown as ModelRouter;
+  }
+
+  it("relays only the answering turn's text, never that of a turn that calls tools", async () => {
+    const relayed: string[] = [];
+    const out = await toolExecutorHandler(
+      scriptedRouter(),
+      registry,
+      6,
+    )(
+      { ...envelope("What is 17 * 23?", ["classifier", "tool-executor"]), step: 1 },
+      testStageContext("tool-executor", {
+        relay: (event) => {
+          if (event.type === "text") relayed.push(event.delta);
+        },
+      }),
+    );
+    expect(relayed.join("")).toBe("17 * 23 = 391.");
+    expect(relayed.join("")).toBe(out.result?.message.content);
+  });
+
+  it("leaves the spend of a loop that failed half-way on the envelope it was given", async () => {
+    const given = { ...envelope("What is 17 * 23?", ["classifier", "tool-executor"]), step: 1 };
+    await expect(
+      toolExecutorHandler(scriptedRouter(true), registry, 6)(given, stageContext()),
+    ).rejects.toThrow("hung up");
+    expect(given.usage.map((u) => u.cost_usd)).toEqual([0.01]);
+  });
+});

@@ -24,6 +24,8 @@ export interface ToolLoopInput {
   maxSteps: number;
   /** What the job may still spend, given the usage of this loop so far; undefined: no budget. */
   budget?: (pending: readonly Usage[]) => number | undefined;
+  /** Called with each model call's usage as soon as the call returns. */
+  onUsage?: (usage: Usage) => void;
   /** Relays the model's text to a streaming client; see `StageContext.relay`. */
   onEvent?: TierCallContext["onEvent"];
   signal: AbortSignal;
@@ -56,6 +58,9 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
   const runs: ToolRun[] = [];
 
   for (let step = 1; ; step++) {
+    // A turn's text reaches a streaming client only once the turn ends without calling a tool:
+    // the text of a turn that calls tools is not part of the answer.
+    const turn: Parameters<NonNullable<ToolLoopInput["onEvent"]>>[] = [];
     const call = await input.router.chat(
       "mid",
       {
@@ -71,13 +76,17 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
         budgetUsd: input.budget?.(usage),
         // Over budget, a light model may still finish the loop.
         degradeTo: ["light"],
-        onEvent: input.onEvent,
+        onEvent: input.onEvent ? (...event) => turn.push(event) : undefined,
       },
     );
     usage.push(call.usage);
+    input.onUsage?.(call.usage);
     const last = call.result;
     const calls = last.message.tool_calls ?? [];
-    if (calls.length === 0) return { kind: "answer", last, usage, runs, steps: step };
+    if (calls.length === 0) {
+      for (const event of turn) input.onEvent?.(...event);
+      return { kind: "answer", last, usage, runs, steps: step };
+    }
 
     const forClient = calls.filter((c) => clientNames.has(c.function.name));
     if (forClient.length > 0) {

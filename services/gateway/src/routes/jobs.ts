@@ -12,6 +12,13 @@ import { activeTraceId } from "@handoff/mesh";
 import { trace } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { mayReadJob } from "../auth.js";
+import {
+  type IdempotencyEntry,
+  type IdempotencyStore,
+  idempotencyStoreFor,
+  REPLAYED_HEADER,
+  requestHash,
+} from "../idempotency.js";
 import type { JobClient } from "../job-client.js";
 import { openSse } from "../sse.js";
 import { parseSubmission } from "../submission.js";
@@ -22,6 +29,22 @@ export interface JobRouteDeps {
   config: HandoffConfig;
   /** API keys are configured: a key reads only its own jobs (or all, with the `admin` scope). */
   auth: boolean;
+  /** Where `Idempotency-Key`s are claimed; by default the bucket next to `jobs`' records. */
+  idempotency?: IdempotencyStore;
+}
+
+/** `POST /v1/jobs`'s 202 body: the same for the first request and every replay of its key. */
+function accepted(job: Pick<IdempotencyEntry, "job_id" | "created_at" | "deadline" | "trace_id">) {
+  const id = job.job_id;
+  return {
+    id,
+    object: "handoff.job",
+    status: "queued",
+    created_at: job.created_at,
+    deadline: job.deadline,
+    ...(job.trace_id ? { trace_id: job.trace_id } : {}),
+    links: { self: `/v1/jobs/${id}`, events: `/v1/jobs/${id}/events` },
+  };
 }
 
 function jobId(raw: string): string {
@@ -57,7 +80,7 @@ export function registerJobs(app: FastifyInstance, deps: JobRouteDeps): void {
 
   app.post("/v1/jobs", (request, reply) =>
     inRequestSpan(request, async () => {
-      const { envelope, body } = parseSubmission(request, deps.config);
+      const { envelope, body, idempotencyKey } = parseSubmission(request, deps.config);
       if (body.stream) {
         throw new HandoffError(
           "HANDOFF_ERR_UNSUPPORTED",
@@ -68,21 +91,45 @@ export function registerJobs(app: FastifyInstance, deps: JobRouteDeps): void {
         );
       }
       const traceId = activeTraceId();
-      trace.getActiveSpan()?.setAttribute("handoff.job.id", envelope.id);
-      await jobs.submit(envelope, traceId);
-      request.log.info({ job_id: envelope.id }, "job accepted");
-      return reply
-        .status(202)
-        .header("location", `/v1/jobs/${envelope.id}`)
-        .send({
-          id: envelope.id,
-          object: "handoff.job",
-          status: "queued",
-          created_at: envelope.created_at,
-          deadline: envelope.budget.deadline,
-          ...(traceId ? { trace_id: traceId } : {}),
-          links: { self: `/v1/jobs/${envelope.id}`, events: `/v1/jobs/${envelope.id}/events` },
+      const job = {
+        job_id: envelope.id,
+        created_at: envelope.created_at,
+        deadline: envelope.budget.deadline,
+        ...(traceId ? { trace_id: traceId } : {}),
+      };
+      const span = trace.getActiveSpan();
+      const claim =
+        idempotencyKey === undefined
+          ? undefined
+          : await (deps.idempotency ?? (await idempotencyStoreFor(jobs, deps.config))).acquire({
+              tenant: request.apiKeyName ?? "",
+              key: idempotencyKey,
+              bodyHash: requestHash("POST /v1/jobs", request.body),
+              job,
+            });
+      if (claim?.kind === "replay") {
+        // The key's job, answered as the first request was answered.
+        span?.setAttributes({
+          "handoff.job.id": claim.entry.job_id,
+          "handoff.idempotent_replay": true,
         });
+        request.log.info({ job_id: claim.entry.job_id }, "job replayed for its idempotency key");
+        return reply
+          .status(202)
+          .header("location", `/v1/jobs/${claim.entry.job_id}`)
+          .header(REPLAYED_HEADER, "true")
+          .send(accepted(claim.entry));
+      }
+      span?.setAttribute("handoff.job.id", envelope.id);
+      try {
+        await jobs.submit(envelope, traceId);
+      } catch (error) {
+        // Not queued: the key must not name a job that never runs.
+        await claim?.releaseUnlessStarted();
+        throw error;
+      }
+      request.log.info({ job_id: envelope.id }, "job accepted");
+      return reply.status(202).header("location", `/v1/jobs/${envelope.id}`).send(accepted(job));
     }),
   );
 

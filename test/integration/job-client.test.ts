@@ -1,0 +1,101 @@
+import { type JobRecord, Streams } from "@handoff/contracts";
+import {
+  ensureTopology,
+  recordFromEnvelope,
+  type StageHandler,
+  StageRunner,
+  type Topology,
+} from "@handoff/mesh";
+import { type NatsHandle, startNats, testEnvelope, waitFor } from "@handoff/testkit";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { JobClient } from "../../services/gateway/src/job-client.js";
+
+// The gateway's side of a job: how a waiting request learns the outcome when the live result is
+// missed, and what the record says when the deadline passes first.
+
+const logger = pino({ level: "silent" });
+const limits = { ackWaitMs: 1_000, maxDeliveries: 3, maxHops: 8 };
+
+let nats: NatsHandle;
+let nc: NatsConnection;
+let topology: Topology;
+
+beforeAll(async () => {
+  nats = await startNats();
+  nc = await connect({ servers: nats.url });
+  topology = await ensureTopology(nc, limits);
+});
+afterAll(async () => {
+  await nc?.close();
+  await nats?.stop();
+});
+beforeEach(async () => {
+  await topology.jsm.streams.purge(Streams.jobs);
+  await topology.jsm.consumers.delete(Streams.jobs, "classifier").catch(() => false);
+});
+
+describe("a gateway waiting on a job", () => {
+  it("finds the answer in the stored record when the live result never comes", async () => {
+    const client = new JobClient(nc, topology.jobs, { pollIntervalMs: 100 });
+    const job = { ...testEnvelope({ deadlineInMs: 20_000 }), step: 0 };
+    const started = Date.now();
+    const waiting = client.run(job, undefined);
+    // A stage that finished while this gateway was not listening: the record, no message.
+    await waitFor(async () => ((await client.store.get(job.id)) ? true : undefined));
+    const answered: JobRecord = {
+      ...recordFromEnvelope(job, "succeeded", undefined),
+      result: {
+        message: { role: "assistant", content: "from the record" },
+        finish_reason: "stop",
+        stage: "classifier",
+        provider: "test",
+        model: "test",
+      },
+    };
+    await client.store.save(answered);
+    const record = await waiting;
+    expect(record?.result?.message.content).toBe("from the record");
+    // Found by looking, long before the deadline would have ended the wait.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it("records a job that passed its deadline as failed at once, and no stage runs it after", async () => {
+    const client = new JobClient(nc, topology.jobs, { pollIntervalMs: 100 });
+    const job = { ...testEnvelope({ deadlineInMs: 600 }), step: 0 };
+    const record = await client.run(job, undefined);
+    expect(record?.status).toBe("failed");
+    expect(record?.error?.code).toBe("HANDOFF_ERR_DEADLINE");
+    expect((await client.store.get(job.id))?.status).toBe("failed");
+
+    // A replica that comes up later finds the job over: acked, the handler never called.
+    let called = false;
+    const handler: StageHandler = async (envelope) => {
+      called = true;
+      return envelope;
+    };
+    const runner = new StageRunner({
+      nc,
+      topology,
+      stage: "classifier",
+      handler,
+      instance: "late",
+      logger,
+      limits,
+      concurrency: 1,
+    });
+    await runner.start();
+    try {
+      await waitFor(async () => (runner.stats().received === 1 ? true : undefined));
+      await waitFor(async () =>
+        (await topology.jsm.streams.info(Streams.jobs)).state.messages === 0 ? true : undefined,
+      );
+      expect(called).toBe(false);
+      expect((await client.store.get(job.id))?.error?.code).toBe("HANDOFF_ERR_DEADLINE");
+    } finally {
+      await runner.stop();
+    }
+  });
+});
