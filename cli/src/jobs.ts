@@ -1,9 +1,9 @@
-import { parseArgs } from "node:util";
 import { loadConfig } from "@handoff/config";
 import { Buckets, JobRecord } from "@handoff/contracts";
 import { natsConnectionOptions } from "@handoff/mesh";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
+import { parseCommand } from "./args.js";
 import type { Io } from "./progress.js";
 
 /**
@@ -61,26 +61,18 @@ export function exportRow(record: JobRecord): Record<string, unknown> | undefine
 }
 
 export async function jobsMain(argv: string[], io: Io): Promise<number> {
-  let values: { since?: string | undefined; nats?: string | undefined; help?: boolean | undefined };
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        since: { type: "string" },
-        nats: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (error) {
-    io.err(`${(error as Error).message}\n\n${JOBS_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.out(JOBS_USAGE);
-    return 0;
-  }
+  const parsed = parseCommand(
+    argv,
+    {
+      since: { type: "string" },
+      nats: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    JOBS_USAGE,
+    io,
+  );
+  if (typeof parsed === "number") return parsed;
+  const { values, positionals } = parsed;
   if (positionals[0] !== "export") {
     io.err(
       `${positionals[0] ? `unknown jobs command "${positionals[0]}"` : "jobs needs a command"}\n\n${JOBS_USAGE}`,

@@ -2,13 +2,18 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { formatError as formatFailure } from "@handoff/telemetry";
 import { ask, formatCompletion, formatError } from "./ask.js";
+import { dlqMain } from "./dlq.js";
 import { jobsMain } from "./jobs.js";
-import { startLocalMesh } from "./local-mesh.js";
+import { ServiceFailed, startLocalMesh } from "./local-mesh.js";
 import { routerMain } from "./router.js";
+import { statusMain } from "./status.js";
 
 const USAGE = `handoff: run the Handoff mesh locally and talk to it
 
-  handoff up                    start NATS (if needed) and the four services; Ctrl-C stops them
+  handoff up                    start NATS (if needed) and the four services, restart any that
+                                crashes; Ctrl-C stops them
+  handoff status [--json]       instances, per-stage lag, redeliveries, dead letters, jobs by status
+  handoff dlq list | show <seq> | replay <seq>   dead letters: list, inspect, run again (see --help)
   handoff ask "<question>"      send a question to the gateway; print answer, route, cost, trace
   handoff demo                  up, ask two example questions, then stop
   handoff job <id>              print a job's stored record
@@ -46,10 +51,89 @@ const io = {
   err: (line: string) => console.error(line),
 };
 
+/**
+ * Stop requests for `up`: SIGINT, SIGTERM, SIGHUP (a closed terminal), and, when started through
+ * npm (`npm start`, `npx handoff up`), the death of the parent process. npm hands SIGINT and
+ * SIGTERM to the shell it runs the script in, and that shell may die without passing them on;
+ * this process then has a new parent, and stops the mesh as if it had been signalled.
+ */
+function stopRequests(): { signal: AbortSignal; reason: () => string; dispose(): void } {
+  const controller = new AbortController();
+  let reason = "";
+  const request = (why: string) => {
+    if (controller.signal.aborted) return;
+    reason = why;
+    controller.abort();
+  };
+  const handlers = (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((signal) => {
+    const handler = () => request(signal);
+    process.on(signal, handler);
+    return [signal, handler] as const;
+  });
+  const parent = process.ppid;
+  const watch = process.env.npm_lifecycle_event
+    ? setInterval(() => {
+        if (process.ppid !== parent) request(`parent process ${parent} exited`);
+      }, 250)
+    : undefined;
+  watch?.unref();
+  return {
+    signal: controller.signal,
+    reason: () => reason,
+    dispose() {
+      clearInterval(watch);
+      for (const [signal, handler] of handlers) process.off(signal, handler);
+    },
+  };
+}
+
+/** `handoff up`: the mesh until a stop request (exit 0), or until a service crashes too often (1). */
+async function up(): Promise<number> {
+  // Listening before anything starts: a signal during start-up stops what has started.
+  const requests = stopRequests();
+  // Whoever reads our output may be gone (a killed npm's pipe): stopping the mesh goes on.
+  process.stdout.on("error", () => {});
+  process.stderr.on("error", () => {});
+  const stopped = new Promise<"stop">((resolve) => {
+    requests.signal.addEventListener("abort", () => resolve("stop"), { once: true });
+  });
+  try {
+    let mesh: Awaited<ReturnType<typeof startLocalMesh>>;
+    try {
+      mesh = await startLocalMesh({ root, say, signal: requests.signal });
+    } catch (error) {
+      if (requests.signal.aborted) {
+        say(`${requests.reason()}: start-up stopped`);
+        return 0;
+      }
+      if (error instanceof ServiceFailed) {
+        console.error(`${error.message}\nstopped every service.`);
+        return 1;
+      }
+      throw error;
+    }
+    say(`Handoff gateway ready at ${mesh.gatewayUrl}`);
+    say(`logs:     ${mesh.logDir}/*.log`);
+    say(`try:      npx handoff ask "What is 17 * 23?"   (and: npx handoff status)`);
+    const outcome = await Promise.race([stopped, mesh.failed]);
+    if (outcome === "stop") {
+      say(`${requests.reason()}: stopping...`);
+      await mesh.stop();
+      return 0;
+    }
+    console.error(`${outcome.message}\nstopped every service.`);
+    return 1;
+  } finally {
+    requests.dispose();
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   // Nouns with verbs of their own parse their own options.
   if (argv[0] === "router") return routerMain(argv.slice(1), io);
   if (argv[0] === "jobs") return jobsMain(argv.slice(1), io);
+  if (argv[0] === "status") return statusMain(argv.slice(1), io);
+  if (argv[0] === "dlq") return dlqMain(argv.slice(1), io);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -69,19 +153,8 @@ async function main(argv: string[]): Promise<number> {
   }
 
   switch (values.help ? "help" : command) {
-    case "up": {
-      const mesh = await startLocalMesh({ root, say });
-      say(`Handoff gateway ready at ${mesh.gatewayUrl}`);
-      say(`logs:     ${mesh.logDir}/*.log`);
-      say(`try:      npx handoff ask "What is 17 * 23?"`);
-      await new Promise<void>((resolve) => {
-        process.once("SIGINT", resolve);
-        process.once("SIGTERM", resolve);
-      });
-      say("stopping...");
-      await mesh.stop();
-      return 0;
-    }
+    case "up":
+      return up();
     case "demo": {
       const mesh = await startLocalMesh({ root, say });
       say(`Handoff gateway ready at ${mesh.gatewayUrl}\n`);
@@ -132,8 +205,8 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
     // A bad argument, config or variable is one line (code and message); a bug shows its stack,
-    // and so does everything at LOG_LEVEL=debug.
-    console.error(formatFailure(error));
+    // and so does everything at LOG_LEVEL=debug. A service that died says so, with its log.
+    console.error(error instanceof ServiceFailed ? error.message : formatFailure(error));
     const usage = (error as { code?: unknown }).code;
     process.exit(typeof usage === "string" && usage.startsWith("ERR_PARSE_ARGS_") ? 2 : 1);
   },
