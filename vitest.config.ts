@@ -45,6 +45,17 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      {
+        resolve: { alias },
+        test: {
+          name: "faults",
+          include: ["test/faults/**/*.test.ts"],
+          // Each scenario kills and restarts real nats-server and service processes under load.
+          testTimeout: 600_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

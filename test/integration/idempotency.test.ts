@@ -442,6 +442,32 @@ describe("the idempotency store", () => {
     expect(taken).toMatchObject({ kind: "claimed", jobId: next.job.job_id });
   });
 
+  it("takes over a key whose job was never queued and could not release it (NATS was away)", async () => {
+    const store = new IdempotencyStore(bucket, jobs, {
+      windowMs: 60_000,
+      pendingTimeoutMs: 20_000,
+    });
+    const key = randomUUID();
+    const first = await store.acquire(request(key));
+    if (first.kind !== "claimed") throw new Error("expected a claim");
+    // What failUnpublished leaves when the publish failed and the release was lost with NATS.
+    const envelope = testEnvelope({ id: first.jobId });
+    const record = recordFromEnvelope(envelope, "queued", undefined);
+    expect(await jobs.create(record)).toBe(true);
+    await jobs.save({
+      ...record,
+      status: "failed",
+      error: { code: "HANDOFF_ERR_UNAVAILABLE", message: "not queued", retryable: true },
+    });
+    const started = Date.now();
+    const retry = request(key);
+    expect(await store.acquire(retry)).toMatchObject({
+      kind: "claimed",
+      jobId: retry.job.job_id,
+    });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it("forgets a key after the window", async () => {
     const store = new IdempotencyStore(bucket, jobs, { windowMs: 400 });
     const key = randomUUID();

@@ -98,4 +98,17 @@ describe("a gateway waiting on a job", () => {
       await runner.stop();
     }
   });
+
+  it("queues a job submitted while NATS is restarting once it is back, instead of failing it", async () => {
+    const client = new JobClient(nc, topology.jobs, { pollIntervalMs: 100 });
+    const job = { ...testEnvelope({ deadlineInMs: 30_000 }), step: 0 };
+    await nats.kill();
+    const submitting = client.submit(job, undefined);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await nats.restart();
+    await submitting;
+    const record = await client.store.get(job.id);
+    expect(record?.status).toBe("queued");
+    expect((await topology.jsm.streams.info(Streams.jobs)).state.messages).toBe(1);
+  });
 });

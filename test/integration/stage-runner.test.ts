@@ -559,6 +559,66 @@ describe("exactly once: a job accepted is a job answered, once", () => {
     expect((await store.get(job.id))?.status).toBe("succeeded");
   });
 
+  /** A handler that waits until `open()` before answering, and says when it has started. */
+  function gated() {
+    let open = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const started = new Set<string>();
+    const { handler, runs } = counting(async (envelope, ctx) => {
+      started.add(envelope.id);
+      await gate;
+      return answer(envelope, ctx);
+    });
+    return { handler, runs, started, open };
+  }
+
+  it("holds an answer made while NATS is down and writes it once NATS is back: the model is paid once", async () => {
+    const stage = gated();
+    await startRunner("classifier", stage.handler);
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    await waitFor(async () => (stage.started.has(job.id) ? true : undefined));
+
+    // The server dies mid-call; the answer arrives while it is gone and stays gone past the ack
+    // wait, so its restart redelivers the job to the same runner.
+    await nats.kill();
+    stage.open();
+    await new Promise((resolve) => setTimeout(resolve, limits.ackWaitMs * 2));
+    const reconnected = (async () => {
+      for await (const status of nc.status()) if (status.type === "reconnect") return;
+    })();
+    await nats.restart();
+    await reconnected;
+
+    const record = await finished(job.id, 30_000);
+    expect(record.status).toBe("succeeded");
+    expect(record.result?.message.content).toBe("answered by classifier");
+    expect(stage.runs.get(job.id)).toBe(1);
+    await waitFor(async () => ((await pending("classifier")).unacked === 0 ? true : undefined), {
+      timeoutMs: 10_000,
+      what: "the job to leave the work queue",
+    });
+  });
+
+  it("a copy that arrives while its job is being worked on waits for it and runs nothing twice", async () => {
+    const stage = gated();
+    const runner = await startRunner("classifier", stage.handler);
+    const job = testEnvelope();
+    await publishJob(js, job, "classifier");
+    await waitFor(async () => (stage.started.has(job.id) ? true : undefined));
+    await redeliver(job, "classifier");
+    await waitFor(async () => (runner.stats().in_flight === 2 ? true : undefined));
+    // Time for the copy to reach the handler, were it not held back.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    stage.open();
+    await finished(job.id);
+    await waitFor(async () => (runner.stats().replayed === 1 ? true : undefined));
+    expect(stage.runs.get(job.id)).toBe(1);
+    expect((await topology.jsm.streams.info(Streams.jobs)).state.messages).toBe(0);
+  });
+
   it("acks only after the forward is stored: a forward the server refuses is retried, not lost", async () => {
     const classifier = counting(async (envelope) => ({
       ...envelope,

@@ -15,4 +15,5 @@ export * from "./stage-service.js";
 export * from "./startup.js";
 export * from "./topology.js";
 export * from "./trace-context.js";
+export * from "./transient.js";
 export * from "./worker-main.js";

@@ -31,6 +31,7 @@ import { JobOutcomes } from "./outcomes.js";
 import { publishJob } from "./publish.js";
 import { MeshSigner } from "./signing.js";
 import {
+  duplicateWindowMs,
   ensureStageConsumer,
   ensureStageOutputs,
   type Topology,
@@ -43,6 +44,7 @@ import {
   tracedHeaders,
   tracer,
 } from "./trace-context.js";
+import { retryTransient } from "./transient.js";
 
 /** What a stage handler gets besides the envelope. */
 export interface StageContext {
@@ -146,6 +148,11 @@ export class StageRunner {
   };
   readonly #signer: MeshSigner;
   readonly #store: JobStore;
+  /** Deliveries being worked on, by `<job>.<step>`: bounded by the runner's concurrency. */
+  readonly #busy = new Map<string, Promise<void>>();
+  /** Held writes waiting for NATS to come back. */
+  #reconnect: { promise: Promise<void>; resolve: () => void } | undefined;
+  #statuses: { stop?: () => void } | undefined;
   #outputs: KV | undefined;
   #watcher: MaxDeliveriesWatcher | undefined;
   #stopping = false;
@@ -186,6 +193,7 @@ export class StageRunner {
     });
     this.#watcher.start();
     const consumer = await this.#js.consumers.get(Streams.jobs, this.#o.stage);
+    void this.#watchConnection().catch(() => {});
     this.#loop = this.#pull(consumer);
   }
 
@@ -211,6 +219,7 @@ export class StageRunner {
       await all;
     }
     clearTimeout(timer);
+    this.#statuses?.stop?.();
     await this.#watcher?.stop();
   }
 
@@ -327,6 +336,36 @@ export class StageRunner {
     const step = planStep(input, stage);
     span.setAttributes({ "handoff.job.id": input.id, "handoff.step": step });
     const logger = this.#o.logger.child({ job_id: input.id, stage, step, delivery });
+    // One delivery of a job's visit at a time in this process: a redelivery (its ack wait ran
+    // out while NATS was away) or a copy waits for the delivery under way, then finds its output.
+    const key = outputKey(input.id, step);
+    for (let busy = this.#busy.get(key); busy; busy = this.#busy.get(key)) {
+      span.setAttribute("handoff.waited_for_delivery", true);
+      logger.info("another delivery of this job is under way here; waiting for it");
+      await this.#keepAlive(msg, busy);
+    }
+    let release = () => {};
+    const done = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    this.#busy.set(key, done);
+    try {
+      await this.#work(msg, input, step, span, logger);
+    } finally {
+      this.#busy.delete(key);
+      release();
+    }
+  }
+
+  async #work(
+    msg: JsMsg,
+    input: JobEnvelope,
+    step: number,
+    span: Span,
+    logger: Logger,
+  ): Promise<void> {
+    const { stage } = this.#o;
+    const delivery = msg.info.deliveryCount;
     if (await this.#replay(input, step, span, logger)) {
       await this.#ack(msg, logger);
       return;
@@ -419,9 +458,28 @@ export class StageRunner {
     }
     if (next) out.step = step + 1;
     // What this visit produced is kept before anyone sees it: a redelivery re-sends it instead of
-    // running the handler (and paying for its model calls) again.
-    await this.#remember(out, step);
-    await this.#send(out, next, logger);
+    // running the handler (and paying for its model calls) again. While NATS is away (a restart,
+    // a leader election) the output is held here and written once it is back.
+    let attempts = 0;
+    await retryTransient(
+      async () => {
+        // Back from an outage: claim the delivery again first, so it is not handed elsewhere.
+        if (attempts++ > 0) this.#heartbeat(msg);
+        await this.#remember(out, step);
+        await this.#send(out, next, logger);
+      },
+      {
+        limitMs: duplicateWindowMs(this.#o.limits),
+        signal: this.#abort.signal,
+        wake: () => this.#reconnected(),
+        onRetry: (error, delay) => {
+          logger.warn(
+            { err: error, retry_in_ms: delay },
+            "NATS is unavailable; holding the stage's output and retrying",
+          );
+        },
+      },
+    );
     if (next) this.#stats.forwarded++;
     else if (out.error) this.#stats.failed++;
     else this.#stats.finished++;
@@ -628,6 +686,52 @@ export class StageRunner {
     logger.error({ err: error, code: error.code }, `job failed: ${error.message}`);
     if (reason === "max_deliveries") msg.term();
     else await this.#ack(msg, logger);
+  }
+
+  /** Resolves at the connection's next reconnect. */
+  #reconnected(): Promise<void> {
+    if (!this.#reconnect) {
+      let resolve = () => {};
+      const promise = new Promise<void>((r) => {
+        resolve = r;
+      });
+      this.#reconnect = { promise, resolve };
+    }
+    return this.#reconnect.promise;
+  }
+
+  async #watchConnection(): Promise<void> {
+    // nats.js hands out a queued iterator; stopping it ends this loop when the runner stops.
+    const statuses = this.#o.nc.status() as AsyncIterable<{ type: string }> & { stop?: () => void };
+    this.#statuses = statuses;
+    for await (const status of statuses) {
+      if (status.type !== "reconnect") continue;
+      const waiting = this.#reconnect;
+      this.#reconnect = undefined;
+      waiting?.resolve();
+    }
+  }
+
+  /** Tells JetStream the delivery is alive; while disconnected there is no one to tell. */
+  #heartbeat(msg: JsMsg): void {
+    try {
+      msg.working();
+    } catch {
+      // Closed or reconnecting: the next beat, or the redelivery, takes it from here.
+    }
+  }
+
+  /** Waits for `work`, keeping `msg` alive meanwhile. */
+  async #keepAlive(msg: JsMsg, work: Promise<void>): Promise<void> {
+    const beat = setInterval(
+      () => this.#heartbeat(msg),
+      Math.max(250, this.#o.limits.ackWaitMs / 3),
+    );
+    try {
+      await work;
+    } finally {
+      clearInterval(beat);
+    }
   }
 
   async #ack(msg: JsMsg, logger: Logger): Promise<void> {

@@ -43,3 +43,19 @@ export function killHard(child: ChildProcess): void {
     // Already gone.
   }
 }
+
+/** Resolves true once `child` has exited, or false after `timeoutMs`. */
+export function waitExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (hasExited(child)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const onExit = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      child.off("exit", onExit);
+      resolve(false);
+    }, timeoutMs);
+    child.once("exit", onExit);
+  });
+}

@@ -1,6 +1,13 @@
 export { type TestEnvelopeOptions, testEnvelope, testStageContext } from "./envelopes.js";
 export { freePort } from "./free-port.js";
 export {
+  type ClusterNode,
+  type NatsCluster,
+  type StartNatsClusterOptions,
+  type StreamClusterInfo,
+  startNatsCluster,
+} from "./nats-cluster.js";
+export {
   createTestNkeyUser,
   createTestOperator,
   createTestPki,

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import type { ConnectionOptions } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
-import { hasExited, killHard, onProcessExit } from "./exit-guard.js";
+import { hasExited, killHard, onProcessExit, waitExit } from "./exit-guard.js";
 import { freePort } from "./free-port.js";
 
 /** A NATS server for a test, whichever way it was obtained. */
@@ -281,21 +281,6 @@ async function waitReady(
   throw new Error(
     `nats-server at ${url} was not ready within ${READY_TIMEOUT_MS} ms (last probe: ${reason}). Its output:\n${launched.output()}`,
   );
-}
-
-function waitExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (hasExited(child)) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const onExit = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    const timer = setTimeout(() => {
-      child.off("exit", onExit);
-      resolve(false);
-    }, timeoutMs);
-    child.once("exit", onExit);
-  });
 }
 
 async function terminate(child: ChildProcess): Promise<void> {

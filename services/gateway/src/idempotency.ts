@@ -214,7 +214,13 @@ export class IdempotencyStore {
       }
       if (existing.body_hash !== request.bodyHash) throw mismatch(request.key);
       const record = await this.#job(existing.job_id);
-      if (record) return { kind: "replay", entry: existing, record };
+      if (record && !neverStarted(record)) return { kind: "replay", entry: existing, record };
+      if (record) {
+        // Its job was never queued (NATS was away) and its gateway could not release the key.
+        const taken = await this.#takeOver(entryKey, value, revision);
+        if (taken !== undefined) return this.#claim(entryKey, taken, jobId);
+        continue;
+      }
       if (age >= this.#pendingTimeoutMs) {
         // Claimed long ago and its job never stored: its gateway died in between.
         const taken = await this.#takeOver(entryKey, value, revision);

@@ -6,7 +6,14 @@ import {
   StreamChunk,
   Subjects,
 } from "@handoff/contracts";
-import { JobStore, MeshSigner, publishJob, recordFromEnvelope } from "@handoff/mesh";
+import {
+  JobStore,
+  MeshSigner,
+  type PersistRetry,
+  publishJob,
+  recordFromEnvelope,
+  retryTransient,
+} from "@handoff/mesh";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
@@ -28,6 +35,9 @@ export interface JobClientOptions {
   /** Where dropped (unparsable, misaddressed or unsigned) results and chunks are reported. */
   logger?: Logger;
 }
+
+/** How long a submission keeps trying while NATS is away, at most (and never past the deadline). */
+const SUBMIT_RETRY_MS = 30_000;
 
 /** Why a message on a job's result or stream subject was not taken. */
 type Refusal = { kind: "result" | "chunk"; reason: string };
@@ -69,20 +79,41 @@ export class JobClient {
     if (!first) throw new HandoffError("HANDOFF_ERR_INTERNAL", "job has an empty plan");
     const record = recordFromEnvelope(envelope, "queued", traceId, first);
     checkJobFits(envelope, record, this.nc.info?.max_payload);
+    // NATS may be away for a moment (a restart, a stream leader being elected): both writes are
+    // retried, within the job's deadline, before the client is told to try again.
+    const retry = this.#submitRetry(envelope);
+    let attempts = 0;
     let created: boolean;
     try {
-      created = await this.store.create(record);
+      created = await retryTransient(() => {
+        attempts++;
+        return this.store.create(record);
+      }, retry);
     } catch (error) {
       throw unavailable("the job store is unavailable; try again", error);
     }
-    if (!created) {
+    // A retried create that finds the record found its own first attempt (the id is new).
+    if (!created && attempts === 1) {
       throw new HandoffError("HANDOFF_ERR_INTERNAL", `job id ${envelope.id} is already taken`);
     }
     try {
-      await publishJob(this.#js, envelope, first, this.#signer);
+      // The same message id on every attempt: a publish that landed unseen is not queued twice.
+      await retryTransient(() => publishJob(this.#js, envelope, first, this.#signer), retry);
     } catch (error) {
       throw await failUnpublished(this.store, record, error);
     }
+  }
+
+  #submitRetry(envelope: JobEnvelope): PersistRetry {
+    const untilDeadline = Date.parse(envelope.budget.deadline) - Date.now();
+    return {
+      limitMs: Math.max(0, Math.min(SUBMIT_RETRY_MS, untilDeadline)),
+      onRetry: (error, delay) =>
+        this.#logger?.warn(
+          { job_id: envelope.id, err: error, retry_in_ms: delay },
+          "NATS is unavailable; retrying the job's submission",
+        ),
+    };
   }
 
   /**
