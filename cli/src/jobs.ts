@@ -1,9 +1,7 @@
-import { loadConfig } from "@handoff/config";
 import { Buckets, JobRecord } from "@handoff/contracts";
-import { natsConnectionOptions } from "@handoff/mesh";
 import { Kvm } from "@nats-io/kv";
-import { connect } from "@nats-io/transport-node";
 import { parseCommand } from "./args.js";
+import { connectOperator } from "./operator.js";
 import type { Io } from "./progress.js";
 
 /**
@@ -86,17 +84,9 @@ export async function jobsMain(argv: string[], io: Io): Promise<number> {
     io.err((error as Error).message);
     return 2;
   }
-  let nc: Awaited<ReturnType<typeof connect>>;
-  let servers = values.nats ?? "";
-  try {
-    const { config } = await loadConfig();
-    const options = natsConnectionOptions(config.nats, process.env, values.nats);
-    servers = options.servers.join(",");
-    nc = await connect({ ...options, name: "handoff-jobs-export" });
-  } catch (error) {
-    io.err(`cannot connect to NATS${servers ? ` at ${servers}` : ""}: ${(error as Error).message}`);
-    return 1;
-  }
+  const connection = await connectOperator(io, "handoff-jobs-export", values.nats);
+  if (!connection) return 1;
+  const { nc } = connection;
   let written = 0;
   let withoutInput = 0;
   let invalid = 0;

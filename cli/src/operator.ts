@@ -1,5 +1,5 @@
 import { type HandoffConfig, loadConfig } from "@handoff/config";
-import { natsConnectionOptions } from "@handoff/mesh";
+import { checkNatsServerVersion, natsConnectionOptions } from "@handoff/mesh";
 import { DeliverPolicy, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
@@ -33,6 +33,12 @@ export async function connectOperator(
     const options = natsConnectionOptions(config.nats, env, nats);
     servers = options.servers.join(",");
     const nc = await connect({ ...options, name, maxReconnectAttempts: 0 });
+    try {
+      checkNatsServerVersion(nc.info?.version, `the NATS server at ${nc.getServer()}`);
+    } catch (error) {
+      await nc.close().catch(() => {});
+      throw error;
+    }
     return { nc, config, servers };
   } catch (error) {
     io.err(`cannot connect to NATS${servers ? ` at ${servers}` : ""}: ${(error as Error).message}`);

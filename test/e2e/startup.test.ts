@@ -1,6 +1,6 @@
-import { createServer, type Server, type Socket } from "node:net";
 import { ChatCompletion, ErrorBody, ServiceNames } from "@handoff/contracts";
 import {
+  fakeNatsServer,
   findNatsServer,
   freePort,
   type NatsHandle,
@@ -238,34 +238,10 @@ describe("start-up before NATS", () => {
  * A listener that answers the NATS handshake as a given server version would. No nats-server
  * older than 2.9 is installed here, and the version in INFO is all the check reads.
  */
-async function oldNatsServer(version: string) {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => {});
-    const { port } = server.address() as { port: number };
-    const info = { server_id: "OLD", version, proto: 1, host: "127.0.0.1", port, headers: true };
-    socket.write(`INFO ${JSON.stringify({ ...info, max_payload: 1_048_576 })}\r\n`);
-    socket.on("data", (data) => {
-      if (String(data).includes("PING\r\n")) socket.write("PONG\r\n");
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 describe("the minimum nats-server version", () => {
   it("stops a service on a server older than 2.9.0, naming both versions", async () => {
-    const old = await oldNatsServer("2.8.4");
+    const old = await fakeNatsServer("2.8.4");
     try {
       const proc = spawnService({
         name: "classifier",

@@ -22,7 +22,13 @@ import {
   type StageHandler,
   type Topology,
 } from "@handoff/mesh";
-import { type NatsHandle, startNats, testEnvelope, waitFor } from "@handoff/testkit";
+import {
+  fakeNatsServer,
+  type NatsHandle,
+  startNats,
+  testEnvelope,
+  waitFor,
+} from "@handoff/testkit";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import { type Msg, type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
@@ -246,6 +252,22 @@ describe("handoff status", () => {
     expect(text).toMatch(/classifier\s+0\s+0\s+0\s+1/);
     expect(text).toContain("2 dead letters: handoff dlq list");
     expect(text).toMatch(/failed 1/);
+  });
+
+  it("refuses a server older than 2.9.0, naming its version, and exits 1", async () => {
+    const old = await fakeNatsServer("2.8.4");
+    try {
+      const err: string[] = [];
+      const code = await statusMain(
+        ["--nats", old.url],
+        { out: () => {}, err: (l) => err.push(l) },
+        {},
+      );
+      expect(code).toBe(1);
+      expect(err.join("\n")).toMatch(/version 2\.8\.4; Handoff needs nats-server 2\.9\.0 or newer/);
+    } finally {
+      await old.close();
+    }
   });
 
   it("says it cannot reach NATS and exits 1", async () => {

@@ -1,4 +1,5 @@
 export { type TestEnvelopeOptions, testEnvelope, testStageContext } from "./envelopes.js";
+export { type FakeNatsServer, fakeNatsServer } from "./fake-nats.js";
 export { freePort } from "./free-port.js";
 export {
   type ClusterNode,
