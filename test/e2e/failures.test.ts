@@ -70,8 +70,12 @@ describe("the mesh under failure", () => {
         ? all
         : undefined;
     });
-    const consumer = spans.find((s) => s.serviceName === "tool-executor" && s.kind === "CONSUMER");
-    expect(consumer?.attributes["handoff.delivery"]).toBe(2);
+    // The replacement took the job's second delivery (on a loaded machine it may also see a
+    // third, which waits for the second and re-sends its output).
+    const deliveries = spans
+      .filter((s) => s.serviceName === "tool-executor" && s.kind === "CONSUMER")
+      .map((s) => Number(s.attributes["handoff.delivery"]));
+    expect(Math.min(...deliveries)).toBe(2);
     expect(checkTrace(spans).broken).toEqual([]);
   });
 
