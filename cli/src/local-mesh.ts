@@ -10,7 +10,7 @@ import {
   probeNats,
   spawnNatsServer,
   waitFor,
-} from "@handoff/testkit";
+} from "@handoff/nats-process";
 import { Svcm } from "@nats-io/services";
 import { connect } from "@nats-io/transport-node";
 import {

@@ -1,6 +1,16 @@
+export {
+  findNatsServer,
+  freePort,
+  type NatsHandle,
+  type NatsProbe,
+  probeNats,
+  type SpawnNatsOptions,
+  spawnNatsServer,
+  type WaitForOptions,
+  waitFor,
+} from "@handoff/nats-process";
 export { type TestEnvelopeOptions, testEnvelope, testStageContext } from "./envelopes.js";
 export { type FakeNatsServer, fakeNatsServer } from "./fake-nats.js";
-export { freePort } from "./free-port.js";
 export {
   type ClusterNode,
   type NatsCluster,
@@ -15,16 +25,7 @@ export {
   type TestOperator,
   type TestPki,
 } from "./nats-security.js";
-export {
-  findNatsServer,
-  type NatsHandle,
-  type NatsProbe,
-  probeNats,
-  type SpawnNatsOptions,
-  type StartNatsOptions,
-  spawnNatsServer,
-  startNats,
-} from "./nats-server.js";
+export { type StartNatsOptions, startNats } from "./nats-server.js";
 export {
   type ProcessExit,
   type ServiceProcess,
@@ -55,4 +56,3 @@ export {
   type UpstreamReply,
   UpstreamServer,
 } from "./upstreams.js";
-export { type WaitForOptions, waitFor } from "./wait.js";

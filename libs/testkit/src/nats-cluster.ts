@@ -3,10 +3,16 @@ import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import {
+  findNatsServer,
+  freePort,
+  hasExited,
+  killHard,
+  onProcessExit,
+  probeNats,
+  waitExit,
+} from "@handoff/nats-process";
 import { connect } from "@nats-io/transport-node";
-import { hasExited, killHard, onProcessExit, waitExit } from "./exit-guard.js";
-import { freePort } from "./free-port.js";
-import { findNatsServer, probeNats } from "./nats-server.js";
 
 /**
  * A JetStream cluster of nats-server processes on loopback, for fault tests: each node has its own

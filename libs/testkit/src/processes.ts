@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { killHard, onProcessExit } from "./exit-guard.js";
+import { killHard, onProcessExit } from "@handoff/nats-process";
 
 /** How a process ended: an exit code, or the signal that killed it. */
 export interface ProcessExit {

@@ -1,0 +1,11 @@
+export { hasExited, killHard, onProcessExit, waitExit } from "./exit-guard.js";
+export { freePort } from "./free-port.js";
+export {
+  findNatsServer,
+  type NatsHandle,
+  type NatsProbe,
+  probeNats,
+  type SpawnNatsOptions,
+  spawnNatsServer,
+} from "./nats-server.js";
+export { type WaitForOptions, waitFor } from "./wait.js";
