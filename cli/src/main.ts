@@ -2,6 +2,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { formatError as formatFailure } from "@handoff/telemetry";
 import { ask, formatCompletion, formatError } from "./ask.js";
+import { submitMain, watchMain } from "./client-commands.js";
 import { dlqMain } from "./dlq.js";
 import { jobsMain } from "./jobs.js";
 import { ServiceFailed, startLocalMesh } from "./local-mesh.js";
@@ -15,6 +16,9 @@ const USAGE = `handoff: run the Handoff mesh locally and talk to it
   handoff status [--json]       instances, per-stage lag, redeliveries, dead letters, jobs by status
   handoff dlq list | show <seq> | replay <seq>   dead letters: list, inspect, run again (see --help)
   handoff ask "<question>"      send a question to the gateway; print answer, route, cost, trace
+                                (--nats: over NATS, through the client library)
+  handoff submit "<question>"   queue a job (HTTP, or --nats); print its id (see --help)
+  handoff watch <id>            print a job's events until it ends (HTTP, or --nats)
   handoff demo                  up, ask two example questions, then stop
   handoff job <id>              print a job's stored record
   handoff jobs export [--since <time>]   write recorded jobs as JSON lines, for replay (see --help)
@@ -134,6 +138,10 @@ async function main(argv: string[]): Promise<number> {
   if (argv[0] === "jobs") return jobsMain(argv.slice(1), io);
   if (argv[0] === "status") return statusMain(argv.slice(1), io);
   if (argv[0] === "dlq") return dlqMain(argv.slice(1), io);
+  if (argv[0] === "submit") return submitMain(argv.slice(1), io);
+  if (argv[0] === "watch") return watchMain(argv.slice(1), io);
+  if (argv[0] === "ask" && argv.includes("--nats"))
+    return submitMain(argv.slice(1), io, process.env, true);
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

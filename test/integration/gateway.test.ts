@@ -313,7 +313,7 @@ describe("gateway against a live mesh", () => {
       method: "POST",
       url: "/v1/chat/completions",
       headers: { "x-handoff-max-cost-usd": "0.0000001" },
-      payload: { model: "m", messages: [{ role: "user", content: "What is 2 + 2?" }] },
+      payload: { model: "handoff", messages: [{ role: "user", content: "What is 2 + 2?" }] },
     });
     expect(res.statusCode).toBe(402);
     const { error } = ErrorBody.parse(res.json());
@@ -324,7 +324,7 @@ describe("gateway against a live mesh", () => {
       method: "POST",
       url: "/v1/chat/completions",
       headers: { "x-handoff-max-cost-usd": "lots" },
-      payload: { model: "m", messages: [{ role: "user", content: "hi" }] },
+      payload: { model: "handoff", messages: [{ role: "user", content: "hi" }] },
     });
     expect(bad.statusCode).toBe(400);
     expect(ErrorBody.parse(bad.json()).error.param).toBe("headers.x-handoff-max-cost-usd");
@@ -385,7 +385,7 @@ describe("gateway failure paths", () => {
         method: "POST",
         url: "/v1/chat/completions",
         headers: { "x-handoff-timeout-ms": "400" },
-        payload: { model: "m", messages: [{ role: "user", content: "hi" }] },
+        payload: { model: "handoff", messages: [{ role: "user", content: "hi" }] },
       });
       expect(res?.statusCode).toBe(504);
       expect(Date.now() - started).toBeLessThan(5_000);
@@ -404,7 +404,7 @@ describe("gateway failure paths", () => {
         method: "POST",
         url: "/v1/chat/completions",
         headers: { "x-handoff-timeout-ms": "soon" },
-        payload: { model: "m", messages: [{ role: "user", content: "hi" }] },
+        payload: { model: "handoff", messages: [{ role: "user", content: "hi" }] },
       });
       expect(badHeader?.statusCode).toBe(400);
       expect(ErrorBody.parse(badHeader?.json()).error.param).toBe("headers.x-handoff-timeout-ms");
@@ -460,7 +460,7 @@ describe("gateway failure paths", () => {
       const res = await gateway.app?.inject({
         method: "POST",
         url: "/v1/chat/completions",
-        payload: { model: "m", stream: true, messages: [{ role: "user", content: "hi" }] },
+        payload: { model: "handoff", stream: true, messages: [{ role: "user", content: "hi" }] },
       });
       const events = sseData(res?.body ?? "");
       const text = events
@@ -488,7 +488,7 @@ describe("gateway failure paths", () => {
       const res = await gateway.app?.inject({
         method: "POST",
         url: "/v1/chat/completions",
-        payload: { model: "m", messages: [{ role: "user", content: "What is 6 * 7?" }] },
+        payload: { model: "handoff", messages: [{ role: "user", content: "What is 6 * 7?" }] },
       });
       expect(res?.statusCode).toBe(502);
       const { error } = ErrorBody.parse(res?.json());

@@ -1,6 +1,7 @@
 import { HandoffError } from "@handoff/contracts";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "./load.js";
+import { servedModels } from "./schema.js";
 
 const TIERS = `
 tiers:
@@ -25,6 +26,7 @@ describe("the gateway section", () => {
       api_keys: [],
       auth_failures: { max: 10, window_ms: 60_000, max_addresses: 10_000 },
       idempotency_window_ms: 86_400_000,
+      model_aliases: {},
     });
   });
 
@@ -114,5 +116,83 @@ gateway:
       "gateway.api_keys[3].requests_per_minute",
     ]);
     expect(error.message).toContain("must be an environment variable name");
+  });
+
+  describe("model_aliases", () => {
+    it("maps other vendors' names onto the models the gateway serves", () => {
+      const config = parseConfig(
+        `${TIERS}
+gateway:
+  model_aliases:
+    gpt-4o-mini: handoff/light
+    gpt-4o: handoff
+    claude-sonnet-4-5: sim:sim-heavy
+`,
+        "handoff.yaml",
+      );
+      expect(config.gateway.model_aliases).toEqual({
+        "gpt-4o-mini": "handoff/light",
+        "gpt-4o": "handoff",
+        "claude-sonnet-4-5": "sim:sim-heavy",
+      });
+      expect(servedModels(config)).toEqual([
+        "handoff",
+        "handoff/light",
+        "handoff/mid",
+        "handoff/heavy",
+        "sim:sim-light",
+        "sim:sim-mid",
+        "sim:sim-heavy",
+      ]);
+    });
+
+    it("rejects an alias to a model the gateway does not serve, naming the alias and what it may point at", () => {
+      const error = configError(`${TIERS}
+gateway:
+  model_aliases:
+    gpt-4o-mini: handoff/medium
+    o3: gpt-4o-mini
+`);
+      expect(error.code).toBe("HANDOFF_ERR_CONFIG");
+      expect(error.issues).toEqual([
+        {
+          path: "gateway.model_aliases.gpt-4o-mini",
+          message:
+            '"handoff/medium" is not a model the gateway serves (one of handoff, handoff/light, handoff/mid, handoff/heavy, sim:sim-light, sim:sim-mid, sim:sim-heavy)',
+        },
+        // An alias of an alias is not served either: each points at a model directly.
+        {
+          path: "gateway.model_aliases.o3",
+          message: expect.stringContaining('"gpt-4o-mini" is not a model the gateway serves'),
+        },
+      ]);
+    });
+
+    it("rejects an alias that would shadow a served model, and an empty target", () => {
+      const empty = configError(`${TIERS}
+gateway:
+  model_aliases:
+    x: ""
+`);
+      expect(empty.issues?.map((i) => i.path)).toEqual(["gateway.model_aliases.x"]);
+      const shadowing = configError(`${TIERS}
+gateway:
+  model_aliases:
+    handoff/light: handoff/heavy
+    sim:sim-mid: handoff
+`);
+      expect(shadowing.issues).toEqual([
+        {
+          path: "gateway.model_aliases.handoff/light",
+          message:
+            '"handoff/light" is already a model the gateway serves; an alias needs a name of its own',
+        },
+        {
+          path: "gateway.model_aliases.sim:sim-mid",
+          message:
+            '"sim:sim-mid" is already a model the gateway serves; an alias needs a name of its own',
+        },
+      ]);
+    });
   });
 });

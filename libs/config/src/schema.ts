@@ -49,6 +49,23 @@ export function deploymentId(deployment: Pick<Deployment, "id" | "provider" | "m
   return deployment.id ?? `${deployment.provider}:${deployment.model}`;
 }
 
+/** The model names every gateway serves: `handoff` (classifier-routed) and one per pinned tier. */
+export const ROUTED_MODELS = ["handoff", "handoff/light", "handoff/mid", "handoff/heavy"] as const;
+
+/**
+ * The model names a config serves, aliases aside: {@link ROUTED_MODELS} and every deployment id,
+ * in the order `GET /v1/models` lists them.
+ */
+export function servedModels(config: {
+  tiers: Record<
+    "light" | "mid" | "heavy",
+    ReadonlyArray<Pick<Deployment, "id" | "provider" | "model">>
+  >;
+}): string[] {
+  const ids = [config.tiers.light, config.tiers.mid, config.tiers.heavy].flat().map(deploymentId);
+  return [...new Set<string>([...ROUTED_MODELS, ...ids])];
+}
+
 const TierDeployments = z.array(Deployment).min(1, "a tier needs at least one deployment");
 
 /** Tuning of the `cascade` strategy. */
@@ -212,6 +229,13 @@ export const GatewaySettings = z
      * job records are kept.
      */
     idempotency_window_ms: z.number().int().min(1_000).max(86_400_000).default(86_400_000),
+    /**
+     * Other names for the models the gateway serves, so clients written for another vendor work
+     * unchanged: `gpt-4o-mini: handoff/light`. A request for a name that is neither served nor
+     * aliased is a 404 `model_not_found`. Each alias must point at a served model: `handoff`,
+     * `handoff/light`, `handoff/mid`, `handoff/heavy`, or a deployment id.
+     */
+    model_aliases: z.record(z.string().min(1).max(256), z.string()).default({}),
   })
   .superRefine((gateway, ctx) => {
     // A name identifies the caller in logs and owns a rate bucket; a variable is one key. Either
@@ -344,6 +368,23 @@ export const HandoffConfig = z
           });
         } else if (!first) seen.set(id, { at: `tiers.${tier}[${index}]`, same });
       });
+    }
+    // An alias names a served model, and is not itself one: it would hide the model it shadows.
+    const served = new Set(servedModels(config));
+    for (const [alias, target] of Object.entries(config.gateway.model_aliases)) {
+      if (served.has(alias)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["gateway", "model_aliases", alias],
+          message: `"${alias}" is already a model the gateway serves; an alias needs a name of its own`,
+        });
+      } else if (!served.has(target)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["gateway", "model_aliases", alias],
+          message: `"${target}" is not a model the gateway serves (one of ${[...served].join(", ")})`,
+        });
+      }
     }
     for (const [tier, list] of Object.entries(config.tiers)) {
       list.forEach((deployment, index) => {

@@ -103,6 +103,9 @@ export const ResponseFormat = z.discriminatedUnion("type", [
 ]);
 export type ResponseFormat = z.infer<typeof ResponseFormat>;
 
+/** The most alternatives OpenAI returns per token (`top_logprobs`). */
+export const MAX_TOP_LOGPROBS = 20;
+
 /** Sampling parameters passed through to whichever model answers. */
 export const ChatParams = z.object({
   temperature: z.number().min(0).max(2).optional(),
@@ -111,8 +114,37 @@ export const ChatParams = z.object({
   stop: z.array(z.string()).max(4).optional(),
   seed: z.number().int().optional(),
   response_format: ResponseFormat.optional(),
+  /** OpenAI's `parallel_tool_calls`: false allows at most one tool call per turn. */
+  parallel_tool_calls: z.boolean().optional(),
+  /** The client wants the answer's token log-probabilities (`choices[].logprobs`). */
+  logprobs: z.boolean().optional(),
+  /** With `logprobs`: this many most likely alternatives for each token. */
+  top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).optional(),
 });
 export type ChatParams = z.infer<typeof ChatParams>;
+
+/** One alternative for a token: OpenAI's `top_logprobs[]` entry. */
+export const TopLogprob = z.object({
+  token: z.string(),
+  logprob: z.number(),
+  /** The token's UTF-8 bytes; null when the token has none of its own. */
+  bytes: z.array(z.number().int()).nullable(),
+});
+export type TopLogprob = z.infer<typeof TopLogprob>;
+
+/** One generated token with its log-probability and the alternatives asked for. */
+export const TokenLogprob = TopLogprob.extend({ top_logprobs: z.array(TopLogprob) });
+export type TokenLogprob = z.infer<typeof TokenLogprob>;
+
+/**
+ * OpenAI's `choices[].logprobs`: the content tokens of the answer, and of a refusal, in order;
+ * each `null` when the model produced no such tokens.
+ */
+export const ChoiceLogprobs = z.object({
+  content: z.array(TokenLogprob).nullable(),
+  refusal: z.array(TokenLogprob).nullable(),
+});
+export type ChoiceLogprobs = z.infer<typeof ChoiceLogprobs>;
 
 /** Flattens client content (string or text parts) to the mesh's string form. */
 export function contentText(content: Content | null | undefined): string {

@@ -462,9 +462,49 @@ describe("jsonSchemaOf", () => {
     "chat-completion-chunk": ["id", "object", "created", "model", "choices"],
     "stream-chunk": ["job_id", "stage", "delivery", "seq", "model", "delta"],
     "error-body": ["error"],
+    "job-submission": ["model", "messages"],
+    // A union: each of its variants requires these, and its own fields (below).
+    "job-event": [],
   };
 
-  it.each(Object.keys(WireSchemas) as WireSchemaName[])(
+  it("gives job-event one variant per event type, each an object naming its type", () => {
+    const schema = jsonSchemaOf("job-event");
+    expect(schema.$id).toBe("https://handoff.dev/schemas/v1/job-event.schema.json");
+    const variants = (schema.oneOf ?? schema.anyOf) as Array<Record<string, unknown>>;
+    const byType = Object.fromEntries(
+      variants.map((v) => [
+        (v.properties as { type: { const: string } }).type.const,
+        [...(v.required as string[])].sort(),
+      ]),
+    );
+    expect(byType).toEqual({
+      queued: ["at", "job_id", "type"],
+      running: ["at", "job_id", "type"],
+      succeeded: ["at", "completion", "job_id", "type"],
+      failed: ["at", "error", "job_id", "type"],
+    });
+    const ajv = new Ajv2020({ strict: false, validateFormats: false });
+    const validate = ajv.compile(schema);
+    const at = "2026-12-02T00:00:00.000Z";
+    expect(validate({ type: "queued", job_id: "job-00000001", at, tenant: "team-a" })).toBe(true);
+    expect(
+      validate({
+        type: "failed",
+        job_id: "job-00000001",
+        at,
+        error: {
+          code: "HANDOFF_ERR_VALIDATION",
+          message: "bad",
+          retryable: false,
+          issues: [{ path: "messages", message: "Required" }],
+        },
+      }),
+    ).toBe(true);
+    expect(validate({ type: "finished", job_id: "job-00000001", at })).toBe(false);
+    expect(validate({ type: "queued", job_id: "bad id", at })).toBe(false);
+  });
+
+  it.each((Object.keys(WireSchemas) as WireSchemaName[]).filter((name) => name !== "job-event"))(
     "gives %s an $id, object type and its required fields",
     (name) => {
       const schema = jsonSchemaOf(name);

@@ -2,6 +2,7 @@ import { z } from "zod";
 import {
   AssistantMessage,
   ChatParams,
+  ChoiceLogprobs,
   FinishReason,
   Message,
   ToolChoice,
@@ -162,6 +163,8 @@ export const JobResult = z.object({
   stage: Stage,
   provider: z.string(),
   model: z.string(),
+  /** The answer's token log-probabilities, when the client asked (`params.logprobs`). */
+  logprobs: ChoiceLogprobs.optional(),
 });
 export type JobResult = z.infer<typeof JobResult>;
 

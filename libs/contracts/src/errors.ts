@@ -13,6 +13,16 @@ export const ErrorCodes = {
   HANDOFF_ERR_MAX_PAYLOAD: { status: 413, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_MEDIA_TYPE: { status: 415, type: "invalid_request_error", retryable: false },
   HANDOFF_ERR_NOT_FOUND: { status: 404, type: "not_found_error", retryable: false },
+  /**
+   * A model name the gateway does not serve (nor `gateway.model_aliases` maps). On the wire it
+   * carries OpenAI's own code, `model_not_found`, which clients branch on.
+   */
+  HANDOFF_ERR_MODEL_NOT_FOUND: {
+    status: 404,
+    type: "invalid_request_error",
+    retryable: false,
+    openai_code: "model_not_found",
+  },
   /** An `Idempotency-Key` sent again with a different request than the one that first used it. */
   HANDOFF_ERR_IDEMPOTENCY_MISMATCH: {
     status: 422,
@@ -33,8 +43,23 @@ export const ErrorCodes = {
   HANDOFF_ERR_RETRIES_EXHAUSTED: { status: 502, type: "upstream_error", retryable: false },
   HANDOFF_ERR_CONFIG: { status: 500, type: "server_error", retryable: false },
   HANDOFF_ERR_INTERNAL: { status: 500, type: "server_error", retryable: false },
-} as const satisfies Record<string, { status: number; type: string; retryable: boolean }>;
+} as const satisfies Record<
+  string,
+  {
+    status: number;
+    type: string;
+    retryable: boolean;
+    /** The `error.code` OpenAI gives the same failure, sent instead of the Handoff code. */
+    openai_code?: string;
+  }
+>;
 export type ErrorCode = keyof typeof ErrorCodes;
+
+/** The `error.code` an error goes by on the wire: OpenAI's own where it has one, else `code`. */
+export function wireErrorCode(code: ErrorCode): string {
+  const entry: { status: number; openai_code?: string } = ErrorCodes[code];
+  return entry.openai_code ?? code;
+}
 
 export interface HandoffErrorOptions {
   /** Overrides the code's default retryability (a provider 429 is retryable, a 400 is not). */

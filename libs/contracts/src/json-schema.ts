@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { DeadLetter } from "./dead-letter.js";
 import { JobEnvelope, StreamChunk } from "./envelope.js";
+import { JobEvent, JobSubmission } from "./job-events.js";
 import { JobRecord } from "./job-record.js";
 import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ErrorBody } from "./openai.js";
 
@@ -8,6 +9,8 @@ import { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ErrorBody }
 export const WireSchemas = {
   "job-envelope": JobEnvelope,
   "job-record": JobRecord,
+  "job-submission": JobSubmission,
+  "job-event": JobEvent,
   "dead-letter": DeadLetter,
   "chat-completion-request": ChatCompletionRequest,
   "chat-completion": ChatCompletion,

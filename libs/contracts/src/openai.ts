@@ -1,8 +1,10 @@
 import { z } from "zod";
 import {
   AssistantMessage,
+  ChoiceLogprobs,
   Content,
   FinishReason,
+  MAX_TOP_LOGPROBS,
   ResponseFormat,
   ToolCall,
   ToolChoice,
@@ -60,6 +62,8 @@ export const ChatCompletionRequest = z.object({
   messages: z.array(RequestMessage).min(1),
   tools: z.array(ToolDefinition).max(128).optional(),
   tool_choice: ToolChoice.optional(),
+  /** False: at most one tool call per turn. */
+  parallel_tool_calls: z.boolean().nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().min(0).max(1).nullish(),
   max_tokens: z.number().int().positive().nullish(),
@@ -67,6 +71,10 @@ export const ChatCompletionRequest = z.object({
   stop: z.union([z.string(), z.array(z.string()).max(4)]).nullish(),
   seed: z.number().int().nullish(),
   response_format: ResponseFormat.nullish(),
+  /** Return the answer's token log-probabilities in `choices[].logprobs`. */
+  logprobs: z.boolean().nullish(),
+  /** With `logprobs: true`: the most likely alternatives for each token, 0 to 20. */
+  top_logprobs: z.number().int().min(0).max(MAX_TOP_LOGPROBS).nullish(),
   n: z.literal(1, { error: "only n = 1 is supported" }).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
@@ -112,7 +120,8 @@ export const ChatCompletion = z.object({
       index: z.number().int(),
       message: AssistantMessage.extend({ refusal: z.string().nullable() }),
       finish_reason: FinishReason,
-      logprobs: z.null(),
+      /** The answer's token log-probabilities when the request asked (`logprobs: true`). */
+      logprobs: ChoiceLogprobs.nullable(),
     }),
   ),
   usage: z.object({

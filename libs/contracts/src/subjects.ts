@@ -7,6 +7,8 @@
  *   handoff.v1.results.<jobId>   the finished envelope, for the gateway that waits on it (core NATS)
  *   handoff.v1.stream.<jobId>    streamed tokens of the answering stage (core NATS)
  *   handoff.v1.dlq.<stage>       dead letters: payloads a stage could not process (JetStream)
+ *   handoff.v1.requests.<tenant> job requests a backend publishes straight onto NATS (JetStream)
+ *   handoff.v1.events.<tenant>.<jobId>  a job's queued/running/succeeded/failed events (JetStream)
  *
  * A stage publishes to `handoff.v1.jobs.<next>` where `<next>` comes from the envelope's plan,
  * never from code, so the route stays data.
@@ -32,13 +34,30 @@ export const Subjects = {
   result: (jobId: string) => `${prefix}.results.${jobId}` as const,
   stream: (jobId: string) => `${prefix}.stream.${jobId}` as const,
   deadLetter: (stage: Stage) => `${prefix}.dlq.${stage}` as const,
+  /** Wildcard bound by the job-requests stream. */
+  allRequests: `${prefix}.requests.>`,
+  /** Where a backend publishes a job request for `tenant`. */
+  requests: (tenant: string) => `${prefix}.requests.${tenant}` as const,
+  /** Wildcard bound by the job-events stream. */
+  allEvents: `${prefix}.events.>`,
+  /** A job's events; `tenant` is its owner, or {@link NO_TENANT} for a job without one. */
+  event: (tenant: string, jobId: string) => `${prefix}.events.${tenant}.${jobId}` as const,
+  /** Every event of one tenant's jobs: the filter of that tenant's durable consumer. */
+  tenantEvents: (tenant: string) => `${prefix}.events.${tenant}.*` as const,
 } as const;
+
+/** The subject token of jobs that have no owner (submitted while the API was open). */
+export const NO_TENANT = "_";
 export type Subjects = typeof Subjects;
 
 /** JetStream streams and KV buckets the mesh creates at start. */
 export const Streams = {
   jobs: "HANDOFF_JOBS",
   deadLetters: "HANDOFF_DLQ",
+  /** Job requests published straight onto NATS, taken in by the gateway (work queue). */
+  requests: "HANDOFF_REQUESTS",
+  /** Every job's events, kept as long as job records, for backends' durable consumers. */
+  events: "HANDOFF_EVENTS",
 } as const;
 export type Streams = (typeof Streams)[keyof typeof Streams];
 

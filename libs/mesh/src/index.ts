@@ -2,6 +2,7 @@ export * from "./codec.js";
 export * from "./connect.js";
 export * from "./dead-letters.js";
 export * from "./health.js";
+export * from "./job-events.js";
 export * from "./job-store.js";
 export * from "./max-deliveries.js";
 export * from "./mesh-metrics.js";

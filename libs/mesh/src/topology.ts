@@ -39,6 +39,8 @@ const MINUTE = 60_000;
 /** JetStream's "stream name already in use" (not in the client's code table). */
 const STREAM_NAME_IN_USE = 10058;
 const DAY = 24 * 60 * MINUTE;
+/** "consumer name already in use" (2.9) and "consumer already exists" (2.10+). */
+const CONSUMER_EXISTS = [10013, 10148];
 
 /**
  * The dedupe window must outlast every redelivery of a job, so a stage that dies after forwarding
@@ -206,5 +208,114 @@ export async function ensureStageConsumer(
   } catch (error) {
     if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
     await jsm.consumers.add(Streams.jobs, config);
+  }
+}
+
+/** The durable consumer the gateway takes NATS job requests in with. */
+export const INTAKE_CONSUMER = "intake";
+/** The durable consumer on the job records' stream that turns record changes into job events. */
+export const EVENTS_CONSUMER = "handoff-events";
+
+/**
+ * Job requests published straight onto NATS, `handoff.v1.requests.<tenant>`: a work queue the
+ * gateway's intake empties, deduplicated on `Nats-Msg-Id` within the dedupe window. A request
+ * waits here (for a day at most) while no gateway runs.
+ */
+export function requestStreamConfig(
+  options: TopologyOptions,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: Streams.requests,
+    subjects: [Subjects.allRequests],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    max_age: nanos(DAY),
+    duplicate_window: nanos(duplicateWindowMs(options)),
+    num_replicas: options.replicas ?? 1,
+    description: "Handoff job requests from backends, one subject per tenant",
+  };
+}
+
+/**
+ * Every job's events, `handoff.v1.events.<tenant>.<jobId>`, kept as long as job records (24 hours
+ * by default), so a backend's durable consumer that was down for less than that misses none.
+ */
+export function eventStreamConfig(
+  options: TopologyOptions,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: Streams.events,
+    subjects: [Subjects.allEvents],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(options.jobRecordTtlMs ?? DAY),
+    duplicate_window: nanos(duplicateWindowMs(options)),
+    num_replicas: options.replicas ?? 1,
+    description: "Handoff job events (queued, running, succeeded, failed), one subject per job",
+  };
+}
+
+/**
+ * The job door's streams and the gateway's two consumers: the intake of NATS job requests, and
+ * the relay that reads every change of the job records (the bucket's own stream) and publishes it
+ * as an event. Only the gateway creates them.
+ */
+export async function ensureJobDoor(
+  jsm: JetStreamManager,
+  options: TopologyOptions,
+): Promise<void> {
+  await ensureStream(jsm, requestStreamConfig(options));
+  await ensureStream(jsm, eventStreamConfig(options));
+  await ensureConsumer(jsm, Streams.requests, {
+    durable_name: INTAKE_CONSUMER,
+    filter_subject: Subjects.allRequests,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(options.ackWaitMs),
+    // A request is retried until it is taken in or refused: only NATS trouble fails the intake.
+    max_deliver: -1,
+    max_ack_pending: 1_000,
+    description: "Handoff gateway intake of job requests",
+  });
+  await ensureConsumer(jsm, `KV_${Buckets.jobs}`, {
+    durable_name: EVENTS_CONSUMER,
+    filter_subject: `$KV.${Buckets.jobs}.>`,
+    ack_policy: AckPolicy.Explicit,
+    // From when the door first opens: records older than that have no events.
+    deliver_policy: DeliverPolicy.New,
+    ack_wait: nanos(options.ackWaitMs),
+    max_deliver: -1,
+    max_ack_pending: 10_000,
+    description: "Handoff gateway relay of job record changes into job events",
+  });
+}
+
+/** Creates a durable consumer, or brings its mutable settings up to date. */
+async function ensureConsumer(
+  jsm: JetStreamManager,
+  stream: string,
+  config: {
+    durable_name: string;
+    filter_subject: string;
+    deliver_policy: DeliverPolicy;
+  } & Record<string, unknown>,
+): Promise<void> {
+  try {
+    await jsm.consumers.info(stream, config.durable_name);
+    const {
+      durable_name: _name,
+      filter_subject: _subject,
+      deliver_policy: _policy,
+      ...mutable
+    } = config;
+    await jsm.consumers.update(stream, config.durable_name, mutable);
+  } catch (error) {
+    if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
+    try {
+      await jsm.consumers.add(stream, config);
+    } catch (addError) {
+      // Another replica created it first.
+      if (!CONSUMER_EXISTS.some((code) => isApiError(addError, code))) throw addError;
+    }
   }
 }

@@ -422,6 +422,8 @@ export function jobResult(stage: Stage, call: TierCallResult): JobResult {
     stage,
     provider: call.usage.provider,
     model: call.usage.model,
+    // The client asked for them (`params.logprobs`) and the provider returned them.
+    ...(call.result.choiceLogprobs ? { logprobs: call.result.choiceLogprobs } : {}),
   };
 }
 

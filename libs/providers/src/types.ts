@@ -1,6 +1,7 @@
 import type {
   AssistantMessage,
   ChatParams,
+  ChoiceLogprobs,
   FinishReason,
   Message,
   ToolChoice,
@@ -16,9 +17,11 @@ export interface ChatRequest {
   toolChoice?: ToolChoice;
   params?: ChatParams;
   /**
-   * Ask the provider for token log-probabilities where it supports them; ignored by providers that
-   * do not. The OpenAI-compatible adapter sends `logprobs: true`; Anthropic has no such option and
-   * the simulated model has no tokens, so both answer without them.
+   * Ask the provider for token log-probabilities where it supports them, for the mesh's own use
+   * (the cascade's verifier reads `ChatResult.logprobs`); ignored by providers that do not. The
+   * OpenAI-compatible adapter sends `logprobs: true`; Anthropic has no such option, and the
+   * simulated model keeps them for clients that ask (`params.logprobs`). What the client asked
+   * for is in `params.logprobs` and `params.top_logprobs`, answered in `ChatResult.choiceLogprobs`.
    */
   logprobs?: boolean;
 }
@@ -40,6 +43,12 @@ export interface ChatResult {
    * returned them malformed (they are advisory and never fail an answer).
    */
   logprobs?: number[];
+  /**
+   * The answer's tokens with their log-probabilities and `top_logprobs` alternatives, as OpenAI's
+   * `choices[].logprobs` holds them: only when the request's `params.logprobs` asked and the
+   * provider returned them (well formed). Providers without them (Anthropic) leave it out.
+   */
+  choiceLogprobs?: ChoiceLogprobs;
 }
 
 /** Incremental output of a streamed call; the last event is always `done` with the whole result. */

@@ -294,6 +294,30 @@ describe("strategies that read the light model", () => {
     expect(out.route?.reason).toMatch(/token uncertainty 0\.9\d/);
   });
 
+  it("cascade: returns the client's logprobs of the answer it keeps, without asking for a confidence line", async () => {
+    const handler = await handlerFor({ strategy: "cascade" });
+    const body = openaiCompletion(
+      "light-1",
+      { kind: "text", text: "Paris is the capital of France." },
+      undefined,
+      { logprobs: [-0.01, -0.02, -0.01, -0.03, -0.02, -0.01] },
+    );
+    upstream.enqueue("/v1/chat/completions", { kind: "json", body });
+    const job = envelope("What is the capital of France?");
+    job.input.params = { logprobs: true, top_logprobs: 1 };
+    const out = await handler(job, stageContext());
+    expect(out.result?.message.content).toBe("Paris is the capital of France.");
+    const tokens = out.result?.logprobs?.content ?? [];
+    expect(tokens.map((t) => t.token).join("")).toBe("Paris is the capital of France.");
+    const sent = upstream.requests.at(-1)?.body as {
+      messages: Array<{ role: string; content: string }>;
+      logprobs?: boolean;
+      top_logprobs?: number;
+    };
+    expect(sent).toMatchObject({ logprobs: true, top_logprobs: 1 });
+    expect(sent.messages.map((m) => m.role)).toEqual(["user"]);
+  });
+
   it("cascade: asks again without logprobs when the model refuses them", async () => {
     const handler = await handlerFor({ strategy: "cascade" });
     upstream.enqueue(

@@ -134,9 +134,13 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
   ): Promise<void> {
     const { input } = envelope;
     const settings = routing.config.cascade;
-    // A confidence line would corrupt structured output or a tool call.
+    // A confidence line would corrupt structured output or a tool call, and its tokens would be
+    // among the log-probabilities a client asked for.
     const askConfidence =
-      settings.self_confidence && input.tools.length === 0 && !input.params.response_format;
+      settings.self_confidence &&
+      input.tools.length === 0 &&
+      !input.params.response_format &&
+      input.params.logprobs !== true;
     const request = chatRequestFor(
       input,
       askConfidence ? [...input.messages, CONFIDENCE_REQUEST] : input.messages,

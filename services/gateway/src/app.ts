@@ -11,7 +11,9 @@ import type { Clock } from "./rate-limit.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import { registerHealth } from "./routes/health.js";
 import { registerJobs } from "./routes/jobs.js";
+import { registerMessages } from "./routes/messages.js";
 import { registerModels } from "./routes/models.js";
+import { registerResponses } from "./routes/responses.js";
 import { registerTracing } from "./tracing.js";
 
 export interface AppDeps {
@@ -143,6 +145,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   registerHealth(app, deps.ready);
   registerChatCompletions(app, {
+    jobs,
+    config: deps.config,
+    ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),
+  });
+  registerMessages(app, {
+    jobs,
+    config: deps.config,
+    ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),
+  });
+  registerResponses(app, {
     jobs,
     config: deps.config,
     ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),

@@ -94,21 +94,26 @@ export function loadApiKeys(
 /** The key a request presents, and the header it came in (for the error's `param`). */
 interface PresentedKey {
   key: string;
-  header: "authorization" | "api-key";
+  header: "authorization" | "api-key" | "x-api-key";
 }
 
 function firstHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** `Authorization: Bearer <key>` as OpenAI's clients send it, else `api-key: <key>` as Azure's do. */
+/**
+ * `Authorization: Bearer <key>` as OpenAI's clients send it, else `api-key: <key>` as Azure's do,
+ * else `x-api-key: <key>` as Anthropic's do. The first one present is the key presented.
+ */
 function presentedKey(request: FastifyRequest): PresentedKey | undefined {
   const authorization = firstHeader(request.headers.authorization)?.trim();
   // The scheme name is case-insensitive (RFC 9110, section 11.1).
   const bearer = authorization?.match(/^bearer\s+(\S+)$/i)?.[1];
   if (bearer) return { key: bearer, header: "authorization" };
-  const apiKey = firstHeader(request.headers["api-key"])?.trim();
-  if (apiKey) return { key: apiKey, header: "api-key" };
+  for (const header of ["api-key", "x-api-key"] as const) {
+    const key = firstHeader(request.headers[header])?.trim();
+    if (key) return { key, header };
+  }
   return undefined;
 }
 
@@ -170,8 +175,8 @@ export function mayReadJob(
 /**
  * Requires an API key on every route but {@link OPEN_ROUTES} (so also on unknown paths: a caller
  * without a key learns nothing about which routes exist), then spends one request from the key's
- * token bucket. A missing or unknown key is a 401 in OpenAI's error shape; a spent bucket a 429
- * with `Retry-After`. Responses to an authenticated request carry OpenAI's
+ * token bucket. A missing or unknown key is a 401 in OpenAI's error shape (Anthropic's on
+ * `POST /v1/messages`, whose error handler answers it); a spent bucket a 429 with `Retry-After`. Responses to an authenticated request carry OpenAI's
  * `x-ratelimit-{limit,remaining,reset}-requests` headers when the key has a limit.
  *
  * Failed authentications are counted per client address (`request.ip`: the peer's, since the
@@ -225,7 +230,7 @@ export function registerAuth(app: FastifyInstance, options: AuthOptions): void {
       failed(request);
       setHeader(reply, "www-authenticate", 'Bearer realm="handoff"');
       throw unauthorized(
-        "no API key: send `Authorization: Bearer <key>` (or an `api-key` header)",
+        "no API key: send `Authorization: Bearer <key>` (or an `api-key` or `x-api-key` header)",
         "authorization",
       );
     }

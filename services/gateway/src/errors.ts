@@ -4,6 +4,7 @@ import {
   HandoffError,
   isErrorCode,
   type JobRecord,
+  wireErrorCode,
 } from "@handoff/contracts";
 
 interface FastifyLikeError {
@@ -83,7 +84,8 @@ export function errorBody(
       message: error.message,
       type: ErrorCodes[error.code].type,
       param: param && param !== "(root)" ? param : null,
-      code: error.code,
+      // OpenAI's own code where it has one (`model_not_found`), so clients branch as on OpenAI.
+      code: wireErrorCode(error.code),
       ...(error.issues ? { issues: error.issues, total_issues: error.totalIssues } : {}),
       ...extra,
     },

@@ -75,6 +75,16 @@ export class JobClient {
    * the new record failed, so no record waits `queued` for a job nobody has (503, retryable).
    */
   async submit(envelope: JobEnvelope, traceId: string | undefined): Promise<void> {
+    if (!(await this.submitNew(envelope, traceId))) {
+      throw new HandoffError("HANDOFF_ERR_INTERNAL", `job id ${envelope.id} is already taken`);
+    }
+  }
+
+  /**
+   * {@link submit}, for a job whose id its publisher chose: false, and nothing published, when a
+   * job with that id already exists (a request sent twice).
+   */
+  async submitNew(envelope: JobEnvelope, traceId: string | undefined): Promise<boolean> {
     const first = envelope.plan[0];
     if (!first) throw new HandoffError("HANDOFF_ERR_INTERNAL", "job has an empty plan");
     const record = recordFromEnvelope(envelope, "queued", traceId, first);
@@ -92,16 +102,15 @@ export class JobClient {
     } catch (error) {
       throw unavailable("the job store is unavailable; try again", error);
     }
-    // A retried create that finds the record found its own first attempt (the id is new).
-    if (!created && attempts === 1) {
-      throw new HandoffError("HANDOFF_ERR_INTERNAL", `job id ${envelope.id} is already taken`);
-    }
+    // A retried create that finds the record found its own first attempt.
+    if (!created && attempts === 1) return false;
     try {
       // The same message id on every attempt: a publish that landed unseen is not queued twice.
       await retryTransient(() => publishJob(this.#js, envelope, first, this.#signer), retry);
     } catch (error) {
       throw await failUnpublished(this.store, record, error);
     }
+    return true;
   }
 
   #submitRetry(envelope: JobEnvelope): PersistRetry {

@@ -1,13 +1,14 @@
 import {
   ChatCompletion,
   ChatCompletionRequest,
+  completionFromRecord,
   JobEnvelope,
   type JobRecord,
   type RequestMessage,
   type Usage,
 } from "@handoff/contracts";
 import { describe, expect, it } from "vitest";
-import { completionFromRecord, envelopeFromRequest, toMessages } from "./mapping.js";
+import { envelopeFromRequest, toMessages } from "./mapping.js";
 
 const NOW = new Date("2024-03-15T20:00:00.000Z");
 
@@ -191,6 +192,24 @@ describe("envelopeFromRequest", () => {
     expect(JobEnvelope.safeParse(envelope).success).toBe(true);
   });
 
+  it("carries parallel_tool_calls, and logprobs with top_logprobs only when logprobs is true", () => {
+    const on = envelopeFromRequest(
+      request({ parallel_tool_calls: false, logprobs: true, top_logprobs: 5 }),
+      { timeoutMs: 1_000, now: NOW },
+    );
+    expect(on.input.params).toEqual({
+      parallel_tool_calls: false,
+      logprobs: true,
+      top_logprobs: 5,
+    });
+    const off = envelopeFromRequest(
+      request({ parallel_tool_calls: null, logprobs: false, top_logprobs: null }),
+      { timeoutMs: 1_000, now: NOW },
+    );
+    expect(off.input.params).toEqual({});
+    expect(JobEnvelope.safeParse(on).success).toBe(true);
+  });
+
   it("sets the deadline to now plus the timeout", () => {
     const envelope = envelopeFromRequest(request(), { timeoutMs: 90_500, now: NOW });
     expect(envelope.budget).toEqual({ deadline: "2024-03-15T20:01:30.500Z" });
@@ -227,6 +246,27 @@ describe("completionFromRecord", () => {
       },
     });
     expect(ChatCompletion.parse(completion)).toEqual(completion);
+  });
+
+  it("returns the answer's log-probabilities when the job has them", () => {
+    const logprobs = {
+      content: [
+        {
+          token: "391",
+          logprob: -0.01,
+          bytes: [51, 57, 49],
+          top_logprobs: [{ token: "391", logprob: -0.01, bytes: [51, 57, 49] }],
+        },
+      ],
+      refusal: null,
+    };
+    const base = record();
+    const completion = completionFromRecord(
+      { ...base, result: { ...(base.result as NonNullable<JobRecord["result"]>), logprobs } },
+      "",
+    );
+    expect(completion.choices[0]?.logprobs).toEqual(logprobs);
+    expect(ChatCompletion.parse(completion).choices[0]?.logprobs).toEqual(logprobs);
   });
 
   it("says when a cascade escalated, and why", () => {

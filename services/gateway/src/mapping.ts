@@ -1,13 +1,40 @@
 import { randomUUID } from "node:crypto";
+import { type HandoffConfig, servedModels } from "@handoff/config";
 import {
-  type ChatCompletion,
   type ChatCompletionRequest,
   contentText,
+  HandoffError,
   type JobEnvelope,
-  type JobRecord,
   type Message,
   type RequestMessage,
 } from "@handoff/contracts";
+
+/** The 404 for a model name the gateway neither serves nor aliases, in OpenAI's terms. */
+export function modelNotFound(name: string): HandoffError {
+  const shown = name.length > 200 ? `${name.slice(0, 199)}…` : name;
+  return new HandoffError(
+    "HANDOFF_ERR_MODEL_NOT_FOUND",
+    `The model \`${shown}\` does not exist: GET /v1/models lists the models this gateway serves`,
+    { issues: [{ path: "model", message: `no model "${shown}"` }] },
+  );
+}
+
+/**
+ * The served model a request's `model` names: itself when the gateway serves it (`handoff`, a
+ * pinned tier, a deployment id), else what `gateway.model_aliases` maps it to. Any other name is a
+ * 404 `model_not_found`, never a silent `handoff`.
+ */
+export function resolveModel(
+  name: string,
+  config: Pick<HandoffConfig, "tiers" | "gateway">,
+): string {
+  if (servedModels(config).includes(name)) return name;
+  const aliases = config.gateway.model_aliases;
+  // Own keys only: "constructor" is no alias.
+  const target = Object.hasOwn(aliases, name) ? aliases[name] : undefined;
+  if (target !== undefined) return target;
+  throw modelNotFound(name);
+}
 
 /** A request's messages in the mesh's form: content flattened to text. */
 export function toMessages(messages: readonly RequestMessage[]): Message[] {
@@ -72,6 +99,13 @@ export function envelopeFromRequest(
       ...(request.tool_choice ? { tool_choice: request.tool_choice } : {}),
       stream: request.stream === true,
       params: {
+        ...(request.parallel_tool_calls != null
+          ? { parallel_tool_calls: request.parallel_tool_calls }
+          : {}),
+        ...(request.logprobs === true ? { logprobs: true } : {}),
+        ...(request.logprobs === true && request.top_logprobs != null
+          ? { top_logprobs: request.top_logprobs }
+          : {}),
         ...(request.temperature != null ? { temperature: request.temperature } : {}),
         ...(request.top_p != null ? { top_p: request.top_p } : {}),
         ...(maxTokens != null ? { max_tokens: maxTokens } : {}),
@@ -89,52 +123,6 @@ export function envelopeFromRequest(
     budget: {
       deadline: new Date(now.getTime() + options.timeoutMs).toISOString(),
       ...(options.maxCostUsd !== undefined ? { max_cost_usd: options.maxCostUsd } : {}),
-    },
-  };
-}
-
-/** OpenAI's `chat.completion` for a finished job, with the `handoff` report of how it was made. */
-export function completionFromRecord(record: JobRecord, traceId: string): ChatCompletion {
-  const result = record.result;
-  if (!result) throw new Error(`job ${record.id} has no result`);
-  const prompt = record.usage.reduce((sum, u) => sum + u.input_tokens, 0);
-  const completion = record.usage.reduce((sum, u) => sum + u.output_tokens, 0);
-  return {
-    id: `chatcmpl-${record.id}`,
-    object: "chat.completion",
-    created: Math.floor(Date.parse(record.created_at) / 1000),
-    model: result.model,
-    choices: [
-      {
-        index: 0,
-        message: {
-          role: "assistant",
-          content: result.message.content,
-          ...(result.message.tool_calls ? { tool_calls: result.message.tool_calls } : {}),
-          refusal: null,
-        },
-        finish_reason: result.finish_reason,
-        logprobs: null,
-      },
-    ],
-    usage: {
-      prompt_tokens: prompt,
-      completion_tokens: completion,
-      total_tokens: prompt + completion,
-    },
-    handoff: {
-      job_id: record.id,
-      route: record.hops,
-      ...(record.route ? { decision: record.route } : {}),
-      escalated: record.route?.escalation !== undefined,
-      ...(record.route?.escalation ? { escalation: record.route.escalation } : {}),
-      usage: record.usage,
-      cost_usd: record.cost_usd,
-      cost_by_stage: record.cost_by_stage,
-      ...(record.max_cost_usd !== undefined ? { max_cost_usd: record.max_cost_usd } : {}),
-      // The request's own trace: the one its SERVER span started and every hop continued.
-      trace_id: traceId || record.trace_id || "",
-      simulated: record.usage.some((u) => u.simulated),
     },
   };
 }

@@ -168,7 +168,20 @@ describe("buildOpenApiDocument", () => {
     const ok = (chat.responses as Record<string, Json>)["200"] as Json;
     expect(Object.keys(ok.content as Json)).toEqual(["application/json", "text/event-stream"]);
     expect(Object.keys(chat.responses as Json).sort()).toEqual(
-      ["200", "400", "401", "402", "413", "415", "422", "429", "502", "504", "default"].sort(),
+      [
+        "200",
+        "400",
+        "401",
+        "402",
+        "404",
+        "413",
+        "415",
+        "422",
+        "429",
+        "502",
+        "504",
+        "default",
+      ].sort(),
     );
     const headers = (chat.parameters as Json[]).map(
       (p) => (resolvePointer(doc, p.$ref as string) as Json).name,

@@ -8,7 +8,14 @@ import {
   WireSchemas,
 } from "@handoff/contracts";
 import type { FastifyInstance } from "fastify";
+import {
+  AnthropicErrorBody,
+  AnthropicMessage,
+  AnthropicMessagesRequest,
+  AnthropicStreamEvent,
+} from "./anthropic.js";
 import { OPEN_ROUTES } from "./auth.js";
+import { ResponseObject, ResponseStreamEvent, ResponsesRequest } from "./responses.js";
 
 /**
  * The gateway's OpenAPI 3.1 document. Request and response bodies come from the same zod schemas
@@ -122,6 +129,13 @@ const ZOD_COMPONENTS: ReadonlyArray<readonly [string, ZodLike, "input" | "output
   ["ChatCompletionChunk", ChatCompletionChunk, "output"],
   ["JobRecord", JobRecord, "output"],
   ["ErrorBody", ErrorBody, "output"],
+  ["ResponsesRequest", ResponsesRequest, "input"],
+  ["Response", ResponseObject, "output"],
+  ["ResponseStreamEvent", ResponseStreamEvent, "output"],
+  ["AnthropicMessagesRequest", AnthropicMessagesRequest, "input"],
+  ["AnthropicMessage", AnthropicMessage, "output"],
+  ["AnthropicStreamEvent", AnthropicStreamEvent, "output"],
+  ["AnthropicErrorBody", AnthropicErrorBody, "output"],
 ];
 
 const TIERS = ["light", "mid", "heavy"];
@@ -146,6 +160,11 @@ const HAND_WRITTEN_SCHEMAS: Record<string, Json> = {
           "`route: auto` is classifier-routed, `route: pinned` forces a tier; a deployment shows its tier, provider, model and price.",
         properties: {
           route: { enum: ["auto", "pinned"] },
+          alias_of: {
+            type: "string",
+            description:
+              "On an alias (`gateway.model_aliases`): the served model it stands for, whose details follow.",
+          },
           tier: { enum: TIERS },
           provider: { type: "string" },
           model: { type: "string" },
@@ -217,7 +236,7 @@ const ERROR_RESPONSES: Record<string, { status: string; description: string }> =
   BadRequest: {
     status: "400",
     description:
-      "`HANDOFF_ERR_VALIDATION` (the failing paths in `issues`, at most 20, with `total_issues` counting them all; the first in `param`) or `HANDOFF_ERR_UNSUPPORTED`. Free-form JSON (tool `parameters`, a `response_format` schema) may nest at most 64 levels.",
+      "`HANDOFF_ERR_VALIDATION` (the failing paths in `issues`, at most 20, with `total_issues` counting them all; the first in `param`) or `HANDOFF_ERR_UNSUPPORTED` (e.g. `logprobs` on a stream, or where a deployment that may answer cannot return them: Anthropic). Free-form JSON (tool `parameters`, a `response_format` schema) may nest at most 64 levels.",
   },
   Unauthorized: {
     status: "401",
@@ -232,6 +251,11 @@ const ERROR_RESPONSES: Record<string, { status: string; description: string }> =
     status: "404",
     description:
       "`HANDOFF_ERR_NOT_FOUND`. With API keys, also a job another key submitted (unless the key has the `admin` scope).",
+  },
+  ModelNotFound: {
+    status: "404",
+    description:
+      "`model_not_found` (OpenAI's code; `HANDOFF_ERR_MODEL_NOT_FOUND` in job records), `param: model`: the gateway neither serves the model named nor has it in `gateway.model_aliases`.",
   },
   BodyTooLarge: {
     status: "413",
@@ -296,6 +320,11 @@ interface Operation {
   responses: Record<string, Json>;
   /** Error responses this operation can answer with, by `ERROR_RESPONSES` name. */
   errors: string[];
+  /**
+   * The schema of this operation's error bodies when not `ErrorBody` (Anthropic's door): its
+   * error responses are then written out with it. `default` stays the shared `ServerError`.
+   */
+  errorSchema?: string;
 }
 
 const jsonContent = (schema: Json): Json => ({ "application/json": { schema } });
@@ -340,6 +369,87 @@ const OPERATIONS: Record<string, Operation> = {
     errors: [
       "BadRequest",
       "BudgetExceeded",
+      "ModelNotFound",
+      "BodyTooLarge",
+      "UnsupportedMediaType",
+      "IdempotencyMismatch",
+      "UpstreamFailed",
+      "Timeout",
+    ],
+  },
+  "POST /v1/messages": {
+    operationId: "createMessage",
+    summary: "Create a message (Anthropic's Messages API)",
+    description:
+      "Anthropic's Messages request (`model`, `max_tokens`, `system`, `messages` of text, `tool_use` and `tool_result` blocks, client `tools`, `tool_choice`, `temperature`, `top_p`, `stop_sequences`, `stream`, `metadata`), run as the same job a chat completion is, answered as Anthropic's `message` plus the `handoff` report. Any other field (`thinking`, `top_k`, image or document blocks, server tools, `cache_control`, ...) is a 400 naming it. The key may come as `x-api-key`, as Anthropic's SDKs send it. With `stream: true` the answer is Anthropic's named events: `message_start`, `content_block_start`, `content_block_delta` (`text_delta`, `input_json_delta`), `content_block_stop`, `message_delta` (stop reason, usage, `handoff`), `message_stop`; a failure is an `error` event. Errors, 401 and 429 included, are in Anthropic's shape (`AnthropicErrorBody`), Handoff's code in `error.details.error_code`. `stop_reason` is never `stop_sequence`: the mesh does not record which stop sequence ended an answer, and reports `end_turn`.",
+    tags: ["chat"],
+    parameters: [
+      ref("parameters", "TimeoutHeader"),
+      ref("parameters", "MaxCostHeader"),
+      ref("parameters", "IdempotencyKeyHeader"),
+    ],
+    requestBody: { required: true, content: jsonContent(schemaRef("AnthropicMessagesRequest")) },
+    responses: {
+      "200": {
+        description: "The message, or with `stream: true` its server-sent events.",
+        headers: {
+          "x-handoff-job-id": { description: "The job's id.", schema: { type: "string" } },
+          "x-handoff-trace-id": { description: "The job's trace id.", schema: { type: "string" } },
+          "idempotent-replayed": ref("headers", "IdempotentReplayed"),
+        },
+        content: {
+          ...jsonContent(schemaRef("AnthropicMessage")),
+          ...sseContent(
+            "`event: <type>` and `data: <AnthropicStreamEvent JSON>` events, from `message_start` to `message_stop`.",
+            "AnthropicStreamEvent",
+          ),
+        },
+      },
+    },
+    errors: [
+      "BadRequest",
+      "BudgetExceeded",
+      "BodyTooLarge",
+      "UnsupportedMediaType",
+      "IdempotencyMismatch",
+      "UpstreamFailed",
+      "Timeout",
+    ],
+    errorSchema: "AnthropicErrorBody",
+  },
+  "POST /v1/responses": {
+    operationId: "createResponse",
+    summary: "Create a response (OpenAI's Responses API)",
+    description:
+      "OpenAI's Responses request, run as the same job a chat completion is: `model`, `input` (a string, or `message` items of role user, system, developer or assistant with text content, `function_call` and `function_call_output` items), `instructions` (sent as a system message), function `tools`, `tool_choice`, `parallel_tool_calls`, `temperature`, `top_p`, `max_output_tokens`, `text.format` (`text`, `json_object`, `json_schema`), `stream`, `metadata`, `user`, `safety_identifier`, `prompt_cache_key`. The answer is OpenAI's `response` object plus the `handoff` report; `usage` sums every model call of the job. The gateway keeps no conversation state: `store: true` is accepted without effect (nothing is stored to retrieve), and `previous_response_id`, `conversation` and `item_reference` input items are a 400 naming the field; send the whole conversation in `input` (with the AI SDK, `providerOptions.openai.store: false`). Any other field or value the mesh cannot honour (built-in tools, image, file or audio inputs, `reasoning`, `background`, `include`, log-probabilities, `truncation: auto`) is a 400 `HANDOFF_ERR_UNSUPPORTED` naming it. With `stream: true` the answer is OpenAI's typed events, each `event: <type>` with `data` carrying `type` and `sequence_number`: `response.created`, `response.in_progress`, the message's `response.output_item.added`, `response.content_part.added`, `response.output_text.delta`s as the answering tier streams, `response.output_text.done`, `response.content_part.done`, `response.output_item.done`, each function call's `response.output_item.added`, `response.function_call_arguments.delta` and `.done`, `response.output_item.done`, then `response.completed` (`response.incomplete` when cut at `max_output_tokens`) with the whole response; a job that fails after the stream opened ends it with `response.failed`. An `Idempotency-Key` is honoured as on chat completions.",
+    tags: ["chat"],
+    parameters: [
+      ref("parameters", "TimeoutHeader"),
+      ref("parameters", "MaxCostHeader"),
+      ref("parameters", "IdempotencyKeyHeader"),
+    ],
+    requestBody: { required: true, content: jsonContent(schemaRef("ResponsesRequest")) },
+    responses: {
+      "200": {
+        description: "The response, or with `stream: true` its typed server-sent events.",
+        headers: {
+          "x-handoff-job-id": { description: "The job's id.", schema: { type: "string" } },
+          "x-handoff-trace-id": { description: "The job's trace id.", schema: { type: "string" } },
+          "idempotent-replayed": ref("headers", "IdempotentReplayed"),
+        },
+        content: {
+          ...jsonContent(schemaRef("Response")),
+          ...sseContent(
+            "`event: <type>` and `data: <ResponseStreamEvent JSON>` events, from `response.created` to `response.completed`.",
+            "ResponseStreamEvent",
+          ),
+        },
+      },
+    },
+    errors: [
+      "BadRequest",
+      "BudgetExceeded",
+      "ModelNotFound",
       "BodyTooLarge",
       "UnsupportedMediaType",
       "IdempotencyMismatch",
@@ -351,12 +461,32 @@ const OPERATIONS: Record<string, Operation> = {
     operationId: "listModels",
     summary: "List the models",
     description:
-      "`handoff` (routed by the classifier), one pinned name per tier (`handoff/light`, `handoff/mid`, `handoff/heavy`), and every configured deployment.",
+      "`handoff` (routed by the classifier), one pinned name per tier (`handoff/light`, `handoff/mid`, `handoff/heavy`), every configured deployment, and the aliases of `gateway.model_aliases`.",
     tags: ["models"],
     responses: {
       "200": { description: "The model list.", content: jsonContent(schemaRef("ModelList")) },
     },
     errors: [],
+  },
+  "GET /v1/models/{id}": {
+    operationId: "retrieveModel",
+    summary: "Get one model",
+    description:
+      "One entry of the model list, by id (OpenAI's `models.retrieve`). An id with a `/` is percent-encoded: `handoff%2Flight`.",
+    tags: ["models"],
+    parameters: [
+      {
+        name: "id",
+        in: "path",
+        required: true,
+        description: "A model id from `GET /v1/models`.",
+        schema: { type: "string", examples: ["handoff", "handoff/light"] },
+      },
+    ],
+    responses: {
+      "200": { description: "The model.", content: jsonContent(schemaRef("Model")) },
+    },
+    errors: ["ModelNotFound"],
   },
   "POST /v1/jobs": {
     operationId: "createJob",
@@ -380,7 +510,13 @@ const OPERATIONS: Record<string, Operation> = {
         content: jsonContent(schemaRef("JobAccepted")),
       },
     },
-    errors: ["BadRequest", "BodyTooLarge", "UnsupportedMediaType", "IdempotencyMismatch"],
+    errors: [
+      "BadRequest",
+      "ModelNotFound",
+      "BodyTooLarge",
+      "UnsupportedMediaType",
+      "IdempotencyMismatch",
+    ],
   },
   "GET /v1/jobs/{id}": {
     operationId: "getJob",
@@ -554,10 +690,17 @@ export function buildOpenApiDocument(options: OpenApiOptions): Json {
     const errorResponses = Object.fromEntries(
       [...errors, "ServerError"].map((name) => [
         ERROR_RESPONSES[name]?.status ?? name,
-        ref("responses", name),
+        operation.errorSchema && name !== "ServerError"
+          ? { ...responses[name], content: jsonContent(schemaRef(operation.errorSchema)) }
+          : ref("responses", name),
       ]),
     );
-    const { errors: _errors, responses: _responses, ...rest } = operation;
+    const {
+      errors: _errors,
+      responses: _responses,
+      errorSchema: _errorSchema,
+      ...rest
+    } = operation;
     paths[path] ??= {};
     paths[path][method.toLowerCase()] = {
       ...rest,

@@ -1,6 +1,9 @@
 import type { HandoffConfig } from "@handoff/config";
+import { completionFromRecord } from "@handoff/contracts";
 import {
   connectWithRetry,
+  EventRelay,
+  ensureJobDoor,
   ensureTopology,
   loadMeshSigner,
   meshLimits,
@@ -17,6 +20,7 @@ import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { buildApp } from "./app.js";
 import { loadApiKeys } from "./auth.js";
+import { JobIntake } from "./intake.js";
 import { JobClient } from "./job-client.js";
 
 export interface GatewayDeps {
@@ -58,6 +62,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
   let app: FastifyInstance | undefined;
   let service: Service | undefined;
   let jobs: JobClient | undefined;
+  let intake: JobIntake | undefined;
+  let relay: EventRelay | undefined;
   let topologyReady = false;
   const counters = { requests: 0, in_flight: 0 };
   // stop() during start-up ends the retries.
@@ -107,18 +113,54 @@ export function createGateway(deps: GatewayDeps): Gateway {
             ...limits,
             idempotencyWindowMs: deps.config.gateway.idempotency_window_ms,
           });
-          const registered = await registerService(conn, {
-            name: "gateway",
-            version: deps.version,
-            description: "OpenAI-compatible HTTP front door of the Handoff mesh",
-            stats: () => ({ ...counters }),
-          });
+          // The NATS door: job requests in, job events out.
+          await ensureJobDoor(topology.jsm, limits);
+          const client = new JobClient(conn, topology.jobs, { signer, logger: deps.logger });
+          const door = {
+            intake: new JobIntake({
+              jobs: client,
+              config: deps.config,
+              logger: deps.logger,
+              signer,
+            }),
+            relay: new EventRelay({
+              nc: conn,
+              logger: deps.logger,
+              signer,
+              completion: (record) => completionFromRecord(record, record.trace_id ?? ""),
+            }),
+          };
+          const closeDoor = async () => {
+            await door.intake.stop().catch(() => {});
+            await door.relay.stop().catch(() => {});
+          };
+          let registered: Service;
+          try {
+            await door.intake.start();
+            await door.relay.start();
+            registered = await registerService(conn, {
+              name: "gateway",
+              version: deps.version,
+              description: "OpenAI-compatible HTTP front door of the Handoff mesh",
+              stats: () => ({
+                ...counters,
+                nats_requests: { ...door.intake.stats },
+                events_relayed: door.relay.relayed,
+              }),
+            });
+          } catch (error) {
+            // This attempt's consumers stop: the next attempt starts its own.
+            await closeDoor();
+            throw error;
+          }
           if (stopping.signal.aborted) {
             await registered.stop().catch(() => {});
+            await closeDoor();
             throw new StartupAborted(what);
           }
           service = registered;
-          jobs = new JobClient(conn, topology.jobs, { signer, logger: deps.logger });
+          ({ intake, relay } = door);
+          jobs = client;
         },
         { ...retry, what },
       );
@@ -140,6 +182,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       stopping.abort();
       topologyReady = false;
       await app?.close();
+      await intake?.stop();
+      await relay?.stop();
       await service?.stop();
     },
   };

@@ -1,8 +1,13 @@
-import type { HandoffConfig } from "@handoff/config";
-import { ChatCompletionRequest, HandoffError, type JobEnvelope } from "@handoff/contracts";
+import { type Deployment, deploymentId, type HandoffConfig } from "@handoff/config";
+import {
+  ChatCompletionRequest,
+  HandoffError,
+  type JobEnvelope,
+  type Tier,
+} from "@handoff/contracts";
 import type { FastifyRequest } from "fastify";
 import { idempotencyKeyOf } from "./idempotency.js";
-import { envelopeFromRequest } from "./mapping.js";
+import { envelopeFromRequest, resolveModel } from "./mapping.js";
 
 export interface Submission {
   body: ChatCompletionRequest;
@@ -52,6 +57,80 @@ export function parseSubmission(request: FastifyRequest, config: HandoffConfig):
   const parsed = ChatCompletionRequest.safeParse(request.body);
   if (!parsed.success) throw HandoffError.validation("request body", parsed.error);
   const body = parsed.data;
+  checkLogprobs(body, resolveModel(body.model, config), config);
+  return submissionFor(request, config, body);
+}
+
+/** The tiers that may answer a request for `model`: a pinned tier, and those a budget falls to. */
+function answeringTiers(model: string): Tier[] {
+  if (model === "handoff/light") return ["light"];
+  // The tool-executor, which answers for `handoff/mid`, degrades to light over budget.
+  if (model === "handoff/mid") return ["mid", "light"];
+  return ["light", "mid", "heavy"];
+}
+
+/** Providers whose adapters return token log-probabilities. */
+const LOGPROBS_PROVIDERS: ReadonlySet<Deployment["provider"]> = new Set([
+  "openai-compatible",
+  "sim",
+]);
+
+/**
+ * `logprobs` and `top_logprobs`, checked at request time: `top_logprobs` needs `logprobs: true`,
+ * they come with a non-streamed answer, and every deployment that may answer (the tiers of
+ * {@link answeringTiers} and their fallbacks) must be able to return them. Anthropic's Messages
+ * API has no log-probabilities: a 400 naming the field, rather than an answer without them.
+ */
+function checkLogprobs(body: ChatCompletionRequest, model: string, config: HandoffConfig): void {
+  const refuse = (param: "logprobs" | "top_logprobs", message: string) =>
+    new HandoffError("HANDOFF_ERR_UNSUPPORTED", message, { issues: [{ path: param, message }] });
+  if (body.top_logprobs != null && body.logprobs !== true) {
+    throw refuse("top_logprobs", "top_logprobs needs logprobs: true");
+  }
+  if (body.logprobs !== true) return;
+  const param = body.top_logprobs != null ? "top_logprobs" : "logprobs";
+  if (body.stream === true) {
+    throw refuse(
+      param,
+      "logprobs are returned with non-streamed completions only; send stream: false (or none)",
+    );
+  }
+  const byId = new Map(
+    (["light", "mid", "heavy"] as const).flatMap((tier) =>
+      config.tiers[tier].map((d) => [deploymentId(d), d] as const),
+    ),
+  );
+  const reachable = new Map<string, Deployment>();
+  const visit = (deployment: Deployment) => {
+    const id = deploymentId(deployment);
+    if (reachable.has(id)) return;
+    reachable.set(id, deployment);
+    for (const fallback of deployment.fallbacks) {
+      const next = byId.get(fallback);
+      if (next) visit(next);
+    }
+  };
+  for (const tier of answeringTiers(model)) for (const d of config.tiers[tier]) visit(d);
+  const unable = [...reachable.entries()].filter(([, d]) => !LOGPROBS_PROVIDERS.has(d.provider));
+  if (unable.length > 0) {
+    const names = unable.map(([id, d]) => `${id} (${d.provider})`).join(", ");
+    throw refuse(
+      param,
+      `${param} cannot be honoured for model ${body.model}: ${unable.length === 1 ? "deployment" : "deployments"} ${names} may answer and cannot return log-probabilities`,
+    );
+  }
+}
+
+/**
+ * {@link parseSubmission} for a body already validated and read into the chat-completions shape
+ * (another door's request, mapped): the same model names, deadline, budget, owner and
+ * `Idempotency-Key` rules.
+ */
+export function submissionFor(
+  request: FastifyRequest,
+  config: HandoffConfig,
+  body: ChatCompletionRequest,
+): Submission {
   const idempotencyKey = idempotencyKeyOf(request);
   const timeoutMs =
     body.handoff?.timeout_ms ??
@@ -66,12 +145,38 @@ export function parseSubmission(request: FastifyRequest, config: HandoffConfig):
     body.max_cost_usd ??
     body.handoff?.max_cost_usd ??
     numberHeader(request, { name: "x-handoff-max-cost-usd", min: 1e-9, max: 1e6, integer: false });
-  const envelope = envelopeFromRequest(body, {
-    recordInput: config.routing.record_inputs,
+  const envelope = jobFor(body, config, {
     // The key's name, set by the auth hook: the job is that key's to read back.
     ...(request.apiKeyName !== undefined ? { owner: request.apiKeyName } : {}),
     timeoutMs,
     ...(maxCostUsd !== undefined ? { maxCostUsd } : {}),
   });
   return { body, envelope, timeoutMs, ...(idempotencyKey !== undefined ? { idempotencyKey } : {}) };
+}
+
+export interface JobOptions {
+  owner?: string;
+  timeoutMs: number;
+  maxCostUsd?: number;
+  /** The job's id, when its publisher chose it (the NATS door). */
+  id?: string;
+}
+
+/**
+ * The job envelope of a validated request, whichever door it came through: an unknown model name
+ * is a 404 naming it, an alias becomes the model it stands for (the job routes by the served
+ * model; the request keeps the name the client sent).
+ */
+export function jobFor(
+  body: ChatCompletionRequest,
+  config: HandoffConfig,
+  options: JobOptions,
+): JobEnvelope {
+  const model = resolveModel(body.model, config);
+  const envelope = envelopeFromRequest(body, {
+    recordInput: config.routing.record_inputs,
+    ...options,
+  });
+  envelope.input.model = model;
+  return envelope;
 }

@@ -101,6 +101,8 @@ export function toolExecutorHandler(router: ModelRouter, registry: ToolRegistry,
       stage: "tool-executor",
       provider,
       model,
+      // The answering turn's, when the client asked for them (`params.logprobs`).
+      ...(outcome.last.choiceLogprobs ? { logprobs: outcome.last.choiceLogprobs } : {}),
     };
     return envelope;
   };

@@ -1,6 +1,6 @@
 import { simProfile } from "@handoff/config";
 import { JobEnvelope, type Message, type Stage, type ToolDefinition } from "@handoff/contracts";
-import { ModelRouter } from "@handoff/providers";
+import { createModel, ModelRouter } from "@handoff/providers";
 import { testStageContext } from "@handoff/testkit";
 import { createBuiltinRegistry } from "@handoff/tools";
 import { describe, expect, it } from "vitest";
@@ -134,6 +134,72 @@ describe("runToolLoop", () => {
     expect(outcome.runs).toEqual([]);
   });
 
+  describe("a client's forced tool choice", () => {
+    /** A router over the sim profile whose models record the tools each turn offered. */
+    function recordingRouter(offered: string[][]): ModelRouter {
+      return new ModelRouter(simProfile, (deployment) => {
+        const model = createModel(deployment);
+        return {
+          provider: model.provider,
+          model: model.model,
+          simulated: model.simulated,
+          chat: (request, options) => {
+            offered.push((request.tools ?? []).map((t) => t.function.name));
+            return model.chat(request, options);
+          },
+          stream: (request, options) => model.stream(request, options),
+        };
+      });
+    }
+
+    it("is satisfied by a client tool, never a built-in: required on an arithmetic question", async () => {
+      const offered: string[][] = [];
+      const outcome = await loop({
+        router: recordingRouter(offered),
+        clientTools: [weatherTool],
+        toolChoice: "required",
+      });
+      expect(outcome.kind).toBe("client_tools");
+      expect(outcome.runs).toEqual([]);
+      expect(outcome.last.finishReason).toBe("tool_calls");
+      expect(outcome.last.message.tool_calls?.map((c) => c.function.name)).toEqual(["get_weather"]);
+      // The forced turn offered the client's tools alone.
+      expect(offered).toEqual([["get_weather"]]);
+    });
+
+    it("offers the client's tools alone when it names one of them", async () => {
+      const offered: string[][] = [];
+      const outcome = await loop({
+        router: recordingRouter(offered),
+        messages: user("What is 17 * 23 and the weather in Paris?"),
+        clientTools: [weatherTool],
+        toolChoice: { type: "function", function: { name: "get_weather" } },
+      });
+      expect(outcome.kind).toBe("client_tools");
+      expect(outcome.last.message.tool_calls?.map((c) => c.function)).toEqual([
+        { name: "get_weather", arguments: '{"city":"Paris"}' },
+      ]);
+      expect(offered).toEqual([["get_weather"]]);
+    });
+
+    it("leaves the built-ins to a choice that is not the client's to satisfy", async () => {
+      const offered: string[][] = [];
+      // No client tools: `required` is met by the calculator, as before.
+      const outcome = await loop({ router: recordingRouter(offered), toolChoice: "required" });
+      expect(outcome.kind).toBe("answer");
+      expect(outcome.runs.map((r) => r.name)).toEqual(["calculator"]);
+      expect(offered[0]).toEqual(expect.arrayContaining(["calculator", "clock"]));
+      // `auto` with client tools offers everything.
+      offered.length = 0;
+      await loop({
+        router: recordingRouter(offered),
+        clientTools: [weatherTool],
+        toolChoice: "auto",
+      });
+      expect(offered[0]).toEqual(expect.arrayContaining(["calculator", "clock", "get_weather"]));
+    });
+  });
+
   it("rejects when the job is already cancelled", async () => {
     await expect(loop({ signal: AbortSignal.abort() })).rejects.toMatchObject({
       code: "HANDOFF_ERR_UNAVAILABLE",
@@ -179,6 +245,16 @@ describe("toolExecutorHandler", () => {
     });
     const first = out.enrichments[0];
     expect(first?.kind === "tool_results" ? first.runs.map((r) => r.output) : []).toEqual(["391"]);
+    expect(JobEnvelope.safeParse(out).success).toBe(true);
+  });
+
+  it("answers with the answering turn's log-probabilities when the client asked", async () => {
+    const job = envelope("What is 17 * 23?", ["classifier", "tool-executor"]);
+    job.input.params = { logprobs: true, top_logprobs: 2 };
+    const out = await handler(job, stageContext());
+    const tokens = out.result?.logprobs?.content ?? [];
+    expect(tokens.map((t) => t.token).join("")).toBe("17 * 23 = 391.");
+    expect(tokens.every((t) => t.top_logprobs.length === 2)).toBe(true);
     expect(JobEnvelope.safeParse(out).success).toBe(true);
   });
 

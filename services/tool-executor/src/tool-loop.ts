@@ -53,6 +53,14 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
   const builtin = input.registry.definitions();
   const clientNames = new Set(input.clientTools.map((t) => t.function.name));
   const tools = [...builtin.filter((t) => !clientNames.has(t.function.name)), ...input.clientTools];
+  // The client's forced choice is the client's to satisfy: `required`, or one of its own tools
+  // named, wants a call to one of its tools, and a built-in call (the calculator) would satisfy
+  // the provider's rule but not the client. The forced turn offers the client's tools alone.
+  const choice = input.toolChoice;
+  const forcedForClient =
+    clientNames.size > 0 &&
+    (choice === "required" ||
+      (typeof choice === "object" && clientNames.has(choice.function.name)));
   const messages: Message[] = [{ role: "system", content: SYSTEM_PROMPT }, ...input.messages];
   const usage: Usage[] = [];
   const runs: ToolRun[] = [];
@@ -61,13 +69,14 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
     // A turn's text reaches a streaming client only once the turn ends without calling a tool:
     // the text of a turn that calls tools is not part of the answer.
     const turn: Parameters<NonNullable<ToolLoopInput["onEvent"]>>[] = [];
+    const forced = input.toolChoice !== undefined && step === 1;
     const call = await input.router.chat(
       "mid",
       {
         messages,
-        tools,
+        tools: forced && forcedForClient ? input.clientTools : tools,
         // A forced tool choice applies to the first turn only, or the model could never answer.
-        ...(input.toolChoice && step === 1 ? { toolChoice: input.toolChoice } : {}),
+        ...(forced ? { toolChoice: input.toolChoice } : {}),
         ...(input.params ? { params: input.params } : {}),
       },
       {

@@ -48,11 +48,15 @@ export interface AnthropicTool {
   input_schema: Record<string, unknown>;
 }
 
+/**
+ * Anthropic's `tool_choice`. `disable_parallel_tool_use: true` is OpenAI's
+ * `parallel_tool_calls: false`: at most one tool call (with `any` or `tool`: exactly one).
+ */
 export type AnthropicToolChoice =
-  | { type: "auto" }
-  | { type: "any" }
+  | { type: "auto"; disable_parallel_tool_use?: boolean }
+  | { type: "any"; disable_parallel_tool_use?: boolean }
   | { type: "none" }
-  | { type: "tool"; name: string };
+  | { type: "tool"; name: string; disable_parallel_tool_use?: boolean };
 
 /** The body of `POST /v1/messages`, as far as the adapter uses it. */
 export interface AnthropicRequest {
@@ -107,7 +111,8 @@ export function toAnthropicRequest(
   // specified for this model"), so temperature, the more common knob, wins.
   if (params.top_p !== undefined && params.temperature === undefined) body.top_p = params.top_p;
   if (params.stop && params.stop.length > 0) body.stop_sequences = [...params.stop];
-  // `seed` has no Anthropic equivalent and is dropped.
+  // `seed` has no Anthropic equivalent and is dropped; so are `logprobs` and `top_logprobs`, which
+  // the gateway refuses up front when an Anthropic deployment may answer.
 
   let tools = (request.tools ?? []).map(toAnthropicTool);
   let toolChoice = toAnthropicToolChoice(request.toolChoice);
@@ -147,6 +152,11 @@ export function toAnthropicRequest(
 
   if (tools.length > 0) {
     body.tools = tools;
+    // OpenAI's `parallel_tool_calls: false` is a flag of Anthropic's tool_choice (of any type but
+    // `none`, which calls no tool at all); Anthropic's default (auto) carries it when none was set.
+    if (params.parallel_tool_calls === false && toolChoice?.type !== "none") {
+      toolChoice = { ...(toolChoice ?? { type: "auto" }), disable_parallel_tool_use: true };
+    }
     // tool_choice is only meaningful (and only accepted) alongside tools.
     if (toolChoice) body.tool_choice = toolChoice;
   }

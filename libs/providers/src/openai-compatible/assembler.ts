@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { AssistantMessage, HandoffError, ToolCall } from "@handoff/contracts";
+import type { AssistantMessage, HandoffError, TokenLogprob, ToolCall } from "@handoff/contracts";
 import { providerError } from "../errors.js";
 import type { SseEvent } from "../sse.js";
 import { estimateInputTokens, estimateTokens } from "../tokens.js";
@@ -13,6 +13,7 @@ import {
   vendorErrorFailure,
   WireChunk,
   type WireCompletion,
+  type WireTokenLogprob,
   type WireUsage,
 } from "./wire.js";
 
@@ -53,6 +54,40 @@ function logprobsOf(
   return entries.length > 0 ? entries.map((entry) => entry.logprob) : undefined;
 }
 
+/** Wire entries as the client reads them: OpenAI's shape, with what a server left out filled. */
+function clientTokens(entries: readonly WireTokenLogprob[] | null | undefined): TokenLogprob[] {
+  return (entries ?? []).map((entry) => ({
+    token: entry.token ?? "",
+    logprob: entry.logprob,
+    bytes: entry.bytes ?? null,
+    top_logprobs: (entry.top_logprobs ?? []).map((top) => ({
+      token: top.token ?? "",
+      logprob: top.logprob,
+      bytes: top.bytes ?? null,
+    })),
+  }));
+}
+
+/**
+ * The client's `choices[].logprobs` from a choice's: only when the request's `params.logprobs`
+ * asked, and the server sent entries, well formed (malformed ones are dropped, as for the mesh).
+ */
+function choiceLogprobsOf(
+  request: ChatRequest,
+  logprobs: ChoiceLogprobs,
+): ChatResult["choiceLogprobs"] {
+  if (request.params?.logprobs !== true || logprobs === undefined || logprobs === "malformed") {
+    return undefined;
+  }
+  const content = clientTokens(logprobs.content);
+  const refusal = clientTokens(logprobs.refusal);
+  if (content.length === 0 && refusal.length === 0) return undefined;
+  return {
+    content: content.length > 0 ? content : null,
+    refusal: refusal.length > 0 ? refusal : null,
+  };
+}
+
 /** A non-streamed completion as the mesh's result. */
 export function resultOfCompletion(
   completion: WireCompletion,
@@ -79,12 +114,14 @@ export function resultOfCompletion(
     content: raw === "" && calls.length > 0 ? null : raw,
     ...(calls.length > 0 ? { tool_calls: calls } : {}),
   };
+  const choiceLogprobs = choiceLogprobsOf(request, choice.logprobs);
   return {
     message,
     finishReason: toFinishReason(choice.finish_reason, calls.length > 0),
     usage: usageOf(completion.usage, request, message),
     model: completion.model || fallbackModel,
     ...(logprobs ? { logprobs } : {}),
+    ...(choiceLogprobs ? { choiceLogprobs } : {}),
   };
 }
 
@@ -107,6 +144,11 @@ export class StreamAssembler {
   #text = "";
   /** The log-probabilities of the text's tokens so far; undefined once a chunk's were malformed. */
   #logprobs: number[] | undefined = [];
+  /** The client's entries so far (`params.logprobs`); undefined once a chunk's were malformed. */
+  #clientLogprobs: { content: TokenLogprob[]; refusal: TokenLogprob[] } | undefined = {
+    content: [],
+    refusal: [],
+  };
   readonly #calls = new Map<number, PartialCall>();
   #finish: string | undefined;
   #usage: WireUsage | undefined;
@@ -185,6 +227,13 @@ export class StreamAssembler {
         }
       }
     }
+    if (this.#clientLogprobs && this.#request.params?.logprobs === true) {
+      if (choice.logprobs === "malformed") this.#clientLogprobs = undefined;
+      else if (choice.logprobs) {
+        this.#clientLogprobs.content.push(...clientTokens(choice.logprobs.content));
+        this.#clientLogprobs.refusal.push(...clientTokens(choice.logprobs.refusal));
+      }
+    }
     for (const [position, call] of (delta?.tool_calls ?? []).entries()) {
       const index = call.index ?? position;
       const partial = this.#calls.get(index) ?? { arguments: "" };
@@ -232,12 +281,21 @@ export class StreamAssembler {
       ...(calls.length > 0 ? { tool_calls: calls } : {}),
     };
     const logprobs = this.#logprobs;
+    const client = this.#clientLogprobs;
+    const choiceLogprobs =
+      client && (client.content.length > 0 || client.refusal.length > 0)
+        ? {
+            content: client.content.length > 0 ? [...client.content] : null,
+            refusal: client.refusal.length > 0 ? [...client.refusal] : null,
+          }
+        : undefined;
     return {
       message,
       finishReason: toFinishReason(this.#finish, calls.length > 0),
       usage: usageOf(this.#usage, this.#request, message),
       model: this.#model ?? this.#fallbackModel,
       ...(logprobs && logprobs.length > 0 ? { logprobs: [...logprobs] } : {}),
+      ...(choiceLogprobs ? { choiceLogprobs } : {}),
     };
   }
 

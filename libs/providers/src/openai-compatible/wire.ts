@@ -42,8 +42,10 @@ export interface WireRequestOptions {
  *   the only spelling most compatible servers read. On Azure this needs API version 2024-10-21
  *   or later (or the `/openai/v1` API).
  *
- * `logprobs: true` goes only into requests that ask for it (no `top_logprobs`: the mesh reads the
- * chosen tokens' log-probabilities, not the alternatives), so other requests stay as they were.
+ * `logprobs: true` goes only into requests that ask for it: the mesh's own (`request.logprobs`,
+ * the chosen tokens only) or the client's (`params.logprobs`, with its `top_logprobs`), so other
+ * requests stay as they were. `parallel_tool_calls` goes as the client set it, with tools only
+ * (OpenAI rejects it without).
  */
 export function toWireRequest(
   request: ChatRequest,
@@ -63,6 +65,8 @@ export function toWireRequest(
           ? request.toolChoice
           : { type: "function", function: { name: request.toolChoice.function.name } };
     }
+    const parallel = request.params?.parallel_tool_calls;
+    if (parallel !== undefined) body.parallel_tool_calls = parallel;
   }
   const params = request.params ?? {};
   if (params.temperature !== undefined) body.temperature = params.temperature;
@@ -74,7 +78,10 @@ export function toWireRequest(
   if (params.stop !== undefined && params.stop.length > 0) body.stop = params.stop;
   if (params.seed !== undefined) body.seed = params.seed;
   if (params.response_format !== undefined) body.response_format = params.response_format;
-  if (request.logprobs === true) body.logprobs = true;
+  if (request.logprobs === true || params.logprobs === true) body.logprobs = true;
+  if (params.logprobs === true && params.top_logprobs !== undefined) {
+    body.top_logprobs = params.top_logprobs;
+  }
   if (options.stream) {
     body.stream = true;
     // Without it OpenAI streams no token counts at all.
@@ -149,12 +156,19 @@ const WireToolCall = z.object({
 /**
  * One token's entry in a choice's `logprobs.content` (or `.refusal`). OpenAI sends
  * `{token, logprob, bytes, top_logprobs}`, vLLM and llama.cpp the same (llama.cpp adds an `id`).
- * Only `logprob` is read: `bytes` and `top_logprobs` go unchecked, and extra fields are dropped.
+ * `logprob` is what the mesh reads; `token`, `bytes` and `top_logprobs` are passed on to a client
+ * that asked. `bytes` and `top_logprobs` of a shape no server should send read as absent, so they
+ * never cost the entry its `logprob`. Extra fields are dropped.
  */
-const WireTokenLogprob = z.object({
+const WireTopLogprob = z.object({
   token: z.string().nullish(),
   logprob: z.number(),
+  bytes: z.array(z.number().int()).nullish().catch(undefined),
 });
+const WireTokenLogprob = WireTopLogprob.extend({
+  top_logprobs: z.array(WireTopLogprob).nullish().catch(undefined),
+});
+export type WireTokenLogprob = z.infer<typeof WireTokenLogprob>;
 
 /**
  * A choice's `logprobs` object: the entries of the content tokens and of the refusal tokens, in

@@ -1,4 +1,5 @@
 import type { Message, ToolDefinition } from "@handoff/contracts";
+import { Ajv2020 } from "ajv/dist/2020.js";
 import { describe, expect, it } from "vitest";
 import { estimateTokens } from "../tokens.js";
 import type { ChatRequest, ChatStreamEvent } from "../types.js";
@@ -410,5 +411,227 @@ describe("SimModel with a forced tool choice", () => {
       name: "clock",
       arguments: '{"timezone":"Asia/Tokyo"}',
     });
+  });
+});
+
+describe("SimModel response_format", () => {
+  const ajv = new Ajv2020({ strict: false, validateFormats: false });
+  const schema = {
+    type: "object",
+    properties: {
+      answer: { type: "string" },
+      confidence: { type: "number", minimum: 0, maximum: 1 },
+      steps: { type: "integer", minimum: 1 },
+      correct: { type: "boolean" },
+      tags: { type: "array", items: { type: "string" }, minItems: 2 },
+      grade: { enum: ["A", "B", "C"] },
+      source: {
+        type: "object",
+        properties: { name: { type: "string" }, year: { type: "integer" } },
+        required: ["name", "year"],
+        additionalProperties: false,
+      },
+    },
+    required: ["answer", "confidence", "steps", "correct", "tags", "grade", "source"],
+    additionalProperties: false,
+  };
+  const format = {
+    type: "json_schema" as const,
+    json_schema: { name: "graded", strict: true, schema },
+  };
+
+  it("answers json_schema with JSON valid against the schema, the same each time", async () => {
+    const request: ChatRequest = {
+      messages: [user("Explain photosynthesis")],
+      params: { response_format: format },
+    };
+    const result = await sim().chat(request);
+    expect(result.finishReason).toBe("stop");
+    const value: unknown = JSON.parse(result.message.content ?? "");
+    const validate = ajv.compile(schema);
+    expect(validate(value), ajv.errorsText(validate.errors)).toBe(true);
+    expect(value).toMatchObject({
+      answer: expect.stringContaining('Question: "Explain photosynthesis"'),
+      grade: "A",
+      tags: ["sim tags", "sim tags 2"],
+    });
+    expect((await sim().chat(request)).message.content).toBe(result.message.content);
+  });
+
+  it("fills a json_schema answer from the tools' results once they have answered", async () => {
+    const result = await sim().chat({
+      messages: [
+        user("What is 17 * 23?"),
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            {
+              id: "c1",
+              type: "function",
+              function: { name: "calculator", arguments: '{"expression":"17 * 23"}' },
+            },
+          ],
+        },
+        { role: "tool", tool_call_id: "c1", content: "391" },
+      ],
+      params: {
+        response_format: {
+          type: "json_schema",
+          json_schema: {
+            name: "result",
+            schema: {
+              type: "object",
+              properties: { answer: { type: "string" }, value: { type: "integer" } },
+              required: ["answer", "value"],
+            },
+          },
+        },
+      },
+    });
+    expect(JSON.parse(result.message.content ?? "")).toEqual({
+      answer: "17 * 23 = 391.",
+      value: 391,
+    });
+  });
+
+  it("answers json_object with a JSON object, and streams JSON that adds up to it", async () => {
+    const request: ChatRequest = {
+      messages: [user("Hello")],
+      params: { response_format: { type: "json_object" } },
+    };
+    const result = await sim().chat(request);
+    const value = JSON.parse(result.message.content ?? "") as Record<string, unknown>;
+    expect(value).toMatchObject({ simulated: true, answer: expect.stringContaining("Hello") });
+    const events = await collect(sim().stream(request));
+    const text = events.map((e) => (e.type === "text" ? e.delta : "")).join("");
+    expect(text).toBe(result.message.content);
+  });
+
+  it("answers in prose for response_format text", async () => {
+    const result = await sim().chat({
+      messages: [user("Hello")],
+      params: { response_format: { type: "text" } },
+    });
+    expect(result.message.content).toContain("[simulated sim-test]");
+    expect(result.message.content).toContain("\n");
+  });
+});
+
+describe("SimModel parallel tool calls", () => {
+  const cityTool = (name: string): ToolDefinition => ({
+    type: "function",
+    function: {
+      name,
+      parameters: {
+        type: "object",
+        properties: {
+          city: { type: "string" },
+          unit: { type: "string", enum: ["celsius", "fahrenheit"] },
+          days: { type: "integer", minimum: 1, maximum: 7 },
+        },
+        required: ["city", "unit"],
+        additionalProperties: false,
+      },
+    },
+  });
+  const question = user("What's the weather and the local news in Paris?");
+
+  it("calls every client tool the question mentions, in one turn, with arguments valid against their parameters", async () => {
+    const result = await sim().chat({
+      messages: [question],
+      tools: [calculatorTool, cityTool("get_weather"), cityTool("local_news"), clockTool],
+    });
+    expect(result.finishReason).toBe("tool_calls");
+    const calls = result.message.tool_calls ?? [];
+    expect(calls.map((c) => c.function)).toEqual([
+      { name: "get_weather", arguments: '{"city":"Paris","unit":"celsius"}' },
+      { name: "local_news", arguments: '{"city":"Paris","unit":"celsius"}' },
+    ]);
+    expect(new Set(calls.map((c) => c.id)).size).toBe(2);
+    const validate = new Ajv2020({ strict: false }).compile(
+      cityTool("x").function.parameters as object,
+    );
+    for (const call of calls) expect(validate(JSON.parse(call.function.arguments))).toBe(true);
+  });
+
+  it("adds the calculator and the clock to the turn when the question asks for them too", async () => {
+    const result = await sim().chat({
+      messages: [user("What is 6 * 7, what time is it in Europe/Paris, and the weather there?")],
+      tools: [calculatorTool, clockTool, weatherTool],
+    });
+    expect(result.message.tool_calls?.map((c) => c.function)).toEqual([
+      { name: "calculator", arguments: '{"expression":"6 * 7"}' },
+      { name: "clock", arguments: '{"timezone":"Europe/Paris"}' },
+      { name: "get_weather", arguments: "{}" },
+    ]);
+  });
+
+  it("reads a camelCase or kebab-case tool name's words, as SDKs name tools", async () => {
+    const result = await sim().chat({
+      messages: [question],
+      tools: [cityTool("getWeather"), cityTool("local-news"), cityTool("stockPrice")],
+    });
+    expect(result.message.tool_calls?.map((c) => c.function.name)).toEqual([
+      "getWeather",
+      "local-news",
+    ]);
+  });
+
+  it("makes one call only with parallel_tool_calls: false", async () => {
+    const result = await sim().chat({
+      messages: [question],
+      tools: [cityTool("get_weather"), cityTool("local_news")],
+      params: { parallel_tool_calls: false },
+    });
+    expect(result.message.tool_calls?.map((c) => c.function.name)).toEqual(["get_weather"]);
+  });
+
+  it("calls only the tool a named tool_choice forces, and streams each call of a turn", async () => {
+    const forced = await sim().chat({
+      messages: [question],
+      tools: [cityTool("get_weather"), cityTool("local_news")],
+      toolChoice: { type: "function", function: { name: "local_news" } },
+    });
+    expect(forced.message.tool_calls?.map((c) => c.function.name)).toEqual(["local_news"]);
+    const events = await collect(
+      sim().stream({ messages: [question], tools: [cityTool("get_weather"), cityTool("news")] }),
+    );
+    expect(events.filter((e) => e.type === "tool_call").map((e) => e.index)).toEqual([0, 1]);
+  });
+});
+
+describe("SimModel logprobs", () => {
+  it("gives each word token a log-probability, with top_logprobs alternatives, only when asked", async () => {
+    const plain = await sim().chat({ messages: [user("Hello there")] });
+    expect(plain.choiceLogprobs).toBeUndefined();
+    const result = await sim().chat({
+      messages: [user("Hello there")],
+      params: { logprobs: true, top_logprobs: 3 },
+    });
+    const content = result.choiceLogprobs?.content ?? [];
+    expect(content.map((t) => t.token).join("")).toBe(result.message.content);
+    expect(result.choiceLogprobs?.refusal).toBeNull();
+    for (const token of content) {
+      expect(token.logprob).toBeLessThanOrEqual(0);
+      expect(token.bytes).toEqual([...Buffer.from(token.token, "utf8")]);
+      expect(token.top_logprobs).toHaveLength(3);
+      expect(token.top_logprobs[0]).toEqual({
+        token: token.token,
+        logprob: token.logprob,
+        bytes: token.bytes,
+      });
+      const logprobs = token.top_logprobs.map((t) => t.logprob);
+      expect([...logprobs].sort((a, b) => b - a)).toEqual(logprobs);
+      expect(new Set(token.top_logprobs.map((t) => t.token)).size).toBe(3);
+    }
+    const again = await sim().chat({
+      messages: [user("Hello there")],
+      params: { logprobs: true },
+    });
+    expect(again.choiceLogprobs?.content?.map((t) => t.logprob)).toEqual(
+      content.map((t) => t.logprob),
+    );
+    expect(again.choiceLogprobs?.content?.[0]?.top_logprobs).toEqual([]);
   });
 });

@@ -1,6 +1,13 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { AssistantMessage, Message, ToolCall, ToolDefinition } from "@handoff/contracts";
+import type {
+  AssistantMessage,
+  ChoiceLogprobs,
+  Message,
+  ResponseFormat,
+  ToolCall,
+  ToolDefinition,
+} from "@handoff/contracts";
 import { replayAsStream } from "../replay.js";
 import { estimateInputTokens, estimateTokens } from "../tokens.js";
 import type {
@@ -11,6 +18,7 @@ import type {
   ChatStreamEvent,
   ToolChoice,
 } from "../types.js";
+import { jsonInstance } from "./json-instance.js";
 
 export interface SimOptions {
   model: string;
@@ -20,10 +28,18 @@ export interface SimOptions {
 
 /**
  * A deterministic simulated model for tests, demos and benchmarks. It never pretends to be a real
- * model: every text answer says it is simulated. It does make real tool calls: arithmetic goes to
- * a `calculator` tool and questions about the time to a `clock` tool, when those tools are offered,
- * and once the tools have answered it reports their results. The same request always gets the
- * same response.
+ * model: every prose answer says it is simulated (and usage says so too). It does what a real
+ * model does with a request's options, so every client feature can be tried on it:
+ *
+ * - Tool calls: arithmetic goes to a `calculator` tool and questions about the time to a `clock`
+ *   tool, when those tools are offered, and any tool whose name the question mentions is called
+ *   too, all in one turn (parallel tool calls) unless `parallel_tool_calls` is false. Arguments
+ *   are valid against the tool's parameters. Once the tools have answered it reports their results.
+ * - `response_format`: `json_schema` answers with JSON valid against the schema (the answer's
+ *   text and the tools' numbers where properties ask for them), `json_object` with a JSON object.
+ * - `logprobs` (and `top_logprobs`): made-up, deterministic log-probabilities of its word tokens.
+ *
+ * The same request always gets the same response.
  */
 export class SimModel implements ChatModel {
   readonly provider = "sim" as const;
@@ -44,29 +60,42 @@ export class SimModel implements ChatModel {
 
   async *stream(request: ChatRequest, options: CallOptions = {}): AsyncIterable<ChatStreamEvent> {
     // Word-sized deltas, like a real token stream.
-    yield* replayAsStream(
-      await this.chat(request, options),
-      (text) => text.match(/\S+\s*|\s+/g) ?? [],
-    );
+    yield* replayAsStream(await this.chat(request, options), simTokens);
   }
 
   /** The simulated answer, without latency. */
   respond(request: ChatRequest): ChatResult {
     const tools = request.toolChoice === "none" ? [] : (request.tools ?? []);
-    const message =
-      answerFromToolResults(request.messages) ??
-      chooseToolCall(request.messages, tools, request.toolChoice) ??
+    const params = request.params ?? {};
+    const answered = answerFromToolResults(request.messages);
+    let message =
+      answered ??
+      chooseToolCalls(request.messages, tools, request.toolChoice, params.parallel_tool_calls) ??
       this.#textAnswer(request.messages);
+    if (!message.tool_calls && params.response_format && params.response_format.type !== "text") {
+      message = {
+        ...message,
+        content: formatAnswer(params.response_format, {
+          text: oneLine(message.content ?? ""),
+          numbers: answered ? toolNumbers(request.messages) : [],
+          question: lastUserText(request.messages),
+        }),
+      };
+    }
 
     let finishReason: ChatResult["finishReason"] = message.tool_calls ? "tool_calls" : "stop";
     let content = message.content;
-    const maxTokens = request.params?.max_tokens;
+    const maxTokens = params.max_tokens;
     if (content && maxTokens !== undefined && estimateTokens(content) > maxTokens) {
       content = content.slice(0, maxTokens * 4);
       finishReason = "length";
     }
     const outputText =
       (content ?? "") + (message.tool_calls ?? []).map((c) => c.function.arguments).join("");
+    const choiceLogprobs =
+      params.logprobs === true && content
+        ? simLogprobs(content, params.top_logprobs ?? 0)
+        : undefined;
     return {
       message: { ...message, content },
       finishReason,
@@ -75,6 +104,7 @@ export class SimModel implements ChatModel {
         outputTokens: estimateTokens(outputText) + (message.tool_calls?.length ?? 0) * 8,
       },
       model: this.model,
+      ...(choiceLogprobs ? { choiceLogprobs } : {}),
     };
   }
 
@@ -131,48 +161,160 @@ const TIME_QUESTION =
   /\b(what(?:'s| is)? (?:the )?(?:current )?(?:time|date|day)|current (?:time|date)|time is it|today'?s date|what day is)\b/i;
 const TIME_ZONE = /\bin ((?:[A-Z][A-Za-z_]+\/[A-Za-z_]+(?:\/[A-Za-z_]+)?)|UTC)\b/;
 
-/** Decides on a tool call, the way a tool-using model would, for the tools on offer. */
-function chooseToolCall(
+/**
+ * Decides on tool calls, the way a tool-using model would, for the tools on offer: the calculator
+ * for arithmetic, the clock for the time, and every tool named after something the question
+ * mentions (e.g. get_weather for "weather"), all in one turn; only the first with
+ * `parallel_tool_calls: false`. A named tool choice calls that tool alone; `required` calls the
+ * first tool when none fits.
+ */
+function chooseToolCalls(
   messages: readonly Message[],
   tools: readonly ToolDefinition[],
   toolChoice: ToolChoice | undefined,
+  parallel: boolean | undefined,
 ): AssistantMessage | undefined {
   if (tools.length === 0) return undefined;
   const question = lastUserText(messages);
-  const offered = new Set(tools.map((t) => t.function.name));
-
+  const offered = new Map(tools.map((t) => [t.function.name, t] as const));
   const named = typeof toolChoice === "object" ? toolChoice.function.name : undefined;
   const may = (name: string) => offered.has(name) && (named === undefined || named === name);
+  const calls: Array<{ name: string; args: Record<string, unknown> }> = [];
+  const call = (name: string) => {
+    if (!calls.some((c) => c.name === name)) {
+      calls.push({ name, args: argumentsFor(offered.get(name), question) });
+    }
+  };
 
-  const expression = findExpression(question);
-  if (expression && may("calculator")) return toolCall("calculator", { expression }, question);
-  if (may("clock") && (named === "clock" || TIME_QUESTION.test(question))) {
-    const zone = TIME_ZONE.exec(question)?.[1];
-    return toolCall("clock", zone ? { timezone: zone } : {}, question);
+  if (findExpression(question) && may("calculator")) call("calculator");
+  if (may("clock") && (named === "clock" || TIME_QUESTION.test(question))) call("clock");
+  if (named !== undefined) {
+    if (offered.has(named)) call(named);
+  } else {
+    // Client-defined tools named after something the question mentions, e.g. get_weather.
+    const words = new Set(question.toLowerCase().match(/[a-z]+/g) ?? []);
+    for (const tool of tools) {
+      // get_weather, get-weather and getWeather all mention the weather.
+      const mentioned = tool.function.name
+        .replace(/([a-z0-9])([A-Z])/g, "$1_$2")
+        .toLowerCase()
+        .split(/[_-]+/)
+        .filter((w) => w.length > 3)
+        .some((w) => words.has(w));
+      if (mentioned) call(tool.function.name);
+    }
   }
-  if (named !== undefined && offered.has(named)) return toolCall(named, {}, question);
-  // A client-defined tool named after something the question mentions, e.g. get_weather.
-  const words = new Set(question.toLowerCase().match(/[a-z]+/g) ?? []);
-  const byName = tools.find((t) =>
-    t.function.name
-      .toLowerCase()
-      .split(/[_-]+/)
-      .filter((w) => w.length > 3)
-      .some((w) => words.has(w)),
-  );
-  if (byName) return toolCall(byName.function.name, {}, question);
   const first = tools[0];
-  if (toolChoice === "required" && first) return toolCall(first.function.name, {}, question);
-  return undefined;
+  if (calls.length === 0 && toolChoice === "required" && first) call(first.function.name);
+  if (calls.length === 0) return undefined;
+  return toolCalls(parallel === false ? calls.slice(0, 1) : calls, question);
 }
 
-function toolCall(name: string, args: Record<string, unknown>, seed: string): AssistantMessage {
-  const id = `call_${createHash("sha256").update(`${name}:${seed}`).digest("hex").slice(0, 24)}`;
+/**
+ * A call's arguments: the calculator's expression and the clock's time zone from the question;
+ * for any other tool, an object valid against its parameters, with what the question says where
+ * a parameter asks for it (a city, a query).
+ */
+function argumentsFor(tool: ToolDefinition | undefined, question: string): Record<string, unknown> {
+  const name = tool?.function.name;
+  if (name === "calculator") {
+    const expression = findExpression(question);
+    return expression ? { expression } : {};
+  }
+  if (name === "clock") {
+    const zone = TIME_ZONE.exec(question)?.[1];
+    return zone ? { timezone: zone } : {};
+  }
+  const parameters = tool?.function.parameters;
+  if (!parameters) return {};
+  const args = jsonInstance(parameters, { question, requiredOnly: true });
+  return args !== null && typeof args === "object" && !Array.isArray(args)
+    ? (args as Record<string, unknown>)
+    : {};
+}
+
+function toolCalls(
+  calls: ReadonlyArray<{ name: string; args: Record<string, unknown> }>,
+  seed: string,
+): AssistantMessage {
   return {
     role: "assistant",
     content: null,
-    tool_calls: [{ id, type: "function", function: { name, arguments: JSON.stringify(args) } }],
+    tool_calls: calls.map(({ name, args }) => ({
+      id: `call_${createHash("sha256").update(`${name}:${seed}`).digest("hex").slice(0, 24)}`,
+      type: "function" as const,
+      function: { name, arguments: JSON.stringify(args) },
+    })),
   };
+}
+
+/**
+ * The answer in the JSON `response_format` asked for: valid against a `json_schema`'s schema, or
+ * for `json_object` (and a `json_schema` without a schema) a JSON object holding the answer.
+ */
+function formatAnswer(
+  format: ResponseFormat,
+  hints: { text: string; numbers: readonly number[]; question: string },
+): string {
+  if (format.type === "json_schema" && format.json_schema.schema) {
+    return JSON.stringify(jsonInstance(format.json_schema.schema, hints));
+  }
+  return JSON.stringify({ answer: hints.text, simulated: true });
+}
+
+/** The numbers the tools answered with, in the order of their results. */
+function toolNumbers(messages: readonly Message[]): number[] {
+  const numbers: number[] = [];
+  for (let at = messages.length - 1; at >= 0; at--) {
+    const m = messages[at];
+    if (m?.role !== "tool") break;
+    const text = m.content.trim();
+    const value = Number(text);
+    if (text !== "" && Number.isFinite(value)) numbers.unshift(value);
+  }
+  return numbers;
+}
+
+/** The simulated model's tokens: words with their trailing space, as it streams them. */
+function simTokens(text: string): string[] {
+  return text.match(/\S+\s*|\s+/g) ?? [];
+}
+
+/**
+ * Made-up log-probabilities of the answer's tokens, the same for the same text: each in
+ * (-0.7, 0], with `top` alternatives (the token itself first, then other words of the answer,
+ * each less likely), as OpenAI's `choices[].logprobs` lays them out.
+ */
+function simLogprobs(text: string, top: number): ChoiceLogprobs {
+  const tokens = simTokens(text);
+  const distinct = [...new Set(tokens)];
+  const bytes = (token: string) => [...Buffer.from(token, "utf8")];
+  const content = tokens.map((token, index) => {
+    const logprob = -(hashNumber(`${index}:${token}`) % 700) / 1000;
+    // Other words of the answer, distinct, from a place the token picks.
+    const others = distinct.filter((other) => other !== token);
+    const start = hashNumber(`${index}:${token}:alternatives`);
+    const count = Math.max(0, Math.min(top - 1, others.length));
+    const alternatives = Array.from({ length: count }, (_, k) => {
+      const other = others[(start + k) % others.length] ?? "";
+      return { token: other, logprob: round4(logprob - 1.5 * (k + 1)), bytes: bytes(other) };
+    });
+    const entry = { token, logprob, bytes: bytes(token) };
+    return { ...entry, top_logprobs: top > 0 ? [entry, ...alternatives] : [] };
+  });
+  return { content, refusal: null };
+}
+
+function hashNumber(text: string): number {
+  return createHash("sha256").update(text).digest().readUInt32BE(0);
+}
+
+function round4(n: number): number {
+  return Math.round(n * 1e4) / 1e4;
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
 }
 
 /**

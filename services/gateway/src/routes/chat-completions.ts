@@ -1,6 +1,7 @@
 import type { HandoffConfig } from "@handoff/config";
 import {
   type ChatCompletionChunk,
+  completionFromRecord,
   type HandoffError,
   isTerminal,
   type JobRecord,
@@ -18,7 +19,6 @@ import {
   waitForJob,
 } from "../idempotency.js";
 import type { JobClient } from "../job-client.js";
-import { completionFromRecord } from "../mapping.js";
 import { openSse } from "../sse.js";
 import { streamCompletion } from "../streaming.js";
 import { parseSubmission, type Submission } from "../submission.js";
