@@ -1,6 +1,7 @@
 import { type JobRecord, Streams } from "@handoff/contracts";
 import {
   ensureTopology,
+  JobClient,
   recordFromEnvelope,
   type StageHandler,
   StageRunner,
@@ -11,7 +12,6 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { JobClient } from "../../services/gateway/src/job-client.js";
 
 // The gateway's side of a job: how a waiting request learns the outcome when the live result is
 // missed, and what the record says when the deadline passes first.

@@ -1,6 +1,7 @@
 import { type JobRecord, Subjects } from "@handoff/contracts";
 import {
   ensureTopology,
+  JobClient,
   MeshSigner,
   recordFromEnvelope,
   type StageHandler,
@@ -12,7 +13,6 @@ import { type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core"
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { JobClient } from "../../services/gateway/src/job-client.js";
 
 // What a client of the NATS server without the mesh's key can do to a job a gateway waits on:
 // publish on its result and stream subjects. None of it may answer or fail the job.

@@ -185,7 +185,7 @@ export async function ensureStageConsumer(
   stage: Stage,
   options: TopologyOptions,
 ): Promise<void> {
-  const config = {
+  await ensureConsumer(jsm, Streams.jobs, {
     durable_name: stage,
     filter_subject: Subjects.job(stage),
     ack_policy: AckPolicy.Explicit,
@@ -195,20 +195,7 @@ export async function ensureStageConsumer(
     max_deliver: options.maxDeliveries + 1,
     max_ack_pending: 10_000,
     description: `Handoff ${stage} stage`,
-  };
-  try {
-    await jsm.consumers.info(Streams.jobs, stage);
-    const {
-      durable_name: _name,
-      filter_subject: _subject,
-      deliver_policy: _policy,
-      ...mutable
-    } = config;
-    await jsm.consumers.update(Streams.jobs, stage, mutable);
-  } catch (error) {
-    if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
-    await jsm.consumers.add(Streams.jobs, config);
-  }
+  });
 }
 
 /** The durable consumer the gateway takes NATS job requests in with. */

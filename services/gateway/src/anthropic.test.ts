@@ -11,7 +11,7 @@ import {
   type StreamChunk,
   type Usage,
 } from "@handoff/contracts";
-import { recordFromEnvelope } from "@handoff/mesh";
+import { type JobClient, type RunOptions, recordFromEnvelope } from "@handoff/mesh";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
@@ -29,7 +29,6 @@ import {
 } from "./anthropic.js";
 import { buildApp } from "./app.js";
 import { loadApiKeys } from "./auth.js";
-import type { JobClient, RunOptions } from "./job-client.js";
 import { buildOpenApiDocument } from "./openapi.js";
 
 const logger = pino({ level: "silent" });

@@ -1,11 +1,11 @@
 import type { HandoffConfig } from "@handoff/config";
 import { HandoffError } from "@handoff/contracts";
+import type { JobClient } from "@handoff/mesh";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import type { Logger } from "pino";
 import { type ApiKeyEntry, registerAuth } from "./auth.js";
 import { replyBodyTooLarge } from "./body-limit.js";
 import { errorBody, toHandoffError } from "./errors.js";
-import type { JobClient } from "./job-client.js";
 import { collectRoutes, registerOpenApi } from "./openapi.js";
 import type { Clock } from "./rate-limit.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";

@@ -1,12 +1,11 @@
 import { HandoffConfig, simProfile } from "@handoff/config";
 import { ErrorBody, HandoffError, type JobEnvelope, type JobRecord } from "@handoff/contracts";
-import { recordFromEnvelope } from "@handoff/mesh";
+import { type JobClient, recordFromEnvelope } from "@handoff/mesh";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
 import { loadApiKeys } from "./auth.js";
-import type { JobClient } from "./job-client.js";
 import { FailureThrottle } from "./rate-limit.js";
 import { openSse } from "./sse.js";
 

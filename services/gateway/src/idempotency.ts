@@ -1,13 +1,11 @@
 import { createHash } from "node:crypto";
 import type { HandoffConfig } from "@handoff/config";
 import { HandoffError, isTerminal, JobRecord } from "@handoff/contracts";
-import { ensureIdempotencyBucket, type JobStore } from "@handoff/mesh";
+import { ensureIdempotencyBucket, type JobClient, type JobStore, unavailable } from "@handoff/mesh";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { FastifyRequest } from "fastify";
 import { z } from "zod";
-import type { JobClient } from "./job-client.js";
-import { unavailable } from "./submit-guards.js";
 
 /**
  * `Idempotency-Key` on `POST /v1/jobs` and `POST /v1/chat/completions`, as Stripe's API and the

@@ -14,6 +14,7 @@ import {
   extractContext,
   INTAKE_CONSUMER,
   isTransientNatsError,
+  type JobClient,
   type MeshSigner,
   publishJobEvent,
   tracer,
@@ -27,7 +28,6 @@ import {
 import { context, SpanKind, SpanStatusCode } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { type IdempotencyStore, idempotencyStoreFor, requestHash } from "./idempotency.js";
-import type { JobClient } from "./job-client.js";
 import { jobFor } from "./submission.js";
 
 /**

@@ -3,11 +3,11 @@ import type { AddressInfo } from "node:net";
 import { Writable } from "node:stream";
 import { HandoffConfig, simProfile } from "@handoff/config";
 import { ErrorBody, MAX_JSON_DEPTH } from "@handoff/contracts";
+import type { JobClient } from "@handoff/mesh";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
-import type { JobClient } from "./job-client.js";
 
 /** A pino logger whose records land in `lines`, parsed. */
 function capturingLogger(lines: Record<string, unknown>[]) {

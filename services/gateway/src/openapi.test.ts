@@ -1,10 +1,10 @@
 import { simProfile } from "@handoff/config";
 import { ChatCompletion, ChatCompletionRequest, ErrorBody, JobRecord } from "@handoff/contracts";
+import type { JobClient } from "@handoff/mesh";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
-import type { JobClient } from "./job-client.js";
 import { buildOpenApiDocument, documentedOperations, hoistDefs, toOpenApiPath } from "./openapi.js";
 
 type Json = Record<string, unknown>;

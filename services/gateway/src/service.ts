@@ -5,6 +5,7 @@ import {
   EventRelay,
   ensureJobDoor,
   ensureTopology,
+  JobClient,
   loadMeshSigner,
   meshLimits,
   type NatsSource,
@@ -21,7 +22,6 @@ import type { Logger } from "pino";
 import { buildApp } from "./app.js";
 import { loadApiKeys } from "./auth.js";
 import { JobIntake } from "./intake.js";
-import { JobClient } from "./job-client.js";
 
 export interface GatewayDeps {
   /**

@@ -6,9 +6,9 @@ import {
   type JobResult,
   type StreamChunk,
 } from "@handoff/contracts";
+import type { JobClient } from "@handoff/mesh";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { errorBody, jobFailure, toHandoffError } from "./errors.js";
-import type { JobClient } from "./job-client.js";
 import { openSse, type SseStream } from "./sse.js";
 import type { Submission } from "./submission.js";
 

@@ -6,7 +6,7 @@ import {
   isTerminal,
   type JobRecord,
 } from "@handoff/contracts";
-import { activeTraceId, recordFromEnvelope } from "@handoff/mesh";
+import { activeTraceId, checkJobFits, type JobClient, recordFromEnvelope } from "@handoff/mesh";
 import { trace } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { errorBody, jobFailure, toHandoffError } from "../errors.js";
@@ -18,11 +18,9 @@ import {
   requestHash,
   waitForJob,
 } from "../idempotency.js";
-import type { JobClient } from "../job-client.js";
 import { openSse } from "../sse.js";
 import { streamCompletion } from "../streaming.js";
 import { parseSubmission, type Submission } from "../submission.js";
-import { checkJobFits } from "../submit-guards.js";
 import { inRequestSpan } from "../tracing.js";
 
 export interface ChatRouteDeps {

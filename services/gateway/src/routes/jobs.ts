@@ -8,7 +8,7 @@ import {
   type WireSchemaName,
   WireSchemas,
 } from "@handoff/contracts";
-import { activeTraceId } from "@handoff/mesh";
+import { activeTraceId, type JobClient } from "@handoff/mesh";
 import { trace } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { mayReadJob } from "../auth.js";
@@ -19,7 +19,6 @@ import {
   REPLAYED_HEADER,
   requestHash,
 } from "../idempotency.js";
-import type { JobClient } from "../job-client.js";
 import { openSse } from "../sse.js";
 import { parseSubmission } from "../submission.js";
 import { inRequestSpan } from "../tracing.js";

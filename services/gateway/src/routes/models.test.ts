@@ -1,10 +1,10 @@
 import { HandoffConfig, simProfile } from "@handoff/config";
 import { ErrorBody } from "@handoff/contracts";
+import type { JobClient } from "@handoff/mesh";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "../app.js";
-import type { JobClient } from "../job-client.js";
 
 const config = HandoffConfig.parse({
   ...simProfile,

@@ -1,5 +1,5 @@
 import { type HandoffError, isTerminal, type JobRecord } from "@handoff/contracts";
-import { activeTraceId, recordFromEnvelope } from "@handoff/mesh";
+import { activeTraceId, checkJobFits, recordFromEnvelope } from "@handoff/mesh";
 import { trace } from "@opentelemetry/api";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { errorBody, jobFailure, toHandoffError } from "../errors.js";
@@ -23,7 +23,6 @@ import {
 import { openSse, type SseStream } from "../sse.js";
 import { relayStreamedJob } from "../streaming.js";
 import { submissionFor } from "../submission.js";
-import { checkJobFits } from "../submit-guards.js";
 import { inRequestSpan } from "../tracing.js";
 import type { ChatRouteDeps } from "./chat-completions.js";
 

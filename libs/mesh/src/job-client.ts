@@ -6,19 +6,15 @@ import {
   StreamChunk,
   Subjects,
 } from "@handoff/contracts";
-import {
-  JobStore,
-  MeshSigner,
-  type PersistRetry,
-  publishJob,
-  recordFromEnvelope,
-  retryTransient,
-} from "@handoff/mesh";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "pino";
+import { JobStore, recordFromEnvelope } from "./job-store.js";
+import { publishJob } from "./publish.js";
+import { MeshSigner } from "./signing.js";
 import { checkJobFits, failUnpublished, unavailable } from "./submit-guards.js";
+import { type PersistRetry, retryTransient } from "./transient.js";
 
 export interface RunOptions {
   /** Receives the answer's tokens as the answering stage relays them. */

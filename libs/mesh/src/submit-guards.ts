@@ -1,5 +1,6 @@
 import { HandoffError, type JobEnvelope, type JobRecord } from "@handoff/contracts";
-import { encodeEnvelope, type JobStore } from "@handoff/mesh";
+import { encodeEnvelope } from "./codec.js";
+import type { JobStore } from "./job-store.js";
 
 /**
  * Room a job message keeps for its headers (job id, stage, message id, trace context, the mesh
