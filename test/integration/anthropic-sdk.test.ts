@@ -1,25 +1,14 @@
 import Anthropic from "@anthropic-ai/sdk";
 import { HandoffConfig } from "@handoff/config";
 import type { HandoffInfo } from "@handoff/contracts";
-import type { MeshService } from "@handoff/mesh";
-import { createModel, ModelRouter } from "@handoff/providers";
-import {
-  anthropicError,
-  anthropicModelReply,
-  type NatsHandle,
-  openaiModelReply,
-  openaiStream,
-  startNats,
-  UpstreamServer,
-} from "@handoff/testkit";
-import type { NatsConnection } from "@nats-io/nats-core";
-import { connect } from "@nats-io/transport-node";
+import { anthropicError, openaiStream, type UpstreamServer } from "@handoff/testkit";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createClassifierService } from "../../services/classifier/src/service.js";
-import { createGateway, type Gateway } from "../../services/gateway/src/service.js";
-import { createHeavyReasonerService } from "../../services/heavy-reasoner/src/service.js";
-import { createToolExecutorService } from "../../services/tool-executor/src/service.js";
+import {
+  type InProcessMesh,
+  startInProcessMesh,
+  startModelUpstreams,
+} from "./support/in-process-mesh.js";
 
 /**
  * The official `@anthropic-ai/sdk` against the gateway's `POST /v1/messages`, with every tier
@@ -27,7 +16,7 @@ import { createToolExecutorService } from "../../services/tool-executor/src/serv
  * its key as `x-api-key`, which the gateway checks like any other.
  */
 
-const logger = pino({ level: "silent" });
+const _logger = pino({ level: "silent" });
 const KEY = "sk-handoff-anthropic-door";
 const env = {
   UPSTREAM_OPENAI_KEY: "sk-upstream-openai",
@@ -37,14 +26,12 @@ const env = {
 const COMPLETIONS = "/v1/chat/completions";
 const MESSAGES = "/v1/messages";
 
-let nats: NatsHandle;
-let nc: NatsConnection;
 let openaiUpstream: UpstreamServer;
 let anthropicUpstream: UpstreamServer;
-let gateway: Gateway;
+let mesh: InProcessMesh;
+let upstreams: Awaited<ReturnType<typeof startModelUpstreams>>;
 let baseURL: string;
 let client: Anthropic;
-const workers: MeshService[] = [];
 
 function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
   const openai = {
@@ -92,45 +79,20 @@ function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
 }
 
 beforeAll(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-  openaiUpstream = await UpstreamServer.start(openaiModelReply);
-  anthropicUpstream = await UpstreamServer.start(anthropicModelReply);
-  const cfg = config(openaiUpstream.url, anthropicUpstream.url);
-  const router = new ModelRouter(cfg, (d) => createModel(d, env));
-  const deps = { nc, config: cfg, logger, version: "0.0.0-test", concurrency: 4, router };
-  workers.push(
-    createClassifierService(deps),
-    createToolExecutorService(deps),
-    createHeavyReasonerService(deps),
-  );
-  for (const worker of workers) await worker.start();
-  gateway = createGateway({
-    nc,
-    config: cfg,
-    logger,
-    version: "0.0.0-test",
-    host: "127.0.0.1",
-    port: 0,
-    env,
-  });
-  baseURL = await gateway.start();
+  upstreams = await startModelUpstreams();
+  openaiUpstream = upstreams.openai;
+  anthropicUpstream = upstreams.anthropic;
+  mesh = await startInProcessMesh(config(openaiUpstream.url, anthropicUpstream.url), { env });
+  baseURL = mesh.url;
   client = new Anthropic({ baseURL, apiKey: KEY, maxRetries: 0 });
 });
 
 afterAll(async () => {
-  await gateway?.stop();
-  for (const worker of workers) await worker.stop();
-  await openaiUpstream?.close();
-  await anthropicUpstream?.close();
-  await nc?.close();
-  await nats?.stop();
+  await mesh?.stop();
+  await upstreams?.close();
 });
 
-beforeEach(() => {
-  openaiUpstream.requests.length = 0;
-  anthropicUpstream.requests.length = 0;
-});
+beforeEach(() => upstreams.clear());
 
 /** The `handoff` report the gateway adds to Anthropic's shapes. */
 const handoffOf = (value: unknown) => (value as { handoff: HandoffInfo }).handoff;

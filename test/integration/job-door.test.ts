@@ -8,8 +8,7 @@ import {
   Streams,
   Subjects,
 } from "@handoff/contracts";
-import type { MeshService } from "@handoff/mesh";
-import { type NatsHandle, startNats, waitFor } from "@handoff/testkit";
+import { type NatsHandle, waitFor } from "@handoff/testkit";
 import {
   AckPolicy,
   DeliverPolicy,
@@ -19,13 +18,10 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { submitMain, watchMain } from "../../cli/src/client-commands.js";
-import { createClassifierService } from "../../services/classifier/src/service.js";
-import { createGateway, type Gateway } from "../../services/gateway/src/service.js";
-import { createHeavyReasonerService } from "../../services/heavy-reasoner/src/service.js";
-import { createToolExecutorService } from "../../services/tool-executor/src/service.js";
+import type { Gateway } from "../../services/gateway/src/service.js";
+import { type InProcessMesh, startInProcessMesh } from "./support/in-process-mesh.js";
 
 /**
  * The NATS door from a backend's side: job requests published on `handoff.v1.requests.<tenant>`
@@ -33,46 +29,23 @@ import { createToolExecutorService } from "../../services/tool-executor/src/serv
  * durable consumer filtered to the tenant's jobs, across the backend's own restart.
  */
 
-const logger = pino({ level: "silent" });
 const JOBS = 1_000;
 
+let mesh: InProcessMesh;
 let nats: NatsHandle;
-let nc: NatsConnection;
 let gateway: Gateway;
 let gatewayUrl: string;
-const workers: MeshService[] = [];
 
 beforeAll(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const config = ConfigSchema.parse({
     ...simProfile,
     limits: { ...simProfile.limits, request_timeout_ms: 120_000 },
   });
-  const deps = { nc, config, logger, version: "0.0.0-test", concurrency: 32 };
-  workers.push(
-    createClassifierService(deps),
-    createToolExecutorService(deps),
-    createHeavyReasonerService(deps),
-  );
-  for (const worker of workers) await worker.start();
-  gateway = createGateway({
-    nc,
-    config,
-    logger,
-    version: "0.0.0-test",
-    host: "127.0.0.1",
-    port: 0,
-  });
-  gatewayUrl = await gateway.start();
+  mesh = await startInProcessMesh(config, { concurrency: 32 });
+  ({ nats, gateway, url: gatewayUrl } = mesh);
 });
 
-afterAll(async () => {
-  await gateway?.stop();
-  for (const worker of workers) await worker.stop();
-  await nc?.close();
-  await nats?.stop();
-});
+afterAll(() => mesh?.stop());
 
 /** A backend's own connection, as a Go or Python service would open one. */
 async function backend(): Promise<{ nc: NatsConnection; js: JetStreamClient }> {
@@ -116,7 +89,7 @@ async function readEvents(
 
 const ask = (text: string) => ({
   model: "handoff",
-  messages: [{ role: "user", content: text }],
+  messages: [{ role: "user" as const, content: text }],
 });
 
 describe("jobs published straight onto NATS", () => {

@@ -1,34 +1,27 @@
 import { HandoffConfig } from "@handoff/config";
 import type { HandoffInfo } from "@handoff/contracts";
-import type { MeshService } from "@handoff/mesh";
-import { createModel, ModelRouter } from "@handoff/providers";
 import {
   anthropicError,
-  anthropicModelReply,
-  type NatsHandle,
   openaiError,
-  openaiModelReply,
   openaiStream,
   sseEvent,
-  startNats,
-  UpstreamServer,
+  type UpstreamServer,
 } from "@handoff/testkit";
-import type { NatsConnection } from "@nats-io/nats-core";
-import { connect } from "@nats-io/transport-node";
 import OpenAI from "openai";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createClassifierService } from "../../services/classifier/src/service.js";
-import { createGateway, type Gateway } from "../../services/gateway/src/service.js";
-import { createHeavyReasonerService } from "../../services/heavy-reasoner/src/service.js";
-import { createToolExecutorService } from "../../services/tool-executor/src/service.js";
+import {
+  type InProcessMesh,
+  startInProcessMesh,
+  startModelUpstreams,
+} from "./support/in-process-mesh.js";
 
 /**
  * The official `openai` SDK against the gateway, with every tier behind it calling local servers
  * that speak OpenAI's and Anthropic's wire formats, failures included.
  */
 
-const logger = pino({ level: "silent" });
+const _logger = pino({ level: "silent" });
 const env = {
   UPSTREAM_OPENAI_KEY: "sk-upstream-openai",
   UPSTREAM_ANTHROPIC_KEY: "sk-ant-upstream",
@@ -36,13 +29,11 @@ const env = {
 const COMPLETIONS = "/v1/chat/completions";
 const MESSAGES = "/v1/messages";
 
-let nats: NatsHandle;
-let nc: NatsConnection;
 let openaiUpstream: UpstreamServer;
 let anthropicUpstream: UpstreamServer;
-let gateway: Gateway;
+let mesh: InProcessMesh;
+let upstreams: Awaited<ReturnType<typeof startModelUpstreams>>;
 let client: OpenAI;
-const workers: MeshService[] = [];
 
 function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
   const openai = {
@@ -98,44 +89,19 @@ function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
 }
 
 beforeAll(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-  openaiUpstream = await UpstreamServer.start(openaiModelReply);
-  anthropicUpstream = await UpstreamServer.start(anthropicModelReply);
-  const cfg = config(openaiUpstream.url, anthropicUpstream.url);
-  const router = new ModelRouter(cfg, (d) => createModel(d, env));
-  const deps = { nc, config: cfg, logger, version: "0.0.0-test", concurrency: 4, router };
-  workers.push(
-    createClassifierService(deps),
-    createToolExecutorService(deps),
-    createHeavyReasonerService(deps),
-  );
-  for (const worker of workers) await worker.start();
-  gateway = createGateway({
-    nc,
-    config: cfg,
-    logger,
-    version: "0.0.0-test",
-    host: "127.0.0.1",
-    port: 0,
-  });
-  const url = await gateway.start();
-  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "not-needed", maxRetries: 0 });
+  upstreams = await startModelUpstreams();
+  openaiUpstream = upstreams.openai;
+  anthropicUpstream = upstreams.anthropic;
+  mesh = await startInProcessMesh(config(openaiUpstream.url, anthropicUpstream.url), { env });
+  client = new OpenAI({ baseURL: `${mesh.url}/v1`, apiKey: "not-needed", maxRetries: 0 });
 });
 
 afterAll(async () => {
-  await gateway?.stop();
-  for (const worker of workers) await worker.stop();
-  await openaiUpstream?.close();
-  await anthropicUpstream?.close();
-  await nc?.close();
-  await nats?.stop();
+  await mesh?.stop();
+  await upstreams?.close();
 });
 
-beforeEach(() => {
-  openaiUpstream.requests.length = 0;
-  anthropicUpstream.requests.length = 0;
-});
+beforeEach(() => upstreams.clear());
 
 /** The `handoff` report the gateway adds to OpenAI's shapes. */
 const handoffOf = (value: unknown) => (value as { handoff: HandoffInfo }).handoff;

@@ -1,18 +1,7 @@
 import { createOpenAI } from "@ai-sdk/openai";
 import { HandoffConfig } from "@handoff/config";
 import type { HandoffInfo } from "@handoff/contracts";
-import type { MeshService } from "@handoff/mesh";
-import { createModel, ModelRouter } from "@handoff/providers";
-import {
-  anthropicModelReply,
-  type NatsHandle,
-  openaiCompletion,
-  openaiModelReply,
-  startNats,
-  UpstreamServer,
-} from "@handoff/testkit";
-import type { NatsConnection } from "@nats-io/nats-core";
-import { connect } from "@nats-io/transport-node";
+import { openaiCompletion, type UpstreamServer } from "@handoff/testkit";
 import { context, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { TracerProvider } from "@opentelemetry/sdk-trace";
@@ -20,10 +9,11 @@ import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
 import OpenAI from "openai";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { createClassifierService } from "../../services/classifier/src/service.js";
-import { createGateway, type Gateway } from "../../services/gateway/src/service.js";
-import { createHeavyReasonerService } from "../../services/heavy-reasoner/src/service.js";
-import { createToolExecutorService } from "../../services/tool-executor/src/service.js";
+import {
+  type InProcessMesh,
+  startInProcessMesh,
+  startModelUpstreams,
+} from "./support/in-process-mesh.js";
 
 /**
  * `POST /v1/responses` driven by the official `openai` SDK (`client.responses.create`) and by the
@@ -31,7 +21,7 @@ import { createToolExecutorService } from "../../services/tool-executor/src/serv
  * behind the gateway calling local servers that speak OpenAI's and Anthropic's wire formats.
  */
 
-const logger = pino({ level: "silent" });
+const _logger = pino({ level: "silent" });
 const env = {
   UPSTREAM_OPENAI_KEY: "sk-upstream-openai",
   UPSTREAM_ANTHROPIC_KEY: "sk-ant-upstream",
@@ -39,14 +29,12 @@ const env = {
 const COMPLETIONS = "/v1/chat/completions";
 const MESSAGES = "/v1/messages";
 
-let nats: NatsHandle;
-let nc: NatsConnection;
 let openaiUpstream: UpstreamServer;
 let anthropicUpstream: UpstreamServer;
-let gateway: Gateway;
+let mesh: InProcessMesh;
+let upstreams: Awaited<ReturnType<typeof startModelUpstreams>>;
 let baseURL: string;
 let client: OpenAI;
-const workers: MeshService[] = [];
 
 function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
   const openai = {
@@ -92,47 +80,22 @@ beforeAll(async () => {
   // A tracer, so each request has a trace id to report (`x-handoff-trace-id`, `handoff.trace_id`).
   trace.setGlobalTracerProvider(new TracerProvider());
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-  openaiUpstream = await UpstreamServer.start(openaiModelReply);
-  anthropicUpstream = await UpstreamServer.start(anthropicModelReply);
-  const cfg = config(openaiUpstream.url, anthropicUpstream.url);
-  const router = new ModelRouter(cfg, (d) => createModel(d, env));
-  const deps = { nc, config: cfg, logger, version: "0.0.0-test", concurrency: 4, router };
-  workers.push(
-    createClassifierService(deps),
-    createToolExecutorService(deps),
-    createHeavyReasonerService(deps),
-  );
-  for (const worker of workers) await worker.start();
-  gateway = createGateway({
-    nc,
-    config: cfg,
-    logger,
-    version: "0.0.0-test",
-    host: "127.0.0.1",
-    port: 0,
-  });
-  const url = await gateway.start();
-  baseURL = `${url}/v1`;
+  upstreams = await startModelUpstreams();
+  openaiUpstream = upstreams.openai;
+  anthropicUpstream = upstreams.anthropic;
+  mesh = await startInProcessMesh(config(openaiUpstream.url, anthropicUpstream.url), { env });
+  baseURL = `${mesh.url}/v1`;
   client = new OpenAI({ baseURL, apiKey: "not-needed", maxRetries: 0 });
 });
 
 afterAll(async () => {
-  await gateway?.stop();
-  for (const worker of workers) await worker.stop();
-  await openaiUpstream?.close();
-  await anthropicUpstream?.close();
-  await nc?.close();
-  await nats?.stop();
+  await mesh?.stop();
+  await upstreams?.close();
   trace.disable();
   context.disable();
 });
 
-beforeEach(() => {
-  openaiUpstream.requests.length = 0;
-  anthropicUpstream.requests.length = 0;
-});
+beforeEach(() => upstreams.clear());
 
 /** The `handoff` report the gateway adds to OpenAI's `response` object. */
 const handoffOf = (value: unknown) => (value as { handoff: HandoffInfo }).handoff;

@@ -1,0 +1,107 @@
+import type { HandoffConfig } from "@handoff/config";
+import type { MeshService } from "@handoff/mesh";
+import { createModel, ModelRouter } from "@handoff/providers";
+import {
+  anthropicModelReply,
+  type NatsHandle,
+  openaiModelReply,
+  startNats,
+  UpstreamServer,
+} from "@handoff/testkit";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { createClassifierService } from "../../../services/classifier/src/service.js";
+import { createGateway, type Gateway } from "../../../services/gateway/src/service.js";
+import { createHeavyReasonerService } from "../../../services/heavy-reasoner/src/service.js";
+import { createToolExecutorService } from "../../../services/tool-executor/src/service.js";
+
+/**
+ * The whole mesh in the test process: a nats-server of its own, the three workers and the gateway
+ * on one connection, listening on a free port. What the client-facing suites (SDKs, doors) share.
+ */
+export interface InProcessMesh {
+  nats: NatsHandle;
+  nc: NatsConnection;
+  gateway: Gateway;
+  /** The gateway's URL, e.g. `http://127.0.0.1:41234`. */
+  url: string;
+  stop(): Promise<void>;
+}
+
+export interface InProcessMeshOptions {
+  /** Where API keys and upstream keys are read (models built with it; the gateway's keys too). */
+  env?: Record<string, string>;
+  /** Jobs each worker takes at once (default 4). */
+  concurrency?: number;
+}
+
+export async function startInProcessMesh(
+  config: HandoffConfig,
+  options: InProcessMeshOptions = {},
+): Promise<InProcessMesh> {
+  const logger = pino({ level: "silent" });
+  const nats = await startNats();
+  const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  const env = options.env;
+  const router = env ? new ModelRouter(config, (d) => createModel(d, env)) : undefined;
+  const deps = {
+    nc,
+    config,
+    logger,
+    version: "0.0.0-test",
+    concurrency: options.concurrency ?? 4,
+    ...(router ? { router } : {}),
+  };
+  const workers: MeshService[] = [
+    createClassifierService(deps),
+    createToolExecutorService(deps),
+    createHeavyReasonerService(deps),
+  ];
+  for (const worker of workers) await worker.start();
+  const gateway = createGateway({
+    nc,
+    config,
+    logger,
+    version: "0.0.0-test",
+    host: "127.0.0.1",
+    port: 0,
+    ...(env ? { env } : {}),
+  });
+  const url = await gateway.start();
+  return {
+    nats,
+    nc,
+    gateway,
+    url,
+    async stop() {
+      await gateway.stop();
+      for (const worker of workers) await worker.stop();
+      await nc.close();
+      await nats.stop();
+    },
+  };
+}
+
+/** Local servers speaking OpenAI's and Anthropic's wire formats, answering like a model. */
+export async function startModelUpstreams(): Promise<{
+  openai: UpstreamServer;
+  anthropic: UpstreamServer;
+  clear(): void;
+  close(): Promise<void>;
+}> {
+  const openai = await UpstreamServer.start(openaiModelReply);
+  const anthropic = await UpstreamServer.start(anthropicModelReply);
+  return {
+    openai,
+    anthropic,
+    clear() {
+      openai.requests.length = 0;
+      anthropic.requests.length = 0;
+    },
+    async close() {
+      await openai.close();
+      await anthropic.close();
+    },
+  };
+}
