@@ -321,6 +321,35 @@ describe("the Vercel AI SDK's OpenAI chat provider", () => {
   });
 });
 
+describe("structured output through the Responses door", () => {
+  it("the openai SDK's responses.create with text.format json_schema: JSON valid against it", async () => {
+    const response = await client.responses.create({
+      model: "handoff",
+      input: "Describe the city of Paris.",
+      text: {
+        format: {
+          type: "json_schema",
+          name: "city",
+          schema: z.toJSONSchema(City) as Record<string, unknown>,
+          strict: true,
+        },
+      },
+    });
+    expectCity(JSON.parse(response.output_text));
+  });
+
+  it("the AI SDK's default (Responses) provider: generateObject and an object output", async () => {
+    const model = createOpenAI({ baseURL, apiKey: "not-needed" })("handoff");
+    const { object } = await generateObject({
+      model,
+      schema: City,
+      prompt: "Describe the city of Paris.",
+      providerOptions: { openai: { store: false } },
+    });
+    expectCity(object);
+  });
+});
+
 describe("LangChain's ChatOpenAI", () => {
   const chat = () =>
     new ChatOpenAI({ model: "handoff", configuration: { baseURL }, apiKey: "not-needed" });
