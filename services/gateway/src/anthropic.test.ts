@@ -15,7 +15,7 @@ import { type JobClient, type RunOptions, recordFromEnvelope } from "@handoff/me
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   AnthropicErrorBody,
   AnthropicMessage,
@@ -29,7 +29,6 @@ import {
 } from "./anthropic.js";
 import { buildApp } from "./app.js";
 import { loadApiKeys } from "./auth.js";
-import { buildOpenApiDocument } from "./openapi.js";
 
 const logger = pino({ level: "silent" });
 
@@ -959,29 +958,45 @@ describe("API keys as x-api-key", () => {
 });
 
 describe("the OpenAPI document of POST /v1/messages", () => {
-  const doc = buildOpenApiDocument({ version: "1", auth: true });
+  type Json = Record<string, unknown>;
+  let doc: Json = {};
   const ajv = new Ajv2020({ strict: false, validateFormats: false });
-  ajv.addSchema(doc, "openapi.json");
+  beforeAll(async () => {
+    // The document the app serves, with API keys configured.
+    const app = buildApp({
+      jobs: {} as JobClient,
+      config: simProfile,
+      logger,
+      ready: () => true,
+      version: "1",
+      apiKeys: loadApiKeys([{ name: "a", key_env: "KA" }], { KA: "sk-right" }),
+    });
+    try {
+      doc = (await app.inject({ method: "GET", url: "/openapi.json" })).json();
+    } finally {
+      await app.close();
+    }
+    ajv.addSchema(doc, "openapi.json");
+  });
   const validate = (name: string, value: unknown) => {
     const check = ajv.getSchema(`openapi.json#/components/schemas/${name}`);
     if (!check) throw new Error(`no schema ${name}`);
     return check(value) ? "valid" : JSON.stringify(check.errors);
   };
-  type Json = Record<string, unknown>;
-  const operation = (doc.paths as Record<string, Record<string, Json>>)["/v1/messages"]?.post;
-  const responses = (operation?.responses ?? {}) as Record<string, Json>;
+  const operation = () => (doc.paths as Record<string, Record<string, Json>>)["/v1/messages"]?.post;
+  const responses = () => (operation()?.responses ?? {}) as Record<string, Json>;
   const schemaOf = (status: string) =>
-    ((responses[status]?.content as Json)?.["application/json"] as Json | undefined)?.schema;
+    ((responses()[status]?.content as Json)?.["application/json"] as Json | undefined)?.schema;
 
   it("describes Anthropic's request, message, events and errors, 401 and 429 included", () => {
-    expect(operation?.operationId).toBe("createMessage");
+    expect(operation()?.operationId).toBe("createMessage");
     expect(schemaOf("200")).toEqual({ $ref: "#/components/schemas/AnthropicMessage" });
     for (const status of ["400", "401", "402", "413", "429", "502", "504"]) {
       expect(schemaOf(status), status).toEqual({
         $ref: "#/components/schemas/AnthropicErrorBody",
       });
     }
-    expect(responses.default).toEqual({ $ref: "#/components/responses/ServerError" });
+    expect(responses().default).toEqual({ $ref: "#/components/responses/ServerError" });
     // The chat route's errors stay OpenAI's.
     const chat = (doc.paths as Record<string, Record<string, Json>>)["/v1/chat/completions"]?.post;
     expect(((chat?.responses ?? {}) as Json)["401"]).toEqual({

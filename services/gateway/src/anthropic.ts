@@ -14,6 +14,7 @@ import {
   type ToolDefinition,
 } from "@handoff/contracts";
 import { z } from "zod";
+import { docs } from "./route-schema.js";
 import type { AnswerWriter } from "./streaming.js";
 
 /**
@@ -162,6 +163,7 @@ export const AnthropicMessagesRequest = z
       });
     }
   });
+AnthropicMessagesRequest.register(docs, { id: "AnthropicMessagesRequest" });
 export type AnthropicMessagesRequest = z.infer<typeof AnthropicMessagesRequest>;
 
 /** Why a field the gateway knows of is refused; any other unknown field gets a generic reason. */
@@ -423,6 +425,7 @@ export const AnthropicMessage = z.object({
   }),
   handoff: HandoffInfo,
 });
+AnthropicMessage.register(docs, { id: "AnthropicMessage" });
 export type AnthropicMessage = z.infer<typeof AnthropicMessage>;
 
 const ErrorDetails = z.object({
@@ -459,6 +462,7 @@ export const AnthropicErrorBody = z.object({
   /** The request's trace id: what `x-handoff-trace-id` says. */
   request_id: z.string().nullable(),
 });
+AnthropicErrorBody.register(docs, { id: "AnthropicErrorBody" });
 export type AnthropicErrorBody = z.infer<typeof AnthropicErrorBody>;
 
 /** One server-sent event of a streamed message: its `data:`, whose `type` is the event's name. */
@@ -494,6 +498,7 @@ export const AnthropicStreamEvent = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ping") }),
   AnthropicErrorBody,
 ]);
+AnthropicStreamEvent.register(docs, { id: "AnthropicStreamEvent" });
 export type AnthropicStreamEvent = z.infer<typeof AnthropicStreamEvent>;
 
 /**

@@ -4,9 +4,8 @@ import type { JobClient } from "@handoff/mesh";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import type { Logger } from "pino";
 import { type ApiKeyEntry, registerAuth } from "./auth.js";
-import { replyBodyTooLarge } from "./body-limit.js";
-import { errorBody, toHandoffError } from "./errors.js";
-import { collectRoutes, registerOpenApi } from "./openapi.js";
+import { errorBody, errorHandler, openAiError } from "./errors.js";
+import { collectRoutes, registerApi } from "./openapi.js";
 import type { Clock } from "./rate-limit.js";
 import { registerChatCompletions } from "./routes/chat-completions.js";
 import { registerHealth } from "./routes/health.js";
@@ -110,30 +109,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     });
   }
 
-  // The one place a failed request is logged, once: fastify logs nothing of its own for errors a
-  // handler like this one answers. A validation error's issues are already bounded (20).
-  app.setErrorHandler((error, request, reply) => {
-    const handoffError = toHandoffError(error, deps.config.limits.max_body_bytes);
-    if (handoffError.status >= 500) request.log.error({ err: error }, handoffError.message);
-    else
-      request.log.info(
-        {
-          code: handoffError.code,
-          ...(handoffError.issues
-            ? { issues: handoffError.issues, total_issues: handoffError.totalIssues }
-            : {}),
-        },
-        handoffError.message,
-      );
-    const traceId = request.otelSpan?.spanContext().traceId;
-    const body = errorBody(handoffError, traceId ? { trace_id: traceId } : {});
-    // Refused before its body was read: answer so that a client still sending reads the 413.
-    if (handoffError.code === "HANDOFF_ERR_BODY_TOO_LARGE" && !request.raw.complete) {
-      replyBodyTooLarge(request, reply, handoffError.status, body);
-      return;
-    }
-    return reply.status(handoffError.status).send(body);
-  });
+  // The one place a failed request is logged, once, and answered in OpenAI's shape.
+  app.setErrorHandler(errorHandler(deps.config.limits.max_body_bytes, openAiError));
 
   app.setNotFoundHandler((request, reply) => {
     const error = new HandoffError(
@@ -143,24 +120,19 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     return reply.status(404).send(errorBody(error));
   });
 
-  registerHealth(app, deps.ready);
-  registerChatCompletions(app, {
+  const doors = {
     jobs,
     config: deps.config,
     ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),
+  };
+  // Each route declares its schemas; they validate, serialize and make the OpenAPI document.
+  registerApi(app, { version: deps.version ?? "0.0.0", auth }, (api) => {
+    registerHealth(api, deps.ready);
+    registerChatCompletions(api, doors);
+    registerMessages(api, doors);
+    registerResponses(api, doors);
+    registerJobs(api, { jobs, config: deps.config, auth });
+    registerModels(api, deps.config);
   });
-  registerMessages(app, {
-    jobs,
-    config: deps.config,
-    ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),
-  });
-  registerResponses(app, {
-    jobs,
-    config: deps.config,
-    ...(deps.maxPayload ? { maxPayload: deps.maxPayload } : {}),
-  });
-  registerJobs(app, { jobs, config: deps.config, auth });
-  registerModels(app, deps.config);
-  registerOpenApi(app, { version: deps.version ?? "0.0.0", auth });
   return app;
 }

@@ -6,6 +6,8 @@ import {
   type JobRecord,
   wireErrorCode,
 } from "@handoff/contracts";
+import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
+import { replyBodyTooLarge } from "./body-limit.js";
 
 interface FastifyLikeError {
   code?: string;
@@ -70,14 +72,23 @@ export function toHandoffError(error: unknown, bodyLimit?: number): HandoffError
   return HandoffError.from(error);
 }
 
+/** What an error answer names besides the error: the job, the request's trace. */
+export interface ErrorContext {
+  job_id?: string;
+  trace_id?: string;
+}
+
+/** An error as one API dialect answers it: the status and the body. */
+export type ErrorAnswer = (
+  error: HandoffError,
+  context: ErrorContext,
+) => { status: number; body: unknown };
+
 /**
  * OpenAI's error body: `{ error: { message, type, param, code } }`, plus the issue list (the
  * first 20 issues) and how many issues there were.
  */
-export function errorBody(
-  error: HandoffError,
-  extra: { job_id?: string; trace_id?: string } = {},
-): ErrorBody {
+export function errorBody(error: HandoffError, extra: ErrorContext = {}): ErrorBody {
   const param = error.issues?.[0]?.path;
   return {
     error: {
@@ -89,6 +100,42 @@ export function errorBody(
       ...(error.issues ? { issues: error.issues, total_issues: error.totalIssues } : {}),
       ...extra,
     },
+  };
+}
+
+/** An error in OpenAI's shape ({@link errorBody}), with the status of its code. */
+export const openAiError: ErrorAnswer = (error, context) => ({
+  status: error.status,
+  body: errorBody(error, context),
+});
+
+/**
+ * An error handler answering in the shape `answer` writes. The one place a failed request is
+ * logged, once (fastify logs nothing of its own for errors a handler like this one answers): a
+ * 5xx with its error, a 4xx with its code and issues (already bounded: 20). A body refused before
+ * it was read is answered so that a client still sending it reads the 413.
+ */
+export function errorHandler(bodyLimit: number, answer: ErrorAnswer) {
+  return (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const handoffError = toHandoffError(error, bodyLimit);
+    if (handoffError.status >= 500) request.log.error({ err: error }, handoffError.message);
+    else
+      request.log.info(
+        {
+          code: handoffError.code,
+          ...(handoffError.issues
+            ? { issues: handoffError.issues, total_issues: handoffError.totalIssues }
+            : {}),
+        },
+        handoffError.message,
+      );
+    const traceId = request.otelSpan?.spanContext().traceId;
+    const { status, body } = answer(handoffError, traceId ? { trace_id: traceId } : {});
+    if (handoffError.code === "HANDOFF_ERR_BODY_TOO_LARGE" && !request.raw.complete) {
+      replyBodyTooLarge(request, reply, status, body);
+      return;
+    }
+    return reply.status(status).send(body);
   };
 }
 

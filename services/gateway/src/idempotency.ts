@@ -6,6 +6,7 @@ import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { FastifyRequest } from "fastify";
 import { z } from "zod";
+import type { HeaderDoc } from "./route-schema.js";
 
 /**
  * `Idempotency-Key` on `POST /v1/jobs` and `POST /v1/chat/completions`, as Stripe's API and the
@@ -23,7 +24,15 @@ import { z } from "zod";
 export const IDEMPOTENCY_HEADER = "Idempotency-Key";
 /** Set to `true` on an answer that replays an earlier request's job. */
 export const REPLAYED_HEADER = "Idempotent-Replayed";
+/** {@link REPLAYED_HEADER}, as the answers that may carry it document it. */
+export const REPLAYED_HEADER_DOC: HeaderDoc = {
+  const: "true",
+  description:
+    "`true` when the answer is an earlier request's job, replayed for its `Idempotency-Key`.",
+};
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+/** What a key may hold: printable ASCII, space to `~`. */
+export const IDEMPOTENCY_KEY_PATTERN = /^[\x20-\x7e]+$/;
 
 /**
  * The request's `Idempotency-Key`, if it sent one: 1 to 255 printable ASCII characters (space to
@@ -36,7 +45,7 @@ export function idempotencyKeyOf(request: FastifyRequest): string | undefined {
   if (
     value.length >= 1 &&
     value.length <= MAX_IDEMPOTENCY_KEY_LENGTH &&
-    /^[\x20-\x7e]+$/.test(value)
+    IDEMPOTENCY_KEY_PATTERN.test(value)
   ) {
     return value;
   }
@@ -367,4 +376,33 @@ export function idempotencyStoreFor(
   })();
   stores.set(jobs, opened);
   return opened;
+}
+
+/** Where an HTTP route claims keys: the gateway's bucket next to `jobs`' records, or `idempotency`. */
+export interface IdempotencyDeps {
+  jobs: JobClient;
+  config: HandoffConfig;
+  /** Where `Idempotency-Key`s are claimed; by default the bucket next to `jobs`' records. */
+  idempotency?: IdempotencyStore;
+}
+
+/**
+ * Claims the request's `Idempotency-Key` for `job`, or finds the job an earlier identical request
+ * submitted with it ({@link IdempotencyStore.acquire}). The key is the API key's (every caller's,
+ * when the API is open); the request is its `route` and JSON body, as sent.
+ */
+export async function claimIdempotencyKey(
+  request: FastifyRequest,
+  deps: IdempotencyDeps,
+  route: string,
+  key: string,
+  job: IdempotentRequest["job"],
+): Promise<Claim | Replay> {
+  const store = deps.idempotency ?? (await idempotencyStoreFor(deps.jobs, deps.config));
+  return store.acquire({
+    tenant: request.apiKeyName ?? "",
+    key,
+    bodyHash: requestHash(route, request.body),
+    job,
+  });
 }

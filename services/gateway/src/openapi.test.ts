@@ -2,10 +2,12 @@ import { simProfile } from "@handoff/config";
 import { ChatCompletion, ChatCompletionRequest, ErrorBody, JobRecord } from "@handoff/contracts";
 import type { JobClient } from "@handoff/mesh";
 import { Ajv2020 } from "ajv/dist/2020.js";
+import Fastify, { type RouteShorthandOptions } from "fastify";
 import { pino } from "pino";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "./app.js";
-import { buildOpenApiDocument, documentedOperations, hoistDefs, toOpenApiPath } from "./openapi.js";
+import { registerApi, toOpenApiPath } from "./openapi.js";
+import { jsonResponse } from "./route-schema.js";
 
 type Json = Record<string, unknown>;
 
@@ -53,10 +55,40 @@ function operationsOf(doc: Json): Array<{ key: string; operation: Json; path: st
   );
 }
 
-describe("buildOpenApiDocument", () => {
+/** A parameter as declared, or the one its `$ref` points at. */
+const parameter = (doc: Json, p: Json): Json =>
+  (p.$ref ? resolvePointer(doc, p.$ref as string) : p) as Json;
+
+function appFor(auth: boolean) {
+  return buildApp({
+    jobs: {} as JobClient,
+    config: simProfile,
+    logger: pino({ level: "silent" }),
+    ready: () => true,
+    version: "1.2.3",
+    ...(auth ? { apiKeys: [{ name: "docs", digest: Buffer.alloc(32), scopes: [] }] } : {}),
+  });
+}
+
+/** The document the app serves at `GET /openapi.json`. */
+async function servedDocument(auth: boolean): Promise<Json> {
+  const app = appFor(auth);
+  try {
+    const res = await app.inject({ method: "GET", url: "/openapi.json" });
+    expect(res.statusCode).toBe(200);
+    return res.json();
+  } finally {
+    await app.close();
+  }
+}
+
+describe("the OpenAPI document", () => {
   for (const auth of [false, true]) {
     describe(auth ? "with API keys" : "open", () => {
-      const doc = buildOpenApiDocument({ version: "1.2.3", auth });
+      let doc: Json = {};
+      beforeAll(async () => {
+        doc = await servedDocument(auth);
+      });
 
       it("is an OpenAPI 3.1 document with info from the options", () => {
         expect(doc.openapi).toBe("3.1.0");
@@ -98,7 +130,7 @@ describe("buildOpenApiDocument", () => {
         expect(validate("ErrorBody", { message: "not wrapped" })).toBe(false);
       });
 
-      it("names the wire schemas as components", () => {
+      it("names the wire schemas as components, each once, by the name the wire gives it", () => {
         const schemas = (doc.components as Json).schemas as Record<string, Json>;
         for (const name of [
           "ChatCompletionRequest",
@@ -106,8 +138,18 @@ describe("buildOpenApiDocument", () => {
           "ChatCompletionChunk",
           "JobRecord",
           "ErrorBody",
+          "ResponsesRequest",
+          "Response",
+          "AnthropicMessagesRequest",
+          "AnthropicMessage",
+          "AnthropicErrorBody",
         ]) {
           expect(schemas[name], name).toMatchObject({ type: "object" });
+          expect(schemas[name]?.$schema).toBeUndefined();
+        }
+        // The events of a stream: one of each type.
+        for (const name of ["ResponseStreamEvent", "AnthropicStreamEvent"]) {
+          expect(schemas[name]?.oneOf, name).toEqual(expect.any(Array));
           expect(schemas[name]?.$schema).toBeUndefined();
         }
         // Requests as clients may write them (no closed objects), responses as written.
@@ -120,6 +162,14 @@ describe("buildOpenApiDocument", () => {
         expect(Object.keys((schemas.ChatCompletion?.properties as Json) ?? {})).toEqual(
           Object.keys(ChatCompletion.shape),
         );
+        // One rendering of each: no request rendered as a response, nor the other way round.
+        expect(Object.keys(schemas).filter((name) => name.endsWith("Input"))).toEqual([]);
+        // A component used inside another is referred to, not repeated.
+        const events = JSON.stringify(schemas.ResponseStreamEvent);
+        expect(events).toContain('"$ref":"#/components/schemas/Response"');
+        expect(JSON.stringify(schemas.AnthropicStreamEvent)).toContain(
+          '"$ref":"#/components/schemas/AnthropicErrorBody"',
+        );
       });
 
       it("gives every operation an id, a success and error responses, and declares its path parameters", () => {
@@ -128,6 +178,7 @@ describe("buildOpenApiDocument", () => {
           expect(typeof operation.operationId, key).toBe("string");
           expect(ids.has(operation.operationId as string), key).toBe(false);
           ids.add(operation.operationId as string);
+          expect((operation.tags as string[] | undefined)?.length, key).toBeGreaterThan(0);
           const responses = operation.responses as Record<string, Json>;
           expect(
             Object.keys(responses).some((s) => s.startsWith("2")),
@@ -135,11 +186,29 @@ describe("buildOpenApiDocument", () => {
           ).toBe(true);
           expect(responses.default, key).toEqual({ $ref: "#/components/responses/ServerError" });
           const declared = ((operation.parameters as Json[] | undefined) ?? [])
-            .map((p) => (p.$ref ? resolvePointer(doc, p.$ref as string) : p) as Json)
+            .map((p) => parameter(doc, p))
             .filter((p) => p.in === "path")
             .map((p) => p.name);
           const templated = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
           expect(declared, key).toEqual(templated);
+        }
+      });
+
+      it("describes each streamed answer as server-sent events, naming the schema of their data", () => {
+        const streams = {
+          "POST /v1/chat/completions": "ChatCompletionChunk",
+          "POST /v1/responses": "ResponseStreamEvent",
+          "POST /v1/messages": "AnthropicStreamEvent",
+          "GET /v1/jobs/{id}/events": "JobRecord",
+        };
+        const operations = new Map(operationsOf(doc).map((o) => [o.key, o.operation]));
+        for (const [key, event] of Object.entries(streams)) {
+          const responses = (operations.get(key)?.responses ?? {}) as Record<string, Json>;
+          const content = (responses["200"]?.content ?? {}) as Record<string, Json>;
+          expect(content["text/event-stream"], key).toMatchObject({
+            schema: { type: "string" },
+            "x-handoff-event-data": { $ref: `#/components/schemas/${event}` },
+          });
         }
       });
 
@@ -161,8 +230,8 @@ describe("buildOpenApiDocument", () => {
     });
   }
 
-  it("describes the chat route's JSON and SSE answers, its headers and its errors", () => {
-    const doc = buildOpenApiDocument({ version: "1", auth: true });
+  it("describes the chat route's JSON and SSE answers, its headers and its errors", async () => {
+    const doc = await servedDocument(true);
     const chat = (doc.paths as Record<string, Record<string, Json>>)["/v1/chat/completions"]
       ?.post as Json;
     const ok = (chat.responses as Record<string, Json>)["200"] as Json;
@@ -183,10 +252,14 @@ describe("buildOpenApiDocument", () => {
         "default",
       ].sort(),
     );
-    const headers = (chat.parameters as Json[]).map(
-      (p) => (resolvePointer(doc, p.$ref as string) as Json).name,
-    );
-    expect(headers).toEqual(["x-handoff-timeout-ms", "x-handoff-max-cost-usd", "Idempotency-Key"]);
+    const headers = (chat.parameters as Json[]).map((p) => parameter(doc, p));
+    expect(headers.map((p) => p.name)).toEqual([
+      "x-handoff-timeout-ms",
+      "x-handoff-max-cost-usd",
+      "Idempotency-Key",
+    ]);
+    expect(headers.every((p) => p.in === "header" && p.required === false)).toBe(true);
+    expect(headers[0]?.schema).toEqual({ type: "integer", minimum: 100, maximum: 600_000 });
     const limited = resolvePointer(doc, "#/components/responses/RateLimited") as Json;
     expect(Object.keys(limited.headers as Json)).toEqual([
       "retry-after",
@@ -199,9 +272,7 @@ describe("buildOpenApiDocument", () => {
     // Both submitting routes take an Idempotency-Key, may answer 422 for a reused one, and mark
     // replayed answers.
     for (const operation of [chat, jobs]) {
-      const names = (operation.parameters as Json[]).map(
-        (p) => (resolvePointer(doc, p.$ref as string) as Json).name,
-      );
+      const names = (operation.parameters as Json[]).map((p) => parameter(doc, p).name);
       expect(names).toContain("Idempotency-Key");
       const responses = operation.responses as Record<string, Json>;
       expect(responses["422"]).toEqual({ $ref: "#/components/responses/IdempotencyMismatch" });
@@ -213,62 +284,19 @@ describe("buildOpenApiDocument", () => {
   });
 });
 
-describe("hoistDefs", () => {
-  it("lifts $defs into components and points every $ref, cycles included, at them", () => {
-    const generated = {
-      $schema: "https://json-schema.org/draft/2020-12/schema",
-      type: "object",
-      properties: {
-        usage: { $ref: "#/$defs/Usage" },
-        children: { type: "array", items: { $ref: "#" } },
-        first: { $ref: "#/properties/children/items" },
-        odd: { $ref: "#/$defs/a~1b" },
-      },
-      $defs: {
-        Usage: { type: "object", properties: { next: { $ref: "#/$defs/Usage" } } },
-        "a/b": { type: "string" },
-      },
-    };
-    const components = hoistDefs("Tree", generated);
-    expect(Object.keys(components)).toEqual(["Tree", "Tree.Usage", "Tree.a_b"]);
-    expect(components.Tree).not.toHaveProperty("$defs");
-    expect(components.Tree).not.toHaveProperty("$schema");
-    const doc = { components: { schemas: components } };
-    expect(refsIn(doc).map((r) => r.ref)).toEqual([
-      "#/components/schemas/Tree.Usage",
-      "#/components/schemas/Tree",
-      "#/components/schemas/Tree/properties/children/items",
-      "#/components/schemas/Tree.a_b",
-      "#/components/schemas/Tree.Usage",
-    ]);
-    expect(unresolvedRefs(doc)).toEqual([]);
-    // The input is not modified.
-    expect(generated.properties.usage.$ref).toBe("#/$defs/Usage");
-  });
-});
-
 describe("the document and the app's routes", () => {
   it("describe exactly the same routes", async () => {
-    const app = buildApp({
-      jobs: {} as JobClient,
-      config: simProfile,
-      logger: pino({ level: "silent" }),
-      ready: () => true,
-    });
+    const app = appFor(false);
     await app.ready();
     try {
       const registered = app.registeredRoutes.map((r) => `${r.method} ${toOpenApiPath(r.url)}`);
       expect(registered.length).toBeGreaterThanOrEqual(10);
       expect(new Set(registered).size).toBe(registered.length);
-      expect([...registered].sort()).toEqual([...documentedOperations()].sort());
-      // And the document's own paths are those operations, each reachable on the app.
+      // The document's paths are those routes, each reachable on the app.
       const doc = (await app.inject({ method: "GET", url: "/openapi.json" })).json();
-      expect(
-        operationsOf(doc)
-          .map((o) => o.key)
-          .sort(),
-      ).toEqual([...registered].sort());
-      for (const key of documentedOperations()) {
+      const documented = operationsOf(doc).map((o) => o.key);
+      expect([...documented].sort()).toEqual([...registered].sort());
+      for (const key of documented) {
         const [method = "", path = ""] = key.split(" ");
         const url = path.replace(/\{([^}]+)\}/g, ":$1");
         expect(app.hasRoute({ method: method as "GET", url }), key).toBe(true);
@@ -276,5 +304,42 @@ describe("the document and the app's routes", () => {
     } finally {
       await app.close();
     }
+  });
+
+  it("refuses a route registered without its documentation: the app does not start", async () => {
+    const documented = {
+      schema: {
+        operationId: "probe",
+        tags: ["operations"],
+        response: { 200: jsonResponse("Probe.", ErrorBody) },
+      },
+    };
+    const { operationId: _id, ...withoutId } = documented.schema;
+    const undocumented: RouteShorthandOptions[] = [
+      {},
+      { schema: withoutId },
+      { schema: { ...documented.schema, tags: [] } },
+      { schema: { ...documented.schema, response: {} } },
+    ];
+    for (const options of undocumented) {
+      const app = Fastify();
+      registerApi(app, { version: "1", auth: false }, (api) => {
+        api.get("/probe", options, async () => ({}));
+      });
+      await expect(app.ready()).rejects.toThrow("GET /probe is not documented");
+      await app.close();
+    }
+    const app = Fastify();
+    registerApi(app, { version: "1", auth: false }, (api) => {
+      api.get("/probe", documented, async () => ({ error: {} }));
+    });
+    await app.ready();
+    const doc = app.swagger() as Json;
+    expect(operationsOf(doc).map((o) => o.key)).toEqual([
+      "GET /probe",
+      "GET /openapi.json",
+      "GET /",
+    ]);
+    await app.close();
   });
 });

@@ -13,6 +13,7 @@ import {
 } from "@handoff/contracts";
 import { z } from "zod";
 import { errorBody } from "./errors.js";
+import { docs } from "./route-schema.js";
 
 /**
  * OpenAI's Responses API (`POST /v1/responses`), the subset the mesh can honour, in its exact wire
@@ -254,6 +255,7 @@ export const ResponsesRequest = z
       });
     }
   });
+ResponsesRequest.register(docs, { id: "ResponsesRequest" });
 export type ResponsesRequest = z.infer<typeof ResponsesRequest>;
 
 // --- Validation errors ---------------------------------------------------------------------------
@@ -559,6 +561,7 @@ export const ResponseObject = z.object({
   prompt_cache_key: z.string().optional(),
   handoff: HandoffInfo.optional(),
 });
+ResponseObject.register(docs, { id: "Response" });
 export type ResponseObject = z.infer<typeof ResponseObject>;
 
 /** The ids a job's response and its items go by: the same in the JSON answer and the stream. */
@@ -755,6 +758,7 @@ export const ResponseStreamEvent = z.discriminatedUnion("type", [
   z.object({ type: z.literal("response.incomplete"), response: ResponseObject, ...sequenced }),
   z.object({ type: z.literal("response.failed"), response: ResponseObject, ...sequenced }),
 ]);
+ResponseStreamEvent.register(docs, { id: "ResponseStreamEvent" });
 export type ResponseStreamEvent = z.infer<typeof ResponseStreamEvent>;
 
 /** An event before its sequence number is given. */

@@ -1,5 +1,6 @@
 import {
   type ChatCompletionChunk,
+  type ChatCompletionRequest,
   completionFromRecord,
   HandoffError,
   type JobRecord,
@@ -7,9 +8,9 @@ import {
   type StreamChunk,
 } from "@handoff/contracts";
 import type { JobClient } from "@handoff/mesh";
-import type { FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyRequest } from "fastify";
 import { errorBody, jobFailure, toHandoffError } from "./errors.js";
-import { openSse, type SseStream } from "./sse.js";
+import type { SseStream } from "./sse.js";
 import type { Submission } from "./submission.js";
 
 /** What a streamed job's answer is written as: one wire format's events (OpenAI's, Anthropic's). */
@@ -96,29 +97,32 @@ export async function relayStreamedJob(
   sse.end();
 }
 
+/** The job a streamed answer belongs to: its id, when it was created, and its trace. */
+export interface StreamedJob {
+  id: string;
+  createdAt: string;
+  traceId: string;
+}
+
 /**
  * `stream: true`: OpenAI's server-sent `chat.completion.chunk` events, from whichever tier
- * answers. Tokens the answering stage relays over NATS are passed on as they arrive; the job's
- * record then closes the stream with what tokens cannot carry (client tool calls, the finish
- * reason, usage when `stream_options.include_usage` asks, and the `handoff` report), then
- * `data: [DONE]`. A failed job ends the stream with an `error` event in OpenAI's shape.
+ * answers. Writes the first chunk (the assistant's role) at once; tokens the answering stage
+ * relays are then passed on as they arrive, and the job's record closes the stream with what
+ * tokens cannot carry (client tool calls, the finish reason, usage when
+ * `stream_options.include_usage` asks, and the `handoff` report), then `data: [DONE]`. A failed
+ * job ends the stream with an `error` event in OpenAI's shape. A replayed job's answer is written
+ * whole, in one content chunk.
  */
-export async function streamCompletion(
-  request: FastifyRequest,
-  reply: FastifyReply,
-  submission: Submission,
-  jobs: JobClient,
-  traceId: string,
-): Promise<void> {
-  const { envelope, body } = submission;
-  const sse = openSse(reply, {
-    "x-handoff-job-id": envelope.id,
-    ...(traceId ? { "x-handoff-trace-id": traceId } : {}),
-  });
+export function chatCompletionChunks(
+  sse: SseStream,
+  job: StreamedJob,
+  body: ChatCompletionRequest,
+): AnswerWriter {
+  const { traceId } = job;
   const base = {
-    id: `chatcmpl-${envelope.id}`,
+    id: `chatcmpl-${job.id}`,
     object: "chat.completion.chunk" as const,
-    created: Math.floor(Date.parse(envelope.created_at) / 1000),
+    created: Math.floor(Date.parse(job.createdAt) / 1000),
   };
   let model = body.model;
   const chunk = (
@@ -131,15 +135,13 @@ export async function streamCompletion(
   });
   sse.send(chunk({ role: "assistant", content: "" }));
 
-  await relayStreamedJob(request, sse, submission, jobs, traceId, {
+  return {
     text(delta, from) {
       model = from;
       sse.send(chunk({ content: delta }));
     },
     error(error) {
-      sse.send(
-        errorBody(error, { job_id: envelope.id, ...(traceId ? { trace_id: traceId } : {}) }),
-      );
+      sse.send(errorBody(error, { job_id: job.id, ...(traceId ? { trace_id: traceId } : {}) }));
     },
     answer(record, rest) {
       const { result } = record;
@@ -173,5 +175,5 @@ export async function streamCompletion(
       }
       sse.done();
     },
-  });
+  };
 }

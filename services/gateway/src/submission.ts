@@ -6,8 +6,15 @@ import {
   type Tier,
 } from "@handoff/contracts";
 import type { FastifyRequest } from "fastify";
-import { idempotencyKeyOf } from "./idempotency.js";
+import { z } from "zod";
+import {
+  IDEMPOTENCY_HEADER,
+  IDEMPOTENCY_KEY_PATTERN,
+  idempotencyKeyOf,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+} from "./idempotency.js";
 import { envelopeFromRequest, resolveModel } from "./mapping.js";
+import { docs } from "./route-schema.js";
 
 export interface Submission {
   body: ChatCompletionRequest;
@@ -22,7 +29,54 @@ interface NumberHeader {
   min: number;
   max: number;
   integer: boolean;
+  /** What it means, for the OpenAPI document. */
+  description: string;
 }
+
+/** `x-handoff-timeout-ms`: the deadline, when the body's `handoff.timeout_ms` does not set one. */
+export const TIMEOUT_HEADER: NumberHeader = {
+  name: "x-handoff-timeout-ms",
+  min: 100,
+  max: 600_000,
+  integer: true,
+  description:
+    "How long to wait for the answer before a 504, in ms (`handoff.timeout_ms` in the body wins).",
+};
+
+/** `x-handoff-max-cost-usd`: the budget, when the body's `max_cost_usd` does not set one. */
+export const MAX_COST_HEADER: NumberHeader = {
+  name: "x-handoff-max-cost-usd",
+  min: 1e-9,
+  max: 1e6,
+  integer: false,
+  description: "Upper bound on the job's model spend, in US dollars (`max_cost_usd` wins).",
+};
+
+function numberHeaderSchema({ min, max, integer, description }: NumberHeader) {
+  return (integer ? z.number().int() : z.number())
+    .min(min)
+    .max(max)
+    .register(docs, { description });
+}
+
+/**
+ * The request headers a submission reads ({@link submissionFor}), as the routes that take one
+ * document them. The handlers read and check the headers themselves, with these bounds.
+ */
+export const SubmissionHeaders = z.object({
+  [TIMEOUT_HEADER.name]: numberHeaderSchema(TIMEOUT_HEADER).optional(),
+  [MAX_COST_HEADER.name]: numberHeaderSchema(MAX_COST_HEADER).optional(),
+  [IDEMPOTENCY_HEADER]: z
+    .string()
+    .min(1)
+    .max(MAX_IDEMPOTENCY_KEY_LENGTH)
+    .regex(IDEMPOTENCY_KEY_PATTERN)
+    .register(docs, {
+      description:
+        "Makes the request safe to retry: the same key from the same API key (every caller, when the API is open) within `gateway.idempotency_window_ms` (24 h by default) gets the first request's job back, never a second run. The same key with a different body or route is a 422. A key whose job could not be queued is released. Malformed (empty, over 255 characters, not printable ASCII): 400.",
+    })
+    .optional(),
+});
 
 /** A numeric request header, validated; a malformed one is a 400 naming the header. */
 function numberHeader(request: FastifyRequest, spec: NumberHeader): number | undefined {
@@ -134,17 +188,10 @@ export function submissionFor(
   const idempotencyKey = idempotencyKeyOf(request);
   const timeoutMs =
     body.handoff?.timeout_ms ??
-    numberHeader(request, {
-      name: "x-handoff-timeout-ms",
-      min: 100,
-      max: 600_000,
-      integer: true,
-    }) ??
+    numberHeader(request, TIMEOUT_HEADER) ??
     config.limits.request_timeout_ms;
   const maxCostUsd =
-    body.max_cost_usd ??
-    body.handoff?.max_cost_usd ??
-    numberHeader(request, { name: "x-handoff-max-cost-usd", min: 1e-9, max: 1e6, integer: false });
+    body.max_cost_usd ?? body.handoff?.max_cost_usd ?? numberHeader(request, MAX_COST_HEADER);
   const envelope = jobFor(body, config, {
     // The key's name, set by the auth hook: the job is that key's to read back.
     ...(request.apiKeyName !== undefined ? { owner: request.apiKeyName } : {}),
