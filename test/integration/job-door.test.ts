@@ -135,6 +135,12 @@ describe("jobs published straight onto NATS", () => {
       },
       { timeoutMs: 240_000, intervalMs: 10, what: `the events of all ${JOBS} jobs` },
     );
+    // The events stay as long as the job records do (24 hours by default).
+    const jsm = await jetstreamManager(second.nc);
+    const eventStream = await jsm.streams.info(Streams.events);
+    const records = await jsm.streams.info("KV_handoff-jobs");
+    expect(eventStream.config.max_age).toBe(records.config.max_age);
+    expect(eventStream.config.max_age).toBe(24 * 3_600 * 1e9);
     await second.nc.close();
 
     const byJob = new Map<string, JobEvent[]>();
