@@ -1,23 +1,9 @@
-import type { ChatCompletion, Usage } from "@handoff/contracts";
+import type { ChatCompletion } from "@handoff/contracts";
+import { testUsage } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { formatCompletion, formatError } from "./ask.js";
 
 const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
-
-function usage(extra: Partial<Usage>): Usage {
-  return {
-    stage: "classifier",
-    tier: "light",
-    provider: "sim",
-    model: "sim-light",
-    input_tokens: 10,
-    output_tokens: 5,
-    cost_usd: 0.000_003,
-    latency_ms: 2,
-    simulated: true,
-    ...extra,
-  };
-}
 
 function completion(extra: Partial<ChatCompletion["handoff"]> = {}): ChatCompletion {
   return {
@@ -45,7 +31,7 @@ function completion(extra: Partial<ChatCompletion["handoff"]> = {}): ChatComplet
       },
       escalated: false,
       usage: [
-        usage({
+        testUsage({
           stage: "tool-executor",
           tier: "mid",
           model: "sim-mid",
@@ -54,7 +40,7 @@ function completion(extra: Partial<ChatCompletion["handoff"]> = {}): ChatComplet
           cost_usd: 0.000_070_4,
           latency_ms: 3,
         }),
-        usage({
+        testUsage({
           stage: "tool-executor",
           tier: "mid",
           model: "sim-mid",
@@ -94,7 +80,7 @@ describe("formatCompletion", () => {
       completion({
         route: ["classifier", "tool-executor", "heavy-reasoner"],
         usage: [
-          usage({
+          testUsage({
             provider: "anthropic",
             model: "claude",
             tier: "heavy",

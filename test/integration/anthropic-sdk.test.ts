@@ -1,5 +1,5 @@
 import Anthropic from "@anthropic-ai/sdk";
-import { HandoffConfig } from "@handoff/config";
+import type { HandoffConfig } from "@handoff/config";
 import type { HandoffInfo } from "@handoff/contracts";
 import { anthropicError, openaiStream, type UpstreamServer } from "@handoff/testkit";
 import { pino } from "pino";
@@ -8,6 +8,8 @@ import {
   type InProcessMesh,
   startInProcessMesh,
   startModelUpstreams,
+  UPSTREAM_KEYS,
+  upstreamConfig,
 } from "./support/in-process-mesh.js";
 
 /**
@@ -18,11 +20,7 @@ import {
 
 const _logger = pino({ level: "silent" });
 const KEY = "sk-handoff-anthropic-door";
-const env = {
-  UPSTREAM_OPENAI_KEY: "sk-upstream-openai",
-  UPSTREAM_ANTHROPIC_KEY: "sk-ant-upstream",
-  HANDOFF_SDK_KEY: KEY,
-};
+const env = { ...UPSTREAM_KEYS, HANDOFF_SDK_KEY: KEY };
 const COMPLETIONS = "/v1/chat/completions";
 const MESSAGES = "/v1/messages";
 
@@ -34,48 +32,9 @@ let baseURL: string;
 let client: Anthropic;
 
 function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
-  const openai = {
-    provider: "openai-compatible",
-    base_url: `${openaiUrl}/v1`,
-    api_key_env: "UPSTREAM_OPENAI_KEY",
-  };
-  const anthropic = {
-    provider: "anthropic",
-    base_url: anthropicUrl,
-    api_key_env: "UPSTREAM_ANTHROPIC_KEY",
-  };
-  return HandoffConfig.parse({
-    tiers: {
-      light: [
-        {
-          ...openai,
-          id: "oa-light",
-          model: "gpt-4o-mini",
-          price: { input_per_mtok: 0.15, output_per_mtok: 0.6 },
-        },
-      ],
-      mid: [
-        {
-          ...openai,
-          id: "oa-mid",
-          model: "gpt-4o",
-          price: { input_per_mtok: 2.5, output_per_mtok: 10 },
-        },
-      ],
-      heavy: [
-        {
-          ...anthropic,
-          id: "claude-heavy",
-          model: "claude-sonnet-4-5",
-          price: { input_per_mtok: 3, output_per_mtok: 15 },
-        },
-      ],
-    },
+  return upstreamConfig(openaiUrl, anthropicUrl, () => ({
     gateway: { api_keys: [{ name: "sdk-client", key_env: "HANDOFF_SDK_KEY" }] },
-    // Fast backoff for the tests; a breaker that never opens, so one test's failures stay its own.
-    resilience: { backoff_base_ms: 20, max_attempts: 4, cooldown_after_failures: 1_000 },
-    limits: { request_timeout_ms: 20_000 },
-  });
+  }));
 }
 
 beforeAll(async () => {

@@ -1,4 +1,4 @@
-import { HandoffConfig } from "@handoff/config";
+import type { HandoffConfig } from "@handoff/config";
 import type { HandoffInfo } from "@handoff/contracts";
 import {
   anthropicError,
@@ -14,6 +14,8 @@ import {
   type InProcessMesh,
   startInProcessMesh,
   startModelUpstreams,
+  UPSTREAM_KEYS,
+  upstreamConfig,
 } from "./support/in-process-mesh.js";
 
 /**
@@ -22,10 +24,7 @@ import {
  */
 
 const _logger = pino({ level: "silent" });
-const env = {
-  UPSTREAM_OPENAI_KEY: "sk-upstream-openai",
-  UPSTREAM_ANTHROPIC_KEY: "sk-ant-upstream",
-};
+const env = UPSTREAM_KEYS;
 const COMPLETIONS = "/v1/chat/completions";
 const MESSAGES = "/v1/messages";
 
@@ -36,56 +35,21 @@ let upstreams: Awaited<ReturnType<typeof startModelUpstreams>>;
 let client: OpenAI;
 
 function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
-  const openai = {
-    provider: "openai-compatible",
-    base_url: `${openaiUrl}/v1`,
-    api_key_env: "UPSTREAM_OPENAI_KEY",
-  };
-  const anthropic = {
-    provider: "anthropic",
-    base_url: anthropicUrl,
-    api_key_env: "UPSTREAM_ANTHROPIC_KEY",
-  };
-  return HandoffConfig.parse({
+  return upstreamConfig(openaiUrl, anthropicUrl, (d) => ({
     tiers: {
-      light: [
-        {
-          ...openai,
-          id: "oa-light",
-          model: "gpt-4o-mini",
-          price: { input_per_mtok: 0.15, output_per_mtok: 0.6 },
-        },
-      ],
       mid: [
+        { ...d.mid, timeout_ms: 1_000 },
         {
-          ...openai,
-          id: "oa-mid",
-          model: "gpt-4o",
-          price: { input_per_mtok: 2.5, output_per_mtok: 10 },
-          timeout_ms: 1_000,
-        },
-        {
-          ...anthropic,
+          ...d.anthropic,
           id: "claude-mid",
           model: "claude-haiku-4-5",
           price: { input_per_mtok: 1, output_per_mtok: 5 },
           fallbacks: ["claude-heavy"],
         },
       ],
-      heavy: [
-        {
-          ...anthropic,
-          id: "claude-heavy",
-          model: "claude-sonnet-4-5",
-          price: { input_per_mtok: 3, output_per_mtok: 15 },
-          fallbacks: ["claude-mid"],
-        },
-      ],
+      heavy: [{ ...d.heavy, fallbacks: ["claude-mid"] }],
     },
-    // Fast backoff for the tests; a breaker that never opens, so one test's failures stay its own.
-    resilience: { backoff_base_ms: 20, max_attempts: 4, cooldown_after_failures: 1_000 },
-    limits: { request_timeout_ms: 20_000 },
-  });
+  }));
 }
 
 beforeAll(async () => {

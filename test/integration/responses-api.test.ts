@@ -1,5 +1,5 @@
 import { createOpenAI } from "@ai-sdk/openai";
-import { HandoffConfig } from "@handoff/config";
+import type { HandoffConfig } from "@handoff/config";
 import type { HandoffInfo } from "@handoff/contracts";
 import { openaiCompletion, type UpstreamServer } from "@handoff/testkit";
 import { context, trace } from "@opentelemetry/api";
@@ -13,6 +13,8 @@ import {
   type InProcessMesh,
   startInProcessMesh,
   startModelUpstreams,
+  UPSTREAM_KEYS,
+  upstreamConfig,
 } from "./support/in-process-mesh.js";
 
 /**
@@ -22,10 +24,7 @@ import {
  */
 
 const _logger = pino({ level: "silent" });
-const env = {
-  UPSTREAM_OPENAI_KEY: "sk-upstream-openai",
-  UPSTREAM_ANTHROPIC_KEY: "sk-ant-upstream",
-};
+const env = UPSTREAM_KEYS;
 const COMPLETIONS = "/v1/chat/completions";
 const MESSAGES = "/v1/messages";
 
@@ -37,43 +36,9 @@ let baseURL: string;
 let client: OpenAI;
 
 function config(openaiUrl: string, anthropicUrl: string): HandoffConfig {
-  const openai = {
-    provider: "openai-compatible",
-    base_url: `${openaiUrl}/v1`,
-    api_key_env: "UPSTREAM_OPENAI_KEY",
-  };
-  return HandoffConfig.parse({
-    tiers: {
-      light: [
-        {
-          ...openai,
-          id: "oa-light",
-          model: "gpt-4o-mini",
-          price: { input_per_mtok: 0.15, output_per_mtok: 0.6 },
-        },
-      ],
-      mid: [
-        {
-          ...openai,
-          id: "oa-mid",
-          model: "gpt-4o",
-          price: { input_per_mtok: 2.5, output_per_mtok: 10 },
-        },
-      ],
-      heavy: [
-        {
-          provider: "anthropic",
-          base_url: anthropicUrl,
-          api_key_env: "UPSTREAM_ANTHROPIC_KEY",
-          id: "claude-heavy",
-          model: "claude-sonnet-4-5",
-          price: { input_per_mtok: 3, output_per_mtok: 15 },
-        },
-      ],
-    },
+  return upstreamConfig(openaiUrl, anthropicUrl, () => ({
     resilience: { backoff_base_ms: 20, max_attempts: 3, cooldown_after_failures: 1_000 },
-    limits: { request_timeout_ms: 20_000 },
-  });
+  }));
 }
 
 beforeAll(async () => {

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { JobEnvelope, Stage } from "@handoff/contracts";
+import type { JobEnvelope, Stage, Usage } from "@handoff/contracts";
 import type { StageContext } from "@handoff/mesh";
 import { pino } from "pino";
 
@@ -46,5 +46,21 @@ export function testStageContext(
     logger: pino({ level: "silent" }),
     relay: undefined,
     ...overrides,
+  };
+}
+
+/** One model call's usage, a cheap simulated light call unless `extra` says otherwise. */
+export function testUsage(extra: Partial<Usage> = {}): Usage {
+  return {
+    stage: "classifier",
+    tier: "light",
+    provider: "sim",
+    model: "sim-light",
+    input_tokens: 10,
+    output_tokens: 5,
+    cost_usd: 0.000_003,
+    latency_ms: 2,
+    simulated: true,
+    ...extra,
   };
 }

@@ -9,7 +9,12 @@ export {
   type WaitForOptions,
   waitFor,
 } from "@handoff/nats-process";
-export { type TestEnvelopeOptions, testEnvelope, testStageContext } from "./envelopes.js";
+export {
+  type TestEnvelopeOptions,
+  testEnvelope,
+  testStageContext,
+  testUsage,
+} from "./envelopes.js";
 export { type FakeNatsServer, fakeNatsServer } from "./fake-nats.js";
 export {
   type ClusterNode,

@@ -9,9 +9,9 @@ import {
   type JobRecord,
   type JobResult,
   type StreamChunk,
-  type Usage,
 } from "@handoff/contracts";
 import { type JobClient, type RunOptions, recordFromEnvelope } from "@handoff/mesh";
+import { testUsage } from "@handoff/testkit";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
@@ -364,21 +364,6 @@ describe("parseMessagesRequest: what the mesh cannot honour is a 400 naming it",
   });
 });
 
-function usage(extra: Partial<Usage>): Usage {
-  return {
-    stage: "classifier",
-    tier: "light",
-    provider: "sim",
-    model: "sim-light",
-    input_tokens: 10,
-    output_tokens: 5,
-    cost_usd: 0.000_003,
-    latency_ms: 2,
-    simulated: true,
-    ...extra,
-  };
-}
-
 function record(result: Partial<JobResult> = {}, extra: Partial<JobRecord> = {}): JobRecord {
   return {
     id: "job_12345678",
@@ -389,8 +374,8 @@ function record(result: Partial<JobResult> = {}, extra: Partial<JobRecord> = {})
     route: { decision: "tools", strategy: "rules", confidence: 0.8, reason: "tool signals" },
     hops: ["classifier", "tool-executor"],
     usage: [
-      usage({ stage: "classifier", input_tokens: 30, output_tokens: 2 }),
-      usage({
+      testUsage({ stage: "classifier", input_tokens: 30, output_tokens: 2 }),
+      testUsage({
         stage: "tool-executor",
         tier: "mid",
         model: "sim-mid",
@@ -691,7 +676,7 @@ function fakeJobs(answer: Partial<JobResult>, chunks: Array<string | [string, nu
         ...queued,
         status: "succeeded",
         hops: ["classifier"],
-        usage: [usage({})],
+        usage: [testUsage({})],
         cost_usd: 0.000_003,
         result: {
           message: { role: "assistant", content: "Hello there." },

@@ -337,6 +337,6 @@ export class JobIntake {
 /** `reply_to` of a request that may not validate, if it holds a usable subject. */
 function replyToOf(raw: unknown): string | undefined {
   if (typeof raw !== "object" || raw === null) return undefined;
-  const value = (raw as { reply_to?: unknown }).reply_to;
-  return typeof value === "string" && /^[^\s*>]{1,255}$/.test(value) ? value : undefined;
+  const replyTo = JobSubmission.shape.reply_to.safeParse((raw as { reply_to?: unknown }).reply_to);
+  return replyTo.success ? replyTo.data : undefined;
 }

@@ -5,8 +5,8 @@ import {
   JobEnvelope,
   type JobRecord,
   type RequestMessage,
-  type Usage,
 } from "@handoff/contracts";
+import { testUsage } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { envelopeFromRequest, toMessages } from "./mapping.js";
 
@@ -20,21 +20,6 @@ function request(extra: Record<string, unknown> = {}): ChatCompletionRequest {
   });
 }
 
-function usage(extra: Partial<Usage>): Usage {
-  return {
-    stage: "classifier",
-    tier: "light",
-    provider: "sim",
-    model: "sim-light",
-    input_tokens: 10,
-    output_tokens: 5,
-    cost_usd: 0.000_003,
-    latency_ms: 2,
-    simulated: true,
-    ...extra,
-  };
-}
-
 function record(extra: Partial<JobRecord> = {}): JobRecord {
   return {
     id: "job_12345678",
@@ -45,14 +30,14 @@ function record(extra: Partial<JobRecord> = {}): JobRecord {
     route: { decision: "tools", strategy: "rules", confidence: 0.8, reason: "tool signals" },
     hops: ["classifier", "tool-executor"],
     usage: [
-      usage({
+      testUsage({
         stage: "tool-executor",
         tier: "mid",
         model: "sim-mid",
         input_tokens: 120,
         output_tokens: 14,
       }),
-      usage({
+      testUsage({
         stage: "tool-executor",
         tier: "mid",
         model: "sim-mid",
@@ -292,16 +277,16 @@ describe("completionFromRecord", () => {
 
   it("sums tokens across every hop", () => {
     const usages = [
-      usage({ input_tokens: 10, output_tokens: 1 }),
-      usage({ stage: "tool-executor", tier: "mid", input_tokens: 20, output_tokens: 2 }),
-      usage({ stage: "heavy-reasoner", tier: "heavy", input_tokens: 30, output_tokens: 3 }),
+      testUsage({ input_tokens: 10, output_tokens: 1 }),
+      testUsage({ stage: "tool-executor", tier: "mid", input_tokens: 20, output_tokens: 2 }),
+      testUsage({ stage: "heavy-reasoner", tier: "heavy", input_tokens: 30, output_tokens: 3 }),
     ];
     const completion = completionFromRecord(record({ usage: usages }), "t");
     expect(completion.usage).toEqual({ prompt_tokens: 60, completion_tokens: 6, total_tokens: 66 });
   });
 
   it("is not simulated when no hop used the sim provider", () => {
-    const real = [usage({ provider: "openai-compatible", simulated: false })];
+    const real = [testUsage({ provider: "openai-compatible", simulated: false })];
     expect(completionFromRecord(record({ usage: real }), "t").handoff.simulated).toBe(false);
   });
 

@@ -3,8 +3,8 @@ import {
   HandoffError,
   type JobRecord,
   type JobResult,
-  type Usage,
 } from "@handoff/contracts";
+import { testUsage } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { errorBody } from "./errors.js";
 import {
@@ -37,21 +37,6 @@ function refusalOf(body: Record<string, unknown>): HandoffError {
   throw new Error(`accepted: ${JSON.stringify(body)}`);
 }
 
-function usage(extra: Partial<Usage>): Usage {
-  return {
-    stage: "classifier",
-    tier: "light",
-    provider: "sim",
-    model: "sim-light",
-    input_tokens: 10,
-    output_tokens: 5,
-    cost_usd: 0.000_003,
-    latency_ms: 2,
-    simulated: true,
-    ...extra,
-  };
-}
-
 function record(result: Partial<JobResult> = {}): JobRecord & { result: JobResult } {
   return {
     id: "job_12345678",
@@ -61,8 +46,8 @@ function record(result: Partial<JobResult> = {}): JobRecord & { result: JobResul
     updated_at: "2024-03-15T20:00:02.000Z",
     hops: ["classifier", "tool-executor"],
     usage: [
-      usage({ input_tokens: 30, output_tokens: 2 }),
-      usage({ stage: "tool-executor", tier: "mid", model: "sim-mid", input_tokens: 120 }),
+      testUsage({ input_tokens: 30, output_tokens: 2 }),
+      testUsage({ stage: "tool-executor", tier: "mid", model: "sim-mid", input_tokens: 120 }),
     ],
     cost_usd: 0.000_006,
     cost_by_stage: { classifier: 0.000_003, "tool-executor": 0.000_003 },

@@ -1,4 +1,4 @@
-import type { HandoffConfig } from "@handoff/config";
+import { HandoffConfig } from "@handoff/config";
 import type { MeshService } from "@handoff/mesh";
 import { createModel, ModelRouter } from "@handoff/providers";
 import {
@@ -104,4 +104,75 @@ export async function startModelUpstreams(): Promise<{
       await anthropic.close();
     },
   };
+}
+
+/** The upstream keys the {@link upstreamConfig} deployments read. */
+export const UPSTREAM_KEYS = {
+  UPSTREAM_OPENAI_KEY: "sk-upstream-openai",
+  UPSTREAM_ANTHROPIC_KEY: "sk-ant-upstream",
+};
+
+/**
+ * A config whose light and mid tiers call the OpenAI-wire upstream (`gpt-4o-mini`, `gpt-4o`) and
+ * whose heavy tier calls the Anthropic-wire one (`claude-sonnet-4-5`), with fast test backoff.
+ * `extra` is merged over it (whole tiers replaced), before validation.
+ */
+export function upstreamConfig(
+  openaiUrl: string,
+  anthropicUrl: string,
+  extra: (base: UpstreamDeployments) => Record<string, unknown> = () => ({}),
+): HandoffConfig {
+  const openai = {
+    provider: "openai-compatible",
+    base_url: `${openaiUrl}/v1`,
+    api_key_env: "UPSTREAM_OPENAI_KEY",
+  };
+  const anthropic = {
+    provider: "anthropic",
+    base_url: anthropicUrl,
+    api_key_env: "UPSTREAM_ANTHROPIC_KEY",
+  };
+  const deployments = {
+    openai,
+    anthropic,
+    light: {
+      ...openai,
+      id: "oa-light",
+      model: "gpt-4o-mini",
+      price: { input_per_mtok: 0.15, output_per_mtok: 0.6 },
+    },
+    mid: {
+      ...openai,
+      id: "oa-mid",
+      model: "gpt-4o",
+      price: { input_per_mtok: 2.5, output_per_mtok: 10 },
+    },
+    heavy: {
+      ...anthropic,
+      id: "claude-heavy",
+      model: "claude-sonnet-4-5",
+      price: { input_per_mtok: 3, output_per_mtok: 15 },
+    },
+  };
+  const more = extra(deployments);
+  return HandoffConfig.parse({
+    // Fast backoff; a breaker that never opens, so one test's failures stay its own.
+    resilience: { backoff_base_ms: 20, max_attempts: 4, cooldown_after_failures: 1_000 },
+    limits: { request_timeout_ms: 20_000 },
+    ...more,
+    tiers: {
+      light: [deployments.light],
+      mid: [deployments.mid],
+      heavy: [deployments.heavy],
+      ...(more.tiers as Record<string, unknown> | undefined),
+    },
+  });
+}
+
+export interface UpstreamDeployments {
+  openai: Record<string, unknown>;
+  anthropic: Record<string, unknown>;
+  light: Record<string, unknown>;
+  mid: Record<string, unknown>;
+  heavy: Record<string, unknown>;
 }
