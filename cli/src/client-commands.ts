@@ -5,7 +5,7 @@ import {
   type JobOutcome,
   natsClient,
 } from "@handoff/client";
-import { completionFromRecord, type JobEvent } from "@handoff/contracts";
+import type { JobEvent } from "@handoff/contracts";
 import { parseCommand } from "./args.js";
 import { formatCompletion } from "./ask.js";
 import { connectOperator } from "./operator.js";
@@ -67,7 +67,6 @@ async function openDoor(
   const client = httpClient({
     url: values.url ?? env.HANDOFF_URL ?? "http://127.0.0.1:8080",
     ...(apiKey ? { apiKey } : {}),
-    completion: (record) => completionFromRecord(record, record.trace_id ?? ""),
   });
   return { client, close: async () => {} };
 }

@@ -1,13 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { HandoffClientError, httpClient, natsClient } from "@handoff/client";
 import { HandoffConfig as ConfigSchema, simProfile } from "@handoff/config";
-import {
-  completionFromRecord,
-  JobEvent,
-  type JobRecord,
-  Streams,
-  Subjects,
-} from "@handoff/contracts";
+import { JobEvent, Streams, Subjects } from "@handoff/contracts";
 import { type NatsHandle, waitFor } from "@handoff/testkit";
 import {
   AckPolicy,
@@ -299,8 +293,6 @@ describe("jobs published straight onto NATS", () => {
 });
 
 describe("the client library, over NATS and over HTTP", () => {
-  const completion = (record: JobRecord) => completionFromRecord(record, record.trace_id ?? "");
-
   it("NATS: submit confirms the job, events run queued → succeeded, result is the answer", async () => {
     const { nc: conn } = await backend();
     try {
@@ -344,7 +336,7 @@ describe("the client library, over NATS and over HTTP", () => {
   });
 
   it("HTTP: the same calls through the gateway, and the errors it answers", async () => {
-    const client = httpClient({ url: gatewayUrl, completion });
+    const client = httpClient({ url: gatewayUrl });
     const job = await client.submit(ask("What is 6 * 7?"));
     const outcome = await client.result(job.id, { timeoutMs: 30_000 });
     expect(

@@ -1,5 +1,5 @@
 import {
-  type ChatCompletion,
+  completionFromRecord,
   ErrorBody,
   eventFromRecord,
   type JobEvent,
@@ -21,8 +21,6 @@ export interface HttpClientOptions {
   url: string;
   /** An API key, when the gateway has them (`Authorization: Bearer`). */
   apiKey?: string;
-  /** How a succeeded job's record becomes the chat API's answer. */
-  completion: (record: JobRecord) => ChatCompletion;
 }
 
 /**
@@ -64,7 +62,7 @@ export function httpClient(options: HttpClientOptions): HandoffClient {
           if (!data) continue;
           const record = JobRecord.safeParse(JSON.parse(data));
           if (!record.success) continue;
-          const event = eventFromRecord(record.data, options.completion);
+          const event = eventFromRecord(record.data, completionOf);
           if (!event) continue;
           yield event;
           if (event.type === "succeeded" || event.type === "failed") {
@@ -137,6 +135,11 @@ export function httpClient(options: HttpClientOptions): HandoffClient {
     events,
     async close() {},
   };
+}
+
+/** A succeeded job's answer, as `POST /v1/chat/completions` gives it. */
+function completionOf(record: JobRecord) {
+  return completionFromRecord(record, record.trace_id ?? "");
 }
 
 /** The gateway's error answer as a {@link HandoffClientError}. */

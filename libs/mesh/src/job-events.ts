@@ -1,6 +1,6 @@
 import {
   Buckets,
-  type ChatCompletion,
+  completionFromRecord,
   eventFromRecord,
   Headers,
   type JobEvent,
@@ -53,8 +53,6 @@ export function publishJobEvent(
 export interface EventRelayOptions {
   nc: NatsConnection;
   logger: Logger;
-  /** The answer of a succeeded job, exactly as `POST /v1/chat/completions` returns it. */
-  completion: (record: JobRecord) => ChatCompletion;
   signer?: MeshSigner;
 }
 
@@ -127,7 +125,8 @@ export class EventRelay {
       this.#o.logger.warn({ subject: msg.subject }, "unreadable job record; no event for it");
       return;
     }
-    const event = eventFromRecord(record.data, this.#o.completion);
+    // A succeeded job's answer, exactly as `POST /v1/chat/completions` returns it.
+    const event = eventFromRecord(record.data, (r) => completionFromRecord(r, r.trace_id ?? ""));
     if (!event) return;
     await publishJobEvent(this.#js, event, this.#signer);
     this.relayed++;

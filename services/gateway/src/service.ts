@@ -1,5 +1,4 @@
 import type { HandoffConfig } from "@handoff/config";
-import { completionFromRecord } from "@handoff/contracts";
 import {
   connectWithRetry,
   EventRelay,
@@ -127,7 +126,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
               nc: conn,
               logger: deps.logger,
               signer,
-              completion: (record) => completionFromRecord(record, record.trace_id ?? ""),
             }),
           };
           const closeDoor = async () => {
