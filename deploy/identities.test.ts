@@ -99,6 +99,7 @@ describe("scripts/nats-identities.mjs", () => {
         "classifier.nk",
         "tool-executor.nk",
         "heavy-reasoner.nk",
+        "tools.nk",
         "admin.nk",
         "apps-example.nk",
       ].sort(),

@@ -40,6 +40,7 @@ export const IDENTITIES = [
   { name: "classifier", env: "HANDOFF_NATS_CLASSIFIER", file: "classifier.nk" },
   { name: "tool-executor", env: "HANDOFF_NATS_TOOL_EXECUTOR", file: "tool-executor.nk" },
   { name: "heavy-reasoner", env: "HANDOFF_NATS_HEAVY_REASONER", file: "heavy-reasoner.nk" },
+  { name: "tools", env: "HANDOFF_NATS_TOOLS", file: "tools.nk" },
   { name: "admin", env: "HANDOFF_NATS_ADMIN", file: "admin.nk" },
   { name: "apps-example", env: "HANDOFF_NATS_APPS_EXAMPLE", file: "apps-example.nk" },
 ];

@@ -8,6 +8,7 @@ import { jobsMain } from "./jobs.js";
 import { ServiceFailed, startLocalMesh } from "./local-mesh.js";
 import { routerMain } from "./router.js";
 import { statusMain } from "./status.js";
+import { toolsMain } from "./tools.js";
 
 const USAGE = `handoff: run the Handoff mesh locally and talk to it
 
@@ -15,6 +16,7 @@ const USAGE = `handoff: run the Handoff mesh locally and talk to it
                                 crashes; Ctrl-C stops them
   handoff status [--json]       instances, per-stage lag, redeliveries, dead letters, jobs by status
   handoff dlq list | show <seq> | replay <seq>   dead letters: list, inspect, run again (see --help)
+  handoff tools [--json]        every tool the mesh can see, where it lives, who may use it
   handoff ask "<question>"      send a question to the gateway; print answer, route, cost, trace
                                 (--nats: over NATS, through the client library)
   handoff submit "<question>"   queue a job (HTTP, or --nats); print its id (see --help)
@@ -138,6 +140,7 @@ async function main(argv: string[]): Promise<number> {
   if (argv[0] === "jobs") return jobsMain(argv.slice(1), io);
   if (argv[0] === "status") return statusMain(argv.slice(1), io);
   if (argv[0] === "dlq") return dlqMain(argv.slice(1), io);
+  if (argv[0] === "tools") return toolsMain(argv.slice(1), io);
   if (argv[0] === "submit") return submitMain(argv.slice(1), io);
   if (argv[0] === "watch") return watchMain(argv.slice(1), io);
   if (argv[0] === "ask" && argv.includes("--nats"))

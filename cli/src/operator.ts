@@ -3,6 +3,7 @@ import { checkNatsServerVersion, natsConnectionOptions } from "@handoff/mesh";
 import { DeliverPolicy, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
+import { parseCommand } from "./args.js";
 import { type Io, progressBar } from "./progress.js";
 
 /**
@@ -141,4 +142,50 @@ export function table(
       })
       .join("  ");
   return [line(header), ...rows.map(line)];
+}
+
+/**
+ * A read-only report over NATS, the way `status` and `tools` work: `--json`, `--nats`, `--wait`
+ * (how long to collect service answers), one operator connection, and the report printed as JSON
+ * or as lines for people.
+ */
+export async function reportCommand<R>(
+  argv: string[],
+  io: Io,
+  env: NodeJS.ProcessEnv,
+  spec: { usage: string; name: string; what: string },
+  collect: (connection: OperatorConnection, waitMs: number) => Promise<R>,
+  format: (report: R) => string[],
+): Promise<number> {
+  const parsed = parseCommand(
+    argv,
+    {
+      json: { type: "boolean" },
+      nats: { type: "string" },
+      wait: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    spec.usage,
+    io,
+  );
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
+  const waitMs = values.wait === undefined ? 1_000 : Number(values.wait);
+  if (!Number.isInteger(waitMs) || waitMs <= 0) {
+    io.err(`--wait must be a whole number of milliseconds, got "${values.wait}"`);
+    return 2;
+  }
+  const connection = await connectOperator(io, spec.name, values.nats, env);
+  if (!connection) return 1;
+  try {
+    const report = await collect(connection, waitMs);
+    if (values.json) io.out(JSON.stringify(report, null, 2));
+    else for (const line of format(report)) io.out(line);
+    return 0;
+  } catch (error) {
+    io.err(`${spec.what} failed: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    await connection.nc.close();
+  }
 }

@@ -3,8 +3,7 @@ import { type StageQueue, stageQueues } from "@handoff/mesh";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm } from "@nats-io/services";
-import { parseCommand } from "./args.js";
-import { connectOperator, formatAge, readStream, table } from "./operator.js";
+import { formatAge, readStream, reportCommand, table } from "./operator.js";
 import type { Io } from "./progress.js";
 
 export const STATUS_USAGE = `handoff status [--json] [--nats <url>] [--wait <ms>]
@@ -200,40 +199,17 @@ export function formatStatus(report: StatusReport, now: Date = new Date()): stri
   return lines;
 }
 
-export async function statusMain(
+export function statusMain(
   argv: string[],
   io: Io,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const parsed = parseCommand(
+  return reportCommand(
     argv,
-    {
-      json: { type: "boolean" },
-      nats: { type: "string" },
-      wait: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    STATUS_USAGE,
     io,
+    env,
+    { usage: STATUS_USAGE, name: "handoff-status", what: "status" },
+    (connection, waitMs) => collectStatus(connection.nc, connection.servers, { waitMs, io }),
+    (report) => formatStatus(report),
   );
-  if (typeof parsed === "number") return parsed;
-  const { values } = parsed;
-  const waitMs = values.wait === undefined ? 1_000 : Number(values.wait);
-  if (!Number.isInteger(waitMs) || waitMs <= 0) {
-    io.err(`--wait must be a whole number of milliseconds, got "${values.wait}"`);
-    return 2;
-  }
-  const connection = await connectOperator(io, "handoff-status", values.nats, env);
-  if (!connection) return 1;
-  try {
-    const report = await collectStatus(connection.nc, connection.servers, { waitMs, io });
-    if (values.json) io.out(JSON.stringify(report, null, 2));
-    else for (const line of formatStatus(report)) io.out(line);
-    return 0;
-  } catch (error) {
-    io.err(`status failed: ${(error as Error).message}`);
-    return 1;
-  } finally {
-    await connection.nc.close();
-  }
 }

@@ -66,7 +66,7 @@ describe("the mesh under failure", () => {
     const spans = await waitFor(() => {
       const all = m.spans.trace(completion.handoff.trace_id);
       return all.some((s) => s.serviceName === "tool-executor" && s.kind === "CONSUMER") &&
-        all.some((s) => s.kind === "SERVER")
+        all.some((s) => s.kind === "SERVER" && s.serviceName === "gateway")
         ? all
         : undefined;
     });

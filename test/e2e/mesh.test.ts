@@ -19,6 +19,8 @@ describe("the mesh end to end, four services as four processes", () => {
     expect(await pingServices(mesh.nats.url)).toEqual([
       "classifier",
       "gateway",
+      // The tool-executor serves the built-in tools as a tool service of their own.
+      "handoff-builtin-tools",
       "heavy-reasoner",
       "tool-executor",
     ]);
@@ -65,7 +67,7 @@ describe("the mesh end to end, four services as four processes", () => {
         () => {
           const all = mesh.spans.trace(traceId);
           const consumers = all.filter((s) => s.kind === "CONSUMER").length;
-          const server = all.some((s) => s.kind === "SERVER");
+          const server = all.some((s) => s.kind === "SERVER" && s.serviceName === "gateway");
           return consumers >= hops && server ? all : undefined;
         },
         { timeoutMs: 15_000, what: `spans of trace ${traceId}` },
@@ -89,7 +91,9 @@ describe("the mesh end to end, four services as four processes", () => {
         expect(byId.get(consumer.parentSpanId ?? "")?.kind).toBe("PRODUCER");
       }
       // Every model call is a CLIENT span with GenAI attributes and its cost.
-      const calls = spans.filter((s) => s.kind === "CLIENT");
+      const calls = spans.filter(
+        (s) => s.kind === "CLIENT" && s.attributes["gen_ai.operation.name"] !== "execute_tool",
+      );
       expect(calls).toHaveLength(answer.handoff.usage.length);
       for (const call of calls) {
         expect(call.attributes["gen_ai.operation.name"]).toBe("chat");
@@ -100,8 +104,12 @@ describe("the mesh end to end, four services as four processes", () => {
       }
     }
     const arithmetic = mesh.spans.trace(answers[0]?.handoff.trace_id ?? "");
-    const tool = arithmetic.find((s) => s.name === "execute_tool calculator");
-    expect(tool?.attributes["gen_ai.tool.name"]).toBe("calculator");
+    // The calculator call on both sides: the tool loop's CLIENT span, the tool service's SERVER
+    // span under it.
+    const tool = arithmetic.filter((s) => s.name === "execute_tool calculator");
+    const caller = tool.find((s) => s.kind === "CLIENT");
+    expect(caller?.attributes["gen_ai.tool.name"]).toBe("calculator");
+    expect(tool.find((s) => s.kind === "SERVER")?.parentSpanId).toBe(caller?.spanId);
     const classify = arithmetic.find(
       (s) => s.serviceName === "classifier" && s.kind === "CONSUMER",
     );

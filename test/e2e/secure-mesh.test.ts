@@ -10,12 +10,15 @@ import {
   findNatsServer,
   spawnNatsServer,
   type TestPki,
+  waitFor,
 } from "@handoff/testkit";
+import { defineTool, serveTools } from "@handoff/tools";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { type NatsConnection, nkeyAuthenticator } from "@nats-io/nats-core";
 import { Svcm } from "@nats-io/services";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
 import { type Mesh, postChat, type ServiceName, startMesh } from "./harness.js";
 
 // The whole mesh under the shipped least-privilege server configuration (deploy/nats/
@@ -30,6 +33,7 @@ const identityVar: Record<string, string> = {
   classifier: "HANDOFF_NATS_CLASSIFIER",
   "tool-executor": "HANDOFF_NATS_TOOL_EXECUTOR",
   "heavy-reasoner": "HANDOFF_NATS_HEAVY_REASONER",
+  tools: "HANDOFF_NATS_TOOLS",
   admin: "HANDOFF_NATS_ADMIN",
   apps: "HANDOFF_NATS_APPS_EXAMPLE",
 };
@@ -256,13 +260,48 @@ describe("the mesh under TLS and per-service NATS permissions", () => {
     );
   });
 
+  it("a tool service with the tools identity serves the mid tier, and answers nothing else", async () => {
+    const tools = await client("tools", "_INBOX_tools");
+    try {
+      const stock = defineTool({
+        name: "warehouse_stock",
+        description: "Units in stock in the warehouse.",
+        input: z.object({ sku: z.string().optional() }),
+        handler: () => "42 units in the warehouse",
+      });
+      const server = await serveTools(tools, [stock], { name: "inventory" });
+      // The tool-executor hears the announcement and offers it; the mid-tier model calls it.
+      const answer = await waitFor(
+        async () => {
+          const reply = await postChat(mesh.gatewayUrl, "What is the warehouse stock?", {
+            model: "handoff/mid",
+          });
+          return JSON.stringify(reply.body).includes("42 units") ? reply : undefined;
+        },
+        { timeoutMs: 10_000, what: "an answer from the warehouse_stock tool" },
+      );
+      expect(answer.status).toBe(200);
+      // It may not answer for a built-in, nor read the mesh's jobs.
+      let violation = nextPermissionError(tools);
+      tools.subscribe("handoff.v1.tools.call.calculator");
+      expect(await violation).toMatch(/subscription/i);
+      violation = nextPermissionError(tools);
+      tools.subscribe(Subjects.allJobs);
+      expect(await violation).toMatch(/subscription/i);
+      await server.stop();
+    } finally {
+      await tools.close();
+    }
+  });
+
   it("the operator's identity pings every service and reads the job records", async () => {
     const admin = await client("admin", "_INBOX_admin");
     try {
       const names: string[] = [];
       const svc = new Svcm(admin).client({ strategy: "timer", maxWait: 1_000 });
       for await (const identity of await svc.ping()) names.push(identity.name);
-      expect(new Set(names)).toEqual(new Set(SERVICES));
+      // The four services, and the built-in tools the tool-executor serves.
+      expect([...new Set(names)].sort()).toEqual([...SERVICES, "handoff-builtin-tools"].sort());
       const jsm = await jetstreamManager(admin);
       expect((await jsm.streams.info("KV_handoff-jobs")).state.messages).toBeGreaterThan(0);
     } finally {

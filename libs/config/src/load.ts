@@ -48,6 +48,8 @@ export function parseConfig(text: string, source: string): HandoffConfig {
       const file = nearConfig(nats.tls?.[field]);
       if (file !== undefined && nats.tls) nats.tls[field] = file;
     }
+    // An MCP server's working folder, and so the script it runs relative to it.
+    for (const server of config.tools.mcp) server.cwd = nearConfig(server.cwd);
   }
   return config;
 }

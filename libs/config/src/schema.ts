@@ -178,6 +178,106 @@ const EnvVarName = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name");
 
+/**
+ * A tool name, or a glob of names (`*` any run of characters, `?` one), as the tool allowlists
+ * take them: `calculator`, `docs__*`, `*`.
+ */
+export const ToolPattern = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9_*?-]{1,64}$/,
+    "must be a tool name or a glob of one ('*' and '?' as wildcards)",
+  );
+
+/**
+ * A Model Context Protocol server the tool-executor mounts: a command it starts and talks to
+ * over stdio, or a streamable HTTP URL. Its tools are offered as `<name>__<tool>`.
+ */
+export const McpServerSettings = z
+  .object({
+    /** Namespaces the server's tools: a tool `search` of server `docs` is offered as `docs__search`. */
+    name: z
+      .string()
+      .regex(
+        /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/,
+        "must be lowercase letters and digits, words joined by single '-', starting with a letter",
+      )
+      .max(24),
+    /** stdio: the program to start (found on PATH), and its arguments. */
+    command: z.string().min(1).optional(),
+    args: z.array(z.string()).default([]),
+    /** stdio: its working folder (relative paths are read from the config file's folder). */
+    cwd: z.string().min(1).optional(),
+    /**
+     * stdio: variables set for it. It inherits only a minimal environment (PATH, HOME, ...), never
+     * the tool-executor's own secrets; pass a secret by naming the variable that holds it in
+     * `env_from`.
+     */
+    env: z.record(EnvVarName, z.string()).default({}),
+    /** stdio: variables copied from the tool-executor's environment: `{ GITHUB_TOKEN: GH_TOKEN }`. */
+    env_from: z.record(EnvVarName, EnvVarName).default({}),
+    /** Streamable HTTP: the server's endpoint. */
+    url: z.url({ protocol: /^https?$/ }).optional(),
+    /** HTTP: headers whose values come from variables: `{ Authorization: DOCS_MCP_AUTH }`. */
+    headers_env: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), EnvVarName).default({}),
+  })
+  .superRefine((server, ctx) => {
+    if ((server.command === undefined) === (server.url === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["command"],
+        message: "give either command (a stdio server) or url (a streamable HTTP server)",
+      });
+    }
+  });
+export type McpServerSettings = z.infer<typeof McpServerSettings>;
+
+/**
+ * The tools the mid tier may call: the built-ins, every tool service on NATS, and MCP servers,
+ * behind allowlists per tier (here) and per API key (`gateway.api_keys[].tools`).
+ */
+export const ToolsSettings = z
+  .object({
+    /** The tool-executor serves the calculator and the clock as a NATS tool service. */
+    builtin: z.boolean().default(true),
+    /**
+     * Per tier, the tools its model is offered and may call, by name or glob. A tier left out may
+     * use every tool; an empty list, none.
+     */
+    allow: z
+      .object({
+        light: z.array(ToolPattern).optional(),
+        mid: z.array(ToolPattern).optional(),
+        heavy: z.array(ToolPattern).optional(),
+      })
+      .strict()
+      .default({}),
+    /** The longest one tool call may take; the job's deadline cuts it shorter. */
+    call_timeout_ms: z.number().int().min(100).max(600_000).default(30_000),
+    /** Tool output beyond this many bytes (UTF-8) is cut, with a marker, before the model sees it. */
+    max_output_bytes: z.number().int().min(256).max(1_048_576).default(16_384),
+    /**
+     * How often the tool-executor asks `$SRV.INFO` which tool services exist, besides the
+     * announcements tool services send when they start and stop.
+     */
+    discovery_interval_ms: z.number().int().min(500).max(3_600_000).default(15_000),
+    mcp: z.array(McpServerSettings).default([]),
+  })
+  .superRefine((tools, ctx) => {
+    const seen = new Map<string, number>();
+    tools.mcp.forEach((server, index) => {
+      const at = seen.get(server.name);
+      if (at === undefined) seen.set(server.name, index);
+      else
+        ctx.addIssue({
+          code: "custom",
+          path: ["mcp", index, "name"],
+          message: `"${server.name}" is already the name of tools.mcp[${at}]`,
+        });
+    });
+  });
+export type ToolsSettings = z.infer<typeof ToolsSettings>;
+
 /** One client of the gateway: a named API key and, optionally, its request rate. */
 export const ApiKey = z.object({
   /** Who holds the key, as logs and spans show it (`handoff.api_key.name`). Never the key itself. */
@@ -200,6 +300,11 @@ export const ApiKey = z.object({
    * Without it a key reads only the jobs it submitted.
    */
   scopes: z.array(z.enum(["admin"])).default([]),
+  /**
+   * The tools this key's requests may use, by name or glob, within what the tier allows
+   * (`tools.allow`). Absent: every tool the tier allows; an empty list: none.
+   */
+  tools: z.array(ToolPattern).optional(),
 });
 export type ApiKey = z.infer<typeof ApiKey>;
 
@@ -350,6 +455,7 @@ export const HandoffConfig = z
     gateway: GatewaySettings.default(GatewaySettings.parse({})),
     nats: NatsSettings.default({}),
     mesh: MeshSettings.default({ verify_key_envs: [] }),
+    tools: ToolsSettings.default(ToolsSettings.parse({})),
   })
   .superRefine((config, ctx) => {
     // Deployment ids name fallbacks, breakers, spans and metrics. One deployment may serve

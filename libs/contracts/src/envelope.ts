@@ -109,6 +109,11 @@ export const ToolRun = z.object({
   output: z.string(),
   /** Set when the tool failed; the error text is what the model saw. */
   error: z.string().optional(),
+  /**
+   * What kind of failure: `not_allowed`, `unknown_tool`, `invalid_arguments`, `tool_error`,
+   * `timeout`, `no_responders` or `unavailable`.
+   */
+  error_type: z.string().optional(),
   latency_ms: z.number().nonnegative(),
 });
 export type ToolRun = z.infer<typeof ToolRun>;

@@ -4,7 +4,7 @@ import { CalculatorError, calculator, evaluate, formatNumber, MAX_NESTING } from
 const ctx = { signal: new AbortController().signal, now: () => new Date(0) };
 
 /** Runs the tool the way the registry would, after schema parsing. */
-const calc = (expression: string) => calculator.run({ expression }, ctx);
+const calc = (expression: string) => calculator.handler({ expression }, ctx);
 
 function errorOf(expression: string): CalculatorError {
   try {

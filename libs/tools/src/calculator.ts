@@ -443,5 +443,5 @@ export const calculator = defineTool({
       .max(500)
       .describe('The expression to evaluate, e.g. "(2 + 3) * 4 ^ 2 / sqrt(16)"'),
   }),
-  run: ({ expression }) => formatNumber(evaluate(expression)),
+  handler: ({ expression }) => formatNumber(evaluate(expression)),
 });

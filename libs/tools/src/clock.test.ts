@@ -13,7 +13,7 @@ interface ClockOutput {
 }
 
 const read = async (timezone?: string): Promise<ClockOutput> =>
-  JSON.parse(await clock.run(timezone === undefined ? {} : { timezone }, ctx)) as ClockOutput;
+  JSON.parse(await clock.handler(timezone === undefined ? {} : { timezone }, ctx)) as ClockOutput;
 
 describe("clock tool", () => {
   it("defaults to UTC and uses ctx.now", async () => {
@@ -40,14 +40,14 @@ describe("clock tool", () => {
 
   it("floors unix to whole seconds", async () => {
     const late = { ...ctx, now: () => new Date("2024-03-15T20:00:00.999Z") };
-    const out = JSON.parse(await clock.run({}, late)) as ClockOutput;
+    const out = JSON.parse(await clock.handler({}, late)) as ClockOutput;
     expect(out.unix).toBe(1710532800);
   });
 
   it("rejects an unknown zone with a readable message", () => {
-    expect(() => clock.run({ timezone: "Mars/Olympus_Mons" }, ctx)).toThrow(
+    expect(() => clock.handler({ timezone: "Mars/Olympus_Mons" }, ctx)).toThrow(
       new Error('unknown time zone "Mars/Olympus_Mons"'),
     );
-    expect(() => clock.run({ timezone: "" }, ctx)).toThrow('unknown time zone ""');
+    expect(() => clock.handler({ timezone: "" }, ctx)).toThrow('unknown time zone ""');
   });
 });

@@ -20,7 +20,7 @@ export const clock = defineTool({
   input: z.object({
     timezone: z.string().optional().describe("IANA time zone, e.g. Europe/Paris; default UTC"),
   }),
-  run: ({ timezone = "UTC" }, ctx) => {
+  handler: ({ timezone = "UTC" }, ctx) => {
     const formatter = localFormatter(timezone);
     const now = ctx.now();
     return JSON.stringify({

@@ -19,7 +19,7 @@ const failing = defineTool({
   name: "failing",
   description: "Always throws.",
   input: z.object({}),
-  run: () => {
+  handler: () => {
     throw new Error("disk on fire");
   },
 });
@@ -31,7 +31,7 @@ const nested = defineTool({
     items: z.array(z.object({ count: z.number().int().positive() })),
     label: z.string(),
   }),
-  run: ({ items, label }) => `${label}: ${items.reduce((sum, item) => sum + item.count, 0)}`,
+  handler: ({ items, label }) => `${label}: ${items.reduce((sum, item) => sum + item.count, 0)}`,
 });
 
 describe("defineTool", () => {
@@ -174,15 +174,18 @@ describe("ToolRegistry", () => {
     expect(await registry.execute(call("failing", "{}"), context())).toEqual({
       output: "error: disk on fire",
       error: "disk on fire",
+      failure: "tool_error",
     });
     expect(await registry.execute(call("calculator", '{"expression":"1/0"}'), context())).toEqual({
       output: "error: division by zero at position 1",
       error: "division by zero at position 1",
+      failure: "tool_error",
     });
     expect(await registry.execute(call("clock", '{"timezone":"Nowhere/Land"}'), context())).toEqual(
       {
         output: 'error: unknown time zone "Nowhere/Land"',
         error: 'unknown time zone "Nowhere/Land"',
+        failure: "tool_error",
       },
     );
   });
@@ -192,12 +195,16 @@ describe("ToolRegistry", () => {
       name: "weird",
       description: "Throws a string.",
       input: z.object({}),
-      run: async () => {
+      handler: async () => {
         throw "just a string";
       },
     });
     const outcome = await new ToolRegistry([weird]).execute(call("weird", "{}"), context());
-    expect(outcome).toEqual({ output: "error: just a string", error: "just a string" });
+    expect(outcome).toEqual({
+      output: "error: just a string",
+      error: "just a string",
+      failure: "tool_error",
+    });
   });
 
   it("rethrows the abort reason when the signal is already aborted", async () => {
@@ -222,7 +229,7 @@ describe("ToolRegistry", () => {
       name: "hanging",
       description: "Never finishes.",
       input: z.object({}),
-      run: () => {
+      handler: () => {
         started();
         return new Promise<string>(() => {});
       },
@@ -244,7 +251,7 @@ describe("ToolRegistry", () => {
       name: "obedient",
       description: "Aborts itself.",
       input: z.object({}),
-      run: (_input, ctx) => {
+      handler: (_input, ctx) => {
         controller.abort(new Error("stop"));
         ctx.signal.throwIfAborted();
         return "unreachable";

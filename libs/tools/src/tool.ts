@@ -21,10 +21,10 @@ export interface Tool<I extends z.ZodType = z.ZodType> {
    * Produces the text handed back to the model. Throw to report a problem: the registry turns the
    * message into a tool error the model can read and act on.
    */
-  run(input: z.output<I>, ctx: ToolContext): Promise<string> | string;
+  handler(input: z.output<I>, ctx: ToolContext): Promise<string> | string;
 }
 
-const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+export const TOOL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 function assertToolName(name: string): void {
   if (!TOOL_NAME.test(name)) {
@@ -33,7 +33,7 @@ function assertToolName(name: string): void {
 }
 
 /**
- * Declares a tool. It exists for type inference: `run` gets its argument type from `input`.
+ * Declares a tool. It exists for type inference: `handler` gets its argument type from `input`.
  * Throws at definition time if the name would be rejected by a provider.
  */
 export function defineTool<I extends z.ZodType>(tool: Tool<I>): Tool<I> {
@@ -57,14 +57,18 @@ export function toolDefinition(tool: Tool): ToolDefinition {
   };
 }
 
-/** The result of one tool call: `output` goes back to the model; `error` is set when it failed. */
+/**
+ * The result of one tool call: `output` goes back to the model; `error` is set when it failed,
+ * and `failure` says whose fault it was: the call's (an unknown tool, bad arguments) or the tool's.
+ */
 export interface ToolOutcome {
   output: string;
   error?: string;
+  failure?: "unknown_tool" | "invalid_arguments" | "tool_error";
 }
 
-function failure(message: string): ToolOutcome {
-  return { output: `error: ${message}`, error: message };
+function failure(kind: NonNullable<ToolOutcome["failure"]>, message: string): ToolOutcome {
+  return { output: `error: ${message}`, error: message, failure: kind };
 }
 
 function messageOf(err: unknown): string {
@@ -85,8 +89,8 @@ async function runUntilAborted(tool: Tool, input: unknown, ctx: ToolContext): Pr
   const onAbort = () => rejectAborted(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
   try {
-    // Wrapping in a promise chain turns a synchronous throw from `run` into a rejection.
-    const running = Promise.resolve().then(() => tool.run(input, ctx));
+    // Wrapping in a promise chain turns a synchronous throw from `handler` into a rejection.
+    const running = Promise.resolve().then(() => tool.handler(input, ctx));
     return await Promise.race([running, aborted]);
   } finally {
     signal.removeEventListener("abort", onAbort);
@@ -107,6 +111,11 @@ export class ToolRegistry {
     }
     // Generated once up front so a schema that cannot be expressed fails at startup, not mid-job.
     this.#definitions = [...this.#tools.values()].map(toolDefinition);
+  }
+
+  /** The registered tools, in registration order. */
+  tools(): Tool[] {
+    return [...this.#tools.values()];
   }
 
   /** Whether a tool of that name is registered. */
@@ -138,7 +147,7 @@ export class ToolRegistry {
     const tool = this.#tools.get(name);
     if (tool === undefined) {
       const known = [...this.#tools.keys()].join(", ") || "none";
-      return failure(`unknown tool "${name}"; available tools: ${known}`);
+      return failure("unknown_tool", `unknown tool "${name}"; available tools: ${known}`);
     }
 
     let args: unknown;
@@ -146,7 +155,10 @@ export class ToolRegistry {
       // Models often send "" for a call without arguments; that means an empty object.
       args = text.trim() === "" ? {} : JSON.parse(text);
     } catch (err) {
-      return failure(`arguments for "${name}" are not valid JSON: ${messageOf(err)}`);
+      return failure(
+        "invalid_arguments",
+        `arguments for "${name}" are not valid JSON: ${messageOf(err)}`,
+      );
     }
 
     const parsed = tool.input.safeParse(args);
@@ -154,14 +166,14 @@ export class ToolRegistry {
       const problems = parsed.error.issues
         .map((issue) => `${formatPath(issue.path)}: ${issue.message}`)
         .join("; ");
-      return failure(`invalid arguments for "${name}": ${problems}`);
+      return failure("invalid_arguments", `invalid arguments for "${name}": ${problems}`);
     }
 
     try {
       return { output: await runUntilAborted(tool, parsed.data, ctx) };
     } catch (err) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
-      return failure(messageOf(err));
+      return failure("tool_error", messageOf(err));
     }
   }
 }

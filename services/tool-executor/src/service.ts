@@ -10,9 +10,10 @@ import {
   type StageContext,
 } from "@handoff/mesh";
 import { ModelRouter } from "@handoff/providers";
-import { createBuiltinRegistry, type ToolRegistry } from "@handoff/tools";
+import type { Toolbox, ToolPolicy } from "@handoff/tools";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
+import { MeshTools } from "./mesh-tools.js";
 import { runToolLoop } from "./tool-loop.js";
 
 export interface ToolExecutorDeps {
@@ -23,7 +24,23 @@ export interface ToolExecutorDeps {
   version: string;
   concurrency: number;
   router?: ModelRouter;
-  registry?: ToolRegistry;
+  /** The tools, when a test brings its own; by default the mesh's (see `MeshTools`). */
+  toolbox?: Toolbox;
+}
+
+/**
+ * Which tools a job may use: those the mid tier allows (`tools.allow.mid`) and, for a job that
+ * came with an API key, those the key allows (`gateway.api_keys[].tools`). A job whose owner is
+ * no API key (a tenant of the NATS door) has the tier's list alone: who may publish for a tenant
+ * is the NATS server's permissions' business.
+ */
+export function toolPolicy(
+  config: HandoffConfig,
+  envelope: Pick<JobEnvelope, "owner">,
+): ToolPolicy {
+  const policy: ToolPolicy = { tier: "mid", tierAllows: config.tools.allow.mid };
+  const key = config.gateway.api_keys.find((k) => k.name === envelope.owner);
+  return key ? { ...policy, key: key.name, keyAllows: key.tools } : policy;
 }
 
 /**
@@ -31,12 +48,15 @@ export interface ToolExecutorDeps {
  * when the route continues to the heavy-reasoner or the loop ran out of steps, hands its tool
  * results and draft up as enrichments.
  */
-export function toolExecutorHandler(router: ModelRouter, registry: ToolRegistry, maxSteps: number) {
+export function toolExecutorHandler(router: ModelRouter, toolbox: Toolbox, config: HandoffConfig) {
+  const maxSteps = config.limits.max_tool_steps;
   return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
     const { input } = envelope;
     const outcome = await runToolLoop({
       router,
-      registry,
+      toolbox,
+      policy: toolPolicy(config, envelope),
+      deadline: Date.parse(envelope.budget.deadline),
       messages: input.messages,
       clientTools: input.tools,
       ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
@@ -110,16 +130,37 @@ export function toolExecutorHandler(router: ModelRouter, registry: ToolRegistry,
 
 export function createToolExecutorService(deps: ToolExecutorDeps): MeshService {
   const router = deps.router ?? new ModelRouter(deps.config);
-  const registry = deps.registry ?? createBuiltinRegistry();
-  return createStageService({
-    nc: deps.nc,
+  // The mesh's tools are found once NATS answers, before the first job is taken.
+  const tools = deps.toolbox
+    ? undefined
+    : new MeshTools({ config: deps.config, logger: deps.logger, version: deps.version });
+  const toolbox = deps.toolbox ?? (tools as MeshTools).toolbox;
+  const source = deps.nc;
+  const nc: NatsSource = async () => {
+    const connection = typeof source === "function" ? await source() : source;
+    await tools?.start(connection);
+    return connection;
+  };
+  const service = createStageService({
+    nc,
     stage: "tool-executor",
     version: deps.version,
     description: "Runs the mid-tier model with a tool loop; answers or hands up to heavy",
-    handler: toolExecutorHandler(router, registry, deps.config.limits.max_tool_steps),
+    handler: toolExecutorHandler(router, toolbox, deps.config),
     logger: deps.logger,
     limits: meshLimits(deps.config),
     signer: loadMeshSigner(deps.config.mesh),
     concurrency: deps.concurrency,
   });
+  return {
+    get id() {
+      return service.id;
+    },
+    start: () => service.start(),
+    async stop() {
+      await service.stop();
+      await tools?.stop();
+    },
+    ready: () => service.ready(),
+  };
 }

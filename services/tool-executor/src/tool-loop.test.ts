@@ -1,15 +1,22 @@
-import { simProfile } from "@handoff/config";
+import { HandoffConfig as ConfigSchema, simProfile } from "@handoff/config";
 import { JobEnvelope, type Message, type Stage, type ToolDefinition } from "@handoff/contracts";
 import { createModel, ModelRouter } from "@handoff/providers";
 import { testStageContext } from "@handoff/testkit";
-import { createBuiltinRegistry } from "@handoff/tools";
+import { builtinTools, LocalToolSource, Toolbox } from "@handoff/tools";
 import { describe, expect, it } from "vitest";
-import { toolExecutorHandler } from "./service.js";
+import { toolExecutorHandler, toolPolicy } from "./service.js";
 import { runToolLoop, type ToolLoopInput, type ToolLoopOutcome } from "./tool-loop.js";
 
 const router = new ModelRouter(simProfile);
-const registry = createBuiltinRegistry();
 const FIXED = new Date("2024-03-15T20:00:00.000Z");
+const toolbox = new Toolbox({ callTimeoutMs: 5_000, maxOutputBytes: 16_384 }, [
+  new LocalToolSource(builtinTools, () => FIXED),
+]);
+/** The sim profile with another tool-step limit. */
+const withSteps = (max_tool_steps: number) => ({
+  ...simProfile,
+  limits: { ...simProfile.limits, max_tool_steps },
+});
 
 const weatherTool: ToolDefinition = {
   type: "function",
@@ -25,12 +32,12 @@ const user = (content: string): Message[] => [{ role: "user", content }];
 function loop(overrides: Partial<ToolLoopInput>): Promise<ToolLoopOutcome> {
   return runToolLoop({
     router,
-    registry,
+    toolbox,
+    policy: { tier: "mid" },
     messages: user("What is 17 * 23?"),
     clientTools: [],
     maxSteps: 6,
     signal: new AbortController().signal,
-    now: () => FIXED,
     ...overrides,
   });
 }
@@ -221,7 +228,7 @@ describe("runToolLoop", () => {
 });
 
 describe("toolExecutorHandler", () => {
-  const handler = toolExecutorHandler(router, registry, 6);
+  const handler = toolExecutorHandler(router, toolbox, simProfile);
 
   it("answers the job when the plan ends at the tool-executor", async () => {
     const out = await handler(
@@ -278,8 +285,8 @@ describe("toolExecutorHandler", () => {
   it("escalates to the heavy-reasoner when the loop runs out of steps", async () => {
     const out = await toolExecutorHandler(
       router,
-      registry,
-      1,
+      toolbox,
+      withSteps(1),
     )(envelope("What is 17 * 23?", ["classifier", "tool-executor"]), stageContext());
     expect(out.result).toBeUndefined();
     expect(out.plan).toEqual(["classifier", "tool-executor", "heavy-reasoner"]);
@@ -295,8 +302,8 @@ describe("toolExecutorHandler", () => {
   it("does not add the heavy-reasoner twice when it is already planned", async () => {
     const out = await toolExecutorHandler(
       router,
-      registry,
-      1,
+      toolbox,
+      withSteps(1),
     )(
       envelope("What is 17 * 23?", ["classifier", "tool-executor", "heavy-reasoner"]),
       stageContext(),
@@ -386,8 +393,8 @@ describe("the tool loop as a stage that streams and spends", () => {
     const relayed: string[] = [];
     const out = await toolExecutorHandler(
       scriptedRouter(),
-      registry,
-      6,
+      toolbox,
+      withSteps(6),
     )(
       { ...envelope("What is 17 * 23?", ["classifier", "tool-executor"]), step: 1 },
       testStageContext("tool-executor", {
@@ -403,8 +410,65 @@ describe("the tool loop as a stage that streams and spends", () => {
   it("leaves the spend of a loop that failed half-way on the envelope it was given", async () => {
     const given = { ...envelope("What is 17 * 23?", ["classifier", "tool-executor"]), step: 1 };
     await expect(
-      toolExecutorHandler(scriptedRouter(true), registry, 6)(given, stageContext()),
+      toolExecutorHandler(scriptedRouter(true), toolbox, simProfile)(given, stageContext()),
     ).rejects.toThrow("hung up");
     expect(given.usage.map((u) => u.cost_usd)).toEqual([0.01]);
+  });
+});
+
+describe("toolPolicy", () => {
+  const config = ConfigSchema.parse({
+    ...simProfile,
+    tools: { allow: { mid: ["calculator", "docs__*"] } },
+    gateway: {
+      api_keys: [
+        { name: "team-a", key_env: "TEAM_A_KEY", tools: ["docs__*"] },
+        { name: "team-b", key_env: "TEAM_B_KEY" },
+      ],
+    },
+  });
+
+  it("applies the mid tier's allowlist to every job, and the key's to a job that came with one", () => {
+    expect(toolPolicy(config, {})).toEqual({
+      tier: "mid",
+      tierAllows: ["calculator", "docs__*"],
+    });
+    expect(toolPolicy(config, { owner: "team-a" })).toEqual({
+      tier: "mid",
+      tierAllows: ["calculator", "docs__*"],
+      key: "team-a",
+      keyAllows: ["docs__*"],
+    });
+    // A key without a list may use what the tier allows.
+    expect(toolPolicy(config, { owner: "team-b" }).keyAllows).toBeUndefined();
+  });
+
+  it("gives a job whose owner is no API key (a NATS door tenant) the tier's tools", () => {
+    expect(toolPolicy(config, { owner: "billing-backend" })).toEqual({
+      tier: "mid",
+      tierAllows: ["calculator", "docs__*"],
+    });
+  });
+
+  it("keeps a refused tool out of the model's offer and refuses its call", async () => {
+    const policy = toolPolicy(config, { owner: "team-a" });
+    const out = await loop({ policy });
+    // calculator is allowed for the tier but not for team-a: not offered, so the sim model,
+    // which calls the calculator only when offered one, answers without it.
+    expect(out.runs).toEqual([]);
+    const refused = await toolbox.execute(
+      {
+        id: "c1",
+        type: "function",
+        function: { name: "calculator", arguments: '{"expression":"1+1"}' },
+      },
+      { signal: new AbortController().signal },
+      policy,
+    );
+    expect(refused.error).toEqual({
+      type: "not_allowed",
+      message:
+        'tool "calculator" is not allowed for API key "team-a"; use only the tools you were offered',
+    });
   });
 });

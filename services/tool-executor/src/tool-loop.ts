@@ -8,14 +8,14 @@ import type {
   Usage,
 } from "@handoff/contracts";
 import type { ChatResult, ModelRouter, TierCallContext } from "@handoff/providers";
-import type { ToolRegistry } from "@handoff/tools";
-import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
-
-const tracer = trace.getTracer("@handoff/tool-executor");
+import type { Toolbox, ToolPolicy } from "@handoff/tools";
 
 export interface ToolLoopInput {
   router: ModelRouter;
-  registry: ToolRegistry;
+  /** The mesh's tools (NATS services, MCP servers), behind the guard rails. */
+  toolbox: Toolbox;
+  /** Which of them this request may use. */
+  policy: ToolPolicy;
   messages: readonly Message[];
   /** Tools the client defined: calls to them go back to the client, unrun. */
   clientTools: readonly ToolDefinition[];
@@ -29,7 +29,8 @@ export interface ToolLoopInput {
   /** Relays the model's text to a streaming client; see `StageContext.relay`. */
   onEvent?: TierCallContext["onEvent"];
   signal: AbortSignal;
-  now?: () => Date;
+  /** Epoch milliseconds: the job's deadline, which bounds every tool call. */
+  deadline?: number;
 }
 
 export type ToolLoopOutcome =
@@ -42,17 +43,19 @@ export type ToolLoopOutcome =
 
 const SYSTEM_PROMPT =
   "You are the tool-using tier of a model mesh. Use the tools when they give a more exact answer " +
-  "than you can (arithmetic, the current time); then answer briefly, citing the tool results.";
+  "than you can (arithmetic, the current time, data only a tool holds); then answer briefly, " +
+  "citing the tool results.";
 
 /**
  * The tool loop: ask the mid-tier model, run the tools it calls, feed the results back, until it
- * answers or the step limit is reached. Built-in tools run here, each in an `execute_tool` span;
- * a call to a client-defined tool ends the loop and goes back to the client, as OpenAI does.
+ * answers or the step limit is reached. The mesh's tools (the toolbox: tool services on NATS,
+ * MCP servers) run here, each call an `execute_tool` span; a call to a client-defined tool ends
+ * the loop and goes back to the client, as OpenAI does.
  */
 export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome> {
-  const builtin = input.registry.definitions();
+  const mesh = input.toolbox.offer(input.policy);
   const clientNames = new Set(input.clientTools.map((t) => t.function.name));
-  const tools = [...builtin.filter((t) => !clientNames.has(t.function.name)), ...input.clientTools];
+  const tools = [...mesh.filter((t) => !clientNames.has(t.function.name)), ...input.clientTools];
   // The client's forced choice is the client's to satisfy: `required`, or one of its own tools
   // named, wants a call to one of its tools, and a built-in call (the calculator) would satisfy
   // the provider's rule but not the client. The forced turn offers the client's tools alone.
@@ -99,7 +102,7 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
 
     const forClient = calls.filter((c) => clientNames.has(c.function.name));
     if (forClient.length > 0) {
-      // Built-in calls in the same turn are dropped: the client cannot run them, and the model
+      // Calls of mesh tools in the same turn are dropped: the client cannot run them, and the model
       // will ask again once the client's results come back.
       const message = { ...last.message, tool_calls: forClient };
       return { kind: "client_tools", last: { ...last, message }, usage, runs, steps: step };
@@ -107,7 +110,7 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
 
     messages.push(last.message);
     for (const toolCall of calls) {
-      const run = await executeTool(input.registry, toolCall, input.signal, input.now);
+      const run = await executeTool(input, toolCall);
       runs.push(run);
       messages.push({ role: "tool", tool_call_id: toolCall.id, content: run.output });
     }
@@ -115,42 +118,20 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
   }
 }
 
-async function executeTool(
-  registry: ToolRegistry,
-  call: ToolCall,
-  signal: AbortSignal,
-  now: () => Date = () => new Date(),
-): Promise<ToolRun> {
-  return tracer.startActiveSpan(
-    `execute_tool ${call.function.name}`,
-    {
-      kind: SpanKind.INTERNAL,
-      attributes: {
-        "gen_ai.operation.name": "execute_tool",
-        "gen_ai.tool.name": call.function.name,
-        "gen_ai.tool.call.id": call.id,
-        "gen_ai.tool.type": "function",
-      },
-    },
-    async (span) => {
-      const started = performance.now();
-      try {
-        const outcome = await registry.execute(call, { signal, now });
-        if (outcome.error !== undefined) {
-          span.setAttribute("error.type", "tool_error");
-          span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.error });
-        }
-        return {
-          id: call.id,
-          name: call.function.name,
-          arguments: call.function.arguments,
-          output: outcome.output,
-          ...(outcome.error !== undefined ? { error: outcome.error } : {}),
-          latency_ms: Math.round(performance.now() - started),
-        };
-      } finally {
-        span.end();
-      }
-    },
+/** Runs one call through the toolbox (which makes its `execute_tool` span) and records it. */
+async function executeTool(input: ToolLoopInput, call: ToolCall): Promise<ToolRun> {
+  const started = performance.now();
+  const outcome = await input.toolbox.execute(
+    call,
+    { signal: input.signal, ...(input.deadline !== undefined ? { deadline: input.deadline } : {}) },
+    input.policy,
   );
+  return {
+    id: call.id,
+    name: call.function.name,
+    arguments: call.function.arguments,
+    output: outcome.output,
+    ...(outcome.error ? { error: outcome.error.message, error_type: outcome.error.type } : {}),
+    latency_ms: Math.round(performance.now() - started),
+  };
 }
