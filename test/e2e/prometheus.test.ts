@@ -208,5 +208,16 @@ describe.skipIf(skip)("metrics scraped by a real Prometheus", () => {
     expect(made[0]?.metric.service).toBe("tool-executor");
     const retried = await perStage("handoff_stage_retried_total");
     expect(Object.keys(retried).sort()).toEqual([...Stages].sort());
+    // The tool calls: 17 * 23 went through the calculator once, from the tool-executor.
+    const calls = await waitFor(
+      async () => {
+        const samples = await query('handoff_tool_calls_total{gen_ai_tool_name="calculator"}');
+        return samples.length > 0 ? samples : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 500, what: "the tool-executor's tool call counter" },
+    );
+    expect(calls.map((s) => [s.metric.service, s.metric.outcome, s.value[1]])).toEqual([
+      ["tool-executor", "ok", "1"],
+    ]);
   });
 });

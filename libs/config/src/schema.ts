@@ -241,14 +241,14 @@ export const ToolsSettings = z
     /** The tool-executor serves the calculator and the clock as a NATS tool service. */
     builtin: z.boolean().default(true),
     /**
-     * Per tier, the tools its model is offered and may call, by name or glob. A tier left out may
-     * use every tool; an empty list, none.
+     * Per tier, the tools its model is offered and may call, by name or glob: `mid` for the tool
+     * loop, `light` for the turns it makes on the light model when the job's budget cannot afford
+     * the mid one. A tier left out may use every tool; an empty list, none.
      */
     allow: z
       .object({
         light: z.array(ToolPattern).optional(),
         mid: z.array(ToolPattern).optional(),
-        heavy: z.array(ToolPattern).optional(),
       })
       .strict()
       .default({}),

@@ -71,7 +71,7 @@ export interface ToolsCatalog {
     origin: ToolOrigin;
   }>;
   /** `tools.allow`: per tier, the patterns it allows (null: every tool). */
-  tiers: Record<"light" | "mid" | "heavy", string[] | null>;
+  tiers: Record<"light" | "mid", string[] | null>;
   /** Per API key name, the patterns it allows (null: every tool its tier allows). */
   keys: Record<string, string[] | null>;
 }

@@ -116,7 +116,6 @@ export class MeshTools {
       tiers: {
         light: config.tools.allow.light ?? null,
         mid: config.tools.allow.mid ?? null,
-        heavy: config.tools.allow.heavy ?? null,
       },
       keys: Object.fromEntries(config.gateway.api_keys.map((key) => [key.name, key.tools ?? null])),
     };

@@ -29,16 +29,17 @@ export interface ToolExecutorDeps {
 }
 
 /**
- * Which tools a job may use: those the mid tier allows (`tools.allow.mid`) and, for a job that
- * came with an API key, those the key allows (`gateway.api_keys[].tools`). A job whose owner is
- * no API key (a tenant of the NATS door) has the tier's list alone: who may publish for a tenant
- * is the NATS server's permissions' business.
+ * Which tools a job may use on a tier: those the tier allows (`tools.allow.<tier>`) and, for a
+ * job that came with an API key, those the key allows (`gateway.api_keys[].tools`). A job whose
+ * owner is no API key (a tenant of the NATS door) has the tier's list alone: who may publish for
+ * a tenant is the NATS server's permissions' business.
  */
 export function toolPolicy(
   config: HandoffConfig,
   envelope: Pick<JobEnvelope, "owner">,
+  tier: "light" | "mid" = "mid",
 ): ToolPolicy {
-  const policy: ToolPolicy = { tier: "mid", tierAllows: config.tools.allow.mid };
+  const policy: ToolPolicy = { tier, tierAllows: config.tools.allow[tier] };
   const key = config.gateway.api_keys.find((k) => k.name === envelope.owner);
   return key ? { ...policy, key: key.name, keyAllows: key.tools } : policy;
 }
@@ -55,7 +56,7 @@ export function toolExecutorHandler(router: ModelRouter, toolbox: Toolbox, confi
     const outcome = await runToolLoop({
       router,
       toolbox,
-      policy: toolPolicy(config, envelope),
+      policy: (tier) => toolPolicy(config, envelope, tier),
       deadline: Date.parse(envelope.budget.deadline),
       messages: input.messages,
       clientTools: input.tools,

@@ -33,7 +33,7 @@ function loop(overrides: Partial<ToolLoopInput>): Promise<ToolLoopOutcome> {
   return runToolLoop({
     router,
     toolbox,
-    policy: { tier: "mid" },
+    policy: (tier) => ({ tier }),
     messages: user("What is 17 * 23?"),
     clientTools: [],
     maxSteps: 6,
@@ -450,9 +450,24 @@ describe("toolPolicy", () => {
     });
   });
 
+  it("checks a call the light model makes, when the budget made the loop fall back, against the light tier's list", async () => {
+    const out = await loop({
+      // Enough for a light turn, not for a mid one.
+      budget: () => 0.0001,
+      policy: (tier) => (tier === "light" ? { tier, tierAllows: ["clock"] } : { tier }),
+    });
+    expect(out.usage.map((u) => u.tier)).toContain("light");
+    expect(out.runs[0]).toMatchObject({
+      name: "calculator",
+      error_type: "not_allowed",
+      error:
+        'tool "calculator" is not allowed for the light tier (tools.allow.light); use only the tools you were offered',
+    });
+  });
+
   it("keeps a refused tool out of the model's offer and refuses its call", async () => {
     const policy = toolPolicy(config, { owner: "team-a" });
-    const out = await loop({ policy });
+    const out = await loop({ policy: () => policy });
     // calculator is allowed for the tier but not for team-a: not offered, so the sim model,
     // which calls the calculator only when offered one, answers without it.
     expect(out.runs).toEqual([]);

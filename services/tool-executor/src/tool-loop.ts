@@ -14,8 +14,11 @@ export interface ToolLoopInput {
   router: ModelRouter;
   /** The mesh's tools (NATS services, MCP servers), behind the guard rails. */
   toolbox: Toolbox;
-  /** Which of them this request may use. */
-  policy: ToolPolicy;
+  /**
+   * Which of them this request may use on a tier: the loop offers the mid tier's, and checks each
+   * call against the tier of the model that made it (light, when the budget made it fall back).
+   */
+  policy: (tier: "light" | "mid") => ToolPolicy;
   messages: readonly Message[];
   /** Tools the client defined: calls to them go back to the client, unrun. */
   clientTools: readonly ToolDefinition[];
@@ -53,7 +56,7 @@ const SYSTEM_PROMPT =
  * the loop and goes back to the client, as OpenAI does.
  */
 export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome> {
-  const mesh = input.toolbox.offer(input.policy);
+  const mesh = input.toolbox.offer(input.policy("mid"));
   const clientNames = new Set(input.clientTools.map((t) => t.function.name));
   const tools = [...mesh.filter((t) => !clientNames.has(t.function.name)), ...input.clientTools];
   // The client's forced choice is the client's to satisfy: `required`, or one of its own tools
@@ -110,7 +113,7 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
 
     messages.push(last.message);
     for (const toolCall of calls) {
-      const run = await executeTool(input, toolCall);
+      const run = await executeTool(input, toolCall, call.usage.tier === "light" ? "light" : "mid");
       runs.push(run);
       messages.push({ role: "tool", tool_call_id: toolCall.id, content: run.output });
     }
@@ -119,12 +122,16 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
 }
 
 /** Runs one call through the toolbox (which makes its `execute_tool` span) and records it. */
-async function executeTool(input: ToolLoopInput, call: ToolCall): Promise<ToolRun> {
+async function executeTool(
+  input: ToolLoopInput,
+  call: ToolCall,
+  tier: "light" | "mid",
+): Promise<ToolRun> {
   const started = performance.now();
   const outcome = await input.toolbox.execute(
     call,
     { signal: input.signal, ...(input.deadline !== undefined ? { deadline: input.deadline } : {}) },
-    input.policy,
+    input.policy(tier),
   );
   return {
     id: call.id,
