@@ -13,6 +13,8 @@ import {
   type EvalReport,
   type EvalRow,
   evaluateStrategies,
+  FEATURE_RECIPES,
+  type FeatureRecipe,
   isLabelled,
   LlmStrategy,
   labelsOf,
@@ -48,7 +50,7 @@ import { type Io, progressBar } from "./progress.js";
 export const ROUTER_USAGE = `handoff router: train, score, evaluate and calibrate routing strategies, without a running mesh
 
   handoff router train --data <jsonl> [--answers <jsonl>] --out <model.json>
-        [--seed 1] [--folds 5] [--l2 1] [--hash-bits 18] [--features ngram+shape|ngram]
+        [--seed 1] [--folds 5] [--l2 1] [--hash-bits 18] [--features ngram+kind|ngram+shape|ngram]
   handoff router score --data <jsonl> [--answers <jsonl>] [--strategy <name>] [--model <file>] [--config <file>]
   handoff router eval  --data <jsonl> [--answers <jsonl>] [--strategy <a,b,...>] [--model <file>] [--config <file>]
         [--json] [--plot <file.svg>] [--output-tokens 256] [--concurrency 4 (llm calls at once)]
@@ -414,11 +416,12 @@ export function formatReport(report: EvalReport, source: string): string {
   return lines.join("\n");
 }
 
-function featuresFlag(raw: string | undefined): boolean {
-  if (raw === undefined || raw === "ngram+shape") return true;
-  if (raw === "ngram") return false;
+function featuresOption(raw: string | undefined): FeatureRecipe {
+  if (raw === undefined) return TRAIN_DEFAULTS.features;
+  const recipe = FEATURE_RECIPES.find((r) => r === raw);
+  if (recipe) return recipe;
   throw new UsageError(
-    `--features is ngram+shape (the default) or ngram (n-grams alone, the plain baseline), got "${raw}"`,
+    `--features is ngram+kind (the default), ngram+shape or ngram (n-grams alone, the plain baseline), got "${raw}"`,
   );
 }
 
@@ -447,7 +450,7 @@ async function train(values: Values, io: Io): Promise<number> {
       (n) => Number.isInteger(n) && n >= 8 && n <= 22,
       "a whole number from 8 to 22",
     ),
-    shape: featuresFlag(values.features),
+    features: featuresOption(values.features),
   };
   const bar = progressBar("training", io.progress);
   const started = Date.now();

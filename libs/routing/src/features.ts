@@ -1,8 +1,10 @@
 /**
  * Features of a prompt for the learned router: hashed word unigrams and bigrams (the hashing trick,
- * so the model file needs no vocabulary) and a few shape features that carry over to topics the
- * model never saw (length, numbers, answer options, negations). Everything here is a pure
- * function of the text, linear in its length.
+ * so the model file needs no vocabulary), then dense features of the prompt's form that carry over
+ * to topics the model never saw: the shape features (length, numbers, answer options, negations)
+ * and the kind-of-question features (how the options read, notation, "which of the following",
+ * rates and quantities, pronouns, ...). Everything here is a pure function of the text, linear in
+ * its length: the router reads every prompt, hostile ones included.
  */
 
 /** A sparse feature vector: parallel arrays of indices and values. */
@@ -11,7 +13,7 @@ export interface SparseVector {
   values: Float64Array;
 }
 
-/** Number of shape features, appended after the hashed ones. */
+/** The shape features: size and layout of the prompt. */
 export const SHAPE_FEATURES = [
   "log_chars",
   "log_question_chars",
@@ -25,6 +27,74 @@ export const SHAPE_FEATURES = [
   "log_lines",
   "code",
 ] as const;
+
+/**
+ * The kind-of-question features: what sort of question a prompt asks, whatever its topic. On an
+ * unseen subject this is most of what a prompt says about the need for the strong model (a word
+ * problem with rates, a "which of the following" over long options, a Statement I/II question),
+ * where the n-grams mostly name the topic. Each is a count's logarithm, a share or a 0/1 flag;
+ * "question" is the prompt without its option lines. What a shape feature already says (options
+ * present, question length, how many numbers, operators, negations, Statement I/II, line count)
+ * is not repeated.
+ */
+export const KIND_FEATURES = [
+  "log_question_words",
+  // Mean length of an option's text, without its `A.` marker.
+  "log_option_text_chars",
+  "log_option_chars_sd",
+  // log(1 + longest option) − log(1 + shortest).
+  "option_length_spread",
+  // Share of options that start with a number (or a sign or `$` and a number).
+  "numeric_option_share",
+  "log_question_numbers",
+  "which_of_the_following",
+  // An option reading "all of the above", "none of the above" or "both ... and ...".
+  "aggregate_option",
+  // `$...$`, `\(`, `\frac`, `^` or `_{`.
+  "latex",
+  // Share of the question's words of nine letters or more.
+  "long_word_share",
+  "capitalized_word_share",
+  "log_sentences",
+  // The question ends with `?` (before a trailing `Answer:`).
+  "ends_with_question",
+  "fill_in_blank",
+  // percent, ratio, rate, average, probability.
+  "rate_words",
+  // each, per, every, times, twice, half, total, left, remaining: the words of a word problem.
+  "quantity_words",
+  "third_person",
+  "second_person",
+  // A year from 1900 to 2099.
+  "year",
+  "quotation",
+] as const;
+
+/** Every dense feature, in the order a feature vector holds them: a model reads a prefix. */
+export const DENSE_FEATURES = [...SHAPE_FEATURES, ...KIND_FEATURES] as const;
+
+/**
+ * How the learned router reads a prompt (`handoff router train --features`):
+ *
+ * - `ngram+kind` (the default): n-grams, shape and kind features, fitted in two stages (see
+ *   `trainLearned`);
+ * - `ngram+shape`: n-grams and the shape features in one logistic regression;
+ * - `ngram`: n-grams alone, the plain baseline the others are measured against.
+ */
+export const FEATURE_RECIPES = ["ngram+kind", "ngram+shape", "ngram"] as const;
+export type FeatureRecipe = (typeof FEATURE_RECIPES)[number];
+
+/** The dense features a recipe reads, after the hashed n-grams. */
+export function denseFeaturesOf(recipe: FeatureRecipe): readonly string[] {
+  switch (recipe) {
+    case "ngram+kind":
+      return DENSE_FEATURES;
+    case "ngram+shape":
+      return SHAPE_FEATURES;
+    case "ngram":
+      return [];
+  }
+}
 
 // Digits become a shape (`#`, `##`, ... up to four), so "17" and "42" are one feature.
 const TOKEN = /[a-z]+(?:'[a-z]+)?|\d+|[^\s\w]/g;
@@ -52,47 +122,167 @@ export function fnv1a(text: string): number {
 
 const OPTION_LINE = /^\s*\(?[A-Ja-j][.)]\s/;
 
-/** The raw shape features of a prompt, in `SHAPE_FEATURES` order. */
-export function shapeFeatures(text: string): number[] {
+/** A prompt split into its answer options (`A. ...`, `(b) ...`, one a line) and the rest. */
+interface PromptLayout {
+  text: string;
+  lines: string[];
+  /** The option lines, whole. */
+  optionLines: string[];
+  /** Each option's text after its marker. */
+  optionTexts: string[];
+  /** The prompt without its option lines. */
+  question: string;
+}
+
+function layoutOf(text: string): PromptLayout {
   const lines = text.split("\n");
-  const options = lines.filter((line) => OPTION_LINE.test(line));
-  const question = lines.filter((line) => !OPTION_LINE.test(line)).join("\n");
-  const optionChars = options.reduce((sum, line) => sum + line.length, 0);
-  const numbers = text.match(/\d+(?:[.,]\d+)*/g)?.length ?? 0;
+  const optionLines: string[] = [];
+  const optionTexts: string[] = [];
+  const questionLines: string[] = [];
+  for (const line of lines) {
+    const marker = OPTION_LINE.exec(line);
+    if (marker) {
+      optionLines.push(line);
+      optionTexts.push(line.slice(marker[0].length));
+    } else {
+      questionLines.push(line);
+    }
+  }
+  return { text, lines, optionLines, optionTexts, question: questionLines.join("\n") };
+}
+
+const NUMBER = /\d+(?:[.,]\d+)*/g;
+
+const occurrences = (text: string, pattern: RegExp) => text.match(pattern)?.length ?? 0;
+const flag = (matches: boolean) => (matches ? 1 : 0);
+
+function shapeOf({ text, lines, optionLines, question }: PromptLayout): number[] {
+  const optionChars = optionLines.reduce((sum, line) => sum + line.length, 0);
   return [
     Math.log1p(text.length),
     Math.log1p(question.length),
-    options.length >= 2 ? 1 : 0,
-    Math.log1p(options.length > 0 ? optionChars / options.length : 0),
-    Math.log1p(numbers),
-    Math.log1p(text.match(/[=+*/^<>√∑∫]|\\frac|\\sqrt/g)?.length ?? 0),
-    /\b(?:NOT|EXCEPT|LEAST|FALSE)\b/.test(text) ? 1 : 0,
-    /\bStatement 1\b|\b(?:I|II|III|IV)\s+(?:only|and)\b/.test(text) ? 1 : 0,
-    Math.log1p(text.match(/\?/g)?.length ?? 0),
+    flag(optionLines.length >= 2),
+    Math.log1p(optionLines.length > 0 ? optionChars / optionLines.length : 0),
+    Math.log1p(occurrences(text, NUMBER)),
+    Math.log1p(occurrences(text, /[=+*/^<>√∑∫]|\\frac|\\sqrt/g)),
+    flag(/\b(?:NOT|EXCEPT|LEAST|FALSE)\b/.test(text)),
+    flag(/\bStatement 1\b|\b(?:I|II|III|IV)\s+(?:only|and)\b/.test(text)),
+    Math.log1p(occurrences(text, /\?/g)),
     Math.log1p(lines.length),
-    /```|\bdef |\bfunction\b|[;{}]\s*$/m.test(text) ? 1 : 0,
+    flag(/```|\bdef |\bfunction\b|[;{}]\s*$/m.test(text)),
   ];
+}
+
+/** The raw shape features of a prompt, in `SHAPE_FEATURES` order. */
+export function shapeFeatures(text: string): number[] {
+  return shapeOf(layoutOf(text));
+}
+
+/**
+ * "all of the above", "none of the above", or "both " followed later by " and": written out
+ * rather than as `/both .* and/`, whose backtracking is quadratic on a line of repeated "both".
+ */
+function isAggregateOption(option: string): boolean {
+  const lower = option.toLowerCase();
+  if (lower.includes("all of the above") || lower.includes("none of the above")) return true;
+  const both = lower.indexOf("both ");
+  return both >= 0 && lower.lastIndexOf(" and") >= both + 5;
+}
+
+/** Whether the question ends with a question mark, ignoring a trailing "Answer:" prompt. */
+function endsWithQuestion(question: string): boolean {
+  let end = question.trim();
+  if (end.endsWith("Answer:")) end = end.slice(0, -"Answer:".length).trimEnd();
+  return end.endsWith("?");
+}
+
+function kindOf({ text, optionTexts, question }: PromptLayout): number[] {
+  const lengths = optionTexts.map((option) => option.length);
+  let sum = 0;
+  let shortest = Number.POSITIVE_INFINITY;
+  let longest = 0;
+  for (const length of lengths) {
+    sum += length;
+    shortest = Math.min(shortest, length);
+    longest = Math.max(longest, length);
+  }
+  const mean = lengths.length > 0 ? sum / lengths.length : 0;
+  const variance =
+    lengths.length > 0
+      ? lengths.reduce((total, length) => total + (length - mean) ** 2, 0) / lengths.length
+      : 0;
+  const numericOptions = optionTexts.filter((option) => /^\s*[-$]?\d/.test(option)).length;
+  let words = 0;
+  let longWords = 0;
+  let capitalized = 0;
+  for (const [word] of question.matchAll(/[A-Za-z]+/g)) {
+    words++;
+    if (word.length >= 9) longWords++;
+    const first = word.charCodeAt(0);
+    if (first >= 65 && first <= 90) capitalized++;
+  }
+  const share = (part: number, whole: number) => (whole > 0 ? part / whole : 0);
+  return [
+    Math.log1p(words),
+    Math.log1p(mean),
+    Math.log1p(Math.sqrt(variance)),
+    lengths.length > 0 ? Math.log1p(longest) - Math.log1p(shortest) : 0,
+    share(numericOptions, optionTexts.length),
+    Math.log1p(occurrences(question, NUMBER)),
+    flag(/which of the following/i.test(question)),
+    flag(optionTexts.some(isAggregateOption)),
+    flag(/\$[^$]+\$|\\\(|\\frac|\^|_\{/.test(text)),
+    share(longWords, words),
+    share(capitalized, words),
+    Math.log1p(occurrences(question, /[.?!](?:\s|$)/g)),
+    flag(endsWithQuestion(question)),
+    flag(/_{2,}|\bblank\b/i.test(question)),
+    // `\b%\b` matches only between word characters ("5%x"): kept, the model was measured with it.
+    flag(/\b(?:percent|%|ratio|rate|average|probability)\b/i.test(question)),
+    flag(/\b(?:each|per|every|times|twice|half|total|left|remaining)\b/i.test(question)),
+    flag(/\b(?:he|she|they|his|her|their)\b/i.test(question)),
+    flag(/\b(?:you|your)\b/i.test(question)),
+    flag(/\b(?:19|20)\d\d\b/.test(text)),
+    flag(/"|“/.test(question)),
+  ];
+}
+
+/** The raw kind-of-question features of a prompt, in `KIND_FEATURES` order. */
+export function kindFeatures(text: string): number[] {
+  return kindOf(layoutOf(text));
+}
+
+/**
+ * The first `count` raw dense features of a prompt, in `DENSE_FEATURES` order: none, the shape
+ * features, or the shape and kind features (the kind ones are computed only when asked for).
+ */
+export function denseFeatures(text: string, count: number): number[] {
+  if (count === 0) return [];
+  const layout = layoutOf(text);
+  const shape = shapeOf(layout);
+  return count <= SHAPE_FEATURES.length ? shape.slice(0, count) : [...shape, ...kindOf(layout)];
 }
 
 export interface FeatureSpace {
   /** log2 of the number of hash buckets. */
   hashBits: number;
   /**
-   * Per shape feature: subtract the mean, divide by the scale (from the training data). Empty for
-   * a model of n-grams alone (the plain baseline).
+   * Per dense feature: subtract the mean, divide by the scale (from the training data). Their
+   * length says how many of `DENSE_FEATURES` the model reads: none for n-grams alone (the plain
+   * baseline), the shape features, or all of them.
    */
-  shapeMean: readonly number[];
-  shapeScale: readonly number[];
+  denseMean: readonly number[];
+  denseScale: readonly number[];
 }
 
-/** Total width of the feature vector for a space: hash buckets, then the shape features. */
-export function featureWidth(space: Pick<FeatureSpace, "hashBits" | "shapeMean">): number {
-  return 2 ** space.hashBits + space.shapeMean.length;
+/** Total width of the feature vector for a space: hash buckets, then the dense features. */
+export function featureWidth(space: Pick<FeatureSpace, "hashBits" | "denseMean">): number {
+  return 2 ** space.hashBits + space.denseMean.length;
 }
 
 /**
  * The feature vector of a prompt: unigram and bigram counts hashed into `2^hashBits` buckets and
- * scaled to unit length (so a long prompt does not shout), followed by the standardized shape
+ * scaled to unit length (so a long prompt does not shout), followed by the standardized dense
  * features.
  */
 export function featurize(text: string, space: FeatureSpace): SparseVector {
@@ -113,8 +303,8 @@ export function featurize(text: string, space: FeatureSpace): SparseVector {
   for (const c of counts.values()) norm += c * c;
   norm = Math.sqrt(norm) || 1;
   const keys = [...counts.keys()].sort((a, b) => a - b);
-  const shape = space.shapeMean.length > 0 ? shapeFeatures(text) : [];
-  const size = keys.length + shape.length;
+  const dense = denseFeatures(text, space.denseMean.length);
+  const size = keys.length + dense.length;
   const indices = new Int32Array(size);
   const values = new Float64Array(size);
   keys.forEach((key, i) => {
@@ -122,21 +312,26 @@ export function featurize(text: string, space: FeatureSpace): SparseVector {
     values[i] = (counts.get(key) ?? 0) / norm;
   });
   const base = 2 ** space.hashBits;
-  shape.forEach((raw, j) => {
+  dense.forEach((raw, j) => {
     const at = keys.length + j;
     indices[at] = base + j;
-    values[at] = (raw - (space.shapeMean[j] ?? 0)) / (space.shapeScale[j] || 1);
+    values[at] = (raw - (space.denseMean[j] ?? 0)) / (space.denseScale[j] || 1);
   });
   return { indices, values };
 }
 
-/** Mean and standard deviation of each shape feature over a corpus, for standardizing. */
-export function fitShapeScaling(texts: readonly string[]): { mean: number[]; scale: number[] } {
-  const k = SHAPE_FEATURES.length;
-  const mean = new Array<number>(k).fill(0);
-  const square = new Array<number>(k).fill(0);
+/**
+ * Mean and standard deviation of the first `count` dense features over a corpus, for
+ * standardizing. A feature constant over the corpus keeps a scale of 1.
+ */
+export function fitDenseScaling(
+  texts: readonly string[],
+  count: number,
+): { mean: number[]; scale: number[] } {
+  const mean = new Array<number>(count).fill(0);
+  const square = new Array<number>(count).fill(0);
   for (const text of texts) {
-    shapeFeatures(text).forEach((v, j) => {
+    denseFeatures(text, count).forEach((v, j) => {
       mean[j] = (mean[j] ?? 0) + v;
       square[j] = (square[j] ?? 0) + v * v;
     });

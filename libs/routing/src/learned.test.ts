@@ -59,8 +59,8 @@ describe("features", () => {
   it("gives n-gram features unit length and appends the standardized shape features", () => {
     const space = {
       hashBits: 10,
-      shapeMean: shapeFeatures("").map(() => 0),
-      shapeScale: shapeFeatures("").map(() => 1),
+      denseMean: shapeFeatures("").map(() => 0),
+      denseScale: shapeFeatures("").map(() => 1),
     };
     const v = featurize("the cat the hat", space);
     const hashed = Array.from(v.values).slice(0, v.values.length - shapeFeatures("").length);

@@ -34,7 +34,7 @@ describe("routing on long and hostile text", () => {
   it("featurizes and classifies a 1 MB prompt of digits, operators and parentheses", () => {
     const prompt = `What is ${"(12 + 3) * 4 - 5 / (6 ^ 2) % 7 8 9 \n\n".repeat(MB / 40)}?`;
     expect(shapeFeatures(prompt)).toHaveLength(11);
-    const features = featurize(prompt, { hashBits: 10, shapeMean: [], shapeScale: [] });
+    const features = featurize(prompt, { hashBits: 10, denseMean: [], denseScale: [] });
     expect(features.indices.length).toBeGreaterThan(0);
     expect(inLearnedDomain(prompt)).toBe(false);
     const input = { model: "handoff", messages: [{ role: "user" as const, content: prompt }] };

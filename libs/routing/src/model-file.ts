@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { HandoffError } from "@handoff/contracts";
 import { z } from "zod";
 import type { VerifierSpec } from "./cascade-verifier.js";
-import { fnv1a, SHAPE_FEATURES } from "./features.js";
+import { DENSE_FEATURES, denseFeaturesOf, FEATURE_RECIPES, fnv1a } from "./features.js";
 import type { LearnedSpec } from "./learned.js";
 import { VERIFIER_FEATURES } from "./verifier.js";
 
@@ -32,6 +32,12 @@ export const ModelFile = z.object({
     folds: z.number().int().min(2),
     l2: z.number().positive(),
     /**
+     * The feature recipe. Absent from a file of n-grams alone (the plain baseline, kept byte for
+     * byte as earlier versions wrote it) and from files older than the recipes; either way
+     * `learned.shape_features` says which it is.
+     */
+    features: z.enum(FEATURE_RECIPES).optional(),
+    /**
      * Fingerprints of the training prompts (FNV-1a of each prompt's text, sorted, base64 of
      * little-endian uint32), so an evaluation can warn when it scores prompts the model saw.
      */
@@ -41,10 +47,14 @@ export const ModelFile = z.object({
     /** What the score is the probability of. */
     target: z.literal("strong_correct_and_weak_wrong"),
     hash_bits: z.number().int().min(8).max(24),
+    /**
+     * The dense features after the n-grams, by name: none, the shape features, or the shape and
+     * kind-of-question features (the key predates the kind ones).
+     */
     shape_features: z.array(z.string()),
     shape_mean: FiniteArray,
     shape_scale: FiniteArray,
-    /** base64 of little-endian float32, 2^hash_bits + shape features long. */
+    /** base64 of little-endian float32, 2^hash_bits + dense features long. */
     weights: z.string(),
     bias: z.number(),
     calibration: z.object({ a: z.number(), b: z.number() }),
@@ -93,7 +103,7 @@ function decodeWeights(text: string, expected: number, source: string): Float32A
   if (bytes.length !== expected * 4) {
     throw new HandoffError(
       "HANDOFF_ERR_CONFIG",
-      `${source}: learned.weights holds ${bytes.length} bytes, expected ${expected} float32 weights (2^hash_bits + shape features) = ${expected * 4} bytes`,
+      `${source}: learned.weights holds ${bytes.length} bytes, expected ${expected} float32 weights (2^hash_bits + dense features) = ${expected * 4} bytes`,
     );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -166,15 +176,20 @@ export function toModelFile(
   crossValidation: ModelFile["cross_validation"],
 ): ModelFile {
   const { learned, verifier } = model;
+  const { features, ...rest } = trained;
   return {
     format: MODEL_FORMAT,
-    trained: { ...trained, prompts: encodeFingerprints(model.trainingPrompts) },
+    trained: {
+      ...rest,
+      ...(features && features !== "ngram" ? { features } : {}),
+      prompts: encodeFingerprints(model.trainingPrompts),
+    },
     learned: {
       target: "strong_correct_and_weak_wrong",
       hash_bits: learned.hashBits,
-      shape_features: learned.shapeMean.length > 0 ? [...SHAPE_FEATURES] : [],
-      shape_mean: learned.shapeMean,
-      shape_scale: learned.shapeScale,
+      shape_features: DENSE_FEATURES.slice(0, learned.denseMean.length),
+      shape_mean: learned.denseMean,
+      shape_scale: learned.denseScale,
       weights: encodeWeights(learned.weights),
       bias: learned.bias,
       calibration: learned.calibration,
@@ -205,10 +220,18 @@ export function fromModelFile(value: unknown, source: string): RouterModel {
   const same = (names: readonly string[], expected: readonly string[]) =>
     names.length === expected.length && names.every((n, i) => n === expected[i]);
   const shape = file.learned.shape_features;
-  if (shape.length > 0 && !same(shape, SHAPE_FEATURES)) {
+  const recipe = FEATURE_RECIPES.find((r) => same(shape, denseFeaturesOf(r)));
+  if (recipe === undefined) {
     throw new HandoffError(
       "HANDOFF_ERR_CONFIG",
-      `${source}: learned.shape_features [${file.learned.shape_features.join(", ")}] are not the features this version computes [${SHAPE_FEATURES.join(", ")}]; retrain with handoff router train`,
+      `${source}: learned.shape_features [${shape.join(", ")}] are not features this version computes (none, the shape features, or the shape and kind features [${DENSE_FEATURES.join(", ")}]); retrain with handoff router train`,
+    );
+  }
+  const recorded = file.trained.features;
+  if (recorded !== undefined && recorded !== recipe) {
+    throw new HandoffError(
+      "HANDOFF_ERR_CONFIG",
+      `${source}: trained.features is ${recorded}, but learned.shape_features are those of ${recipe}`,
     );
   }
   if (file.verifier && !same(file.verifier.features, VERIFIER_FEATURES)) {
@@ -223,7 +246,7 @@ export function fromModelFile(value: unknown, source: string): RouterModel {
   ) {
     throw new HandoffError(
       "HANDOFF_ERR_CONFIG",
-      `${source}: learned.shape_mean and learned.shape_scale need one entry per shape feature (${shape.length})`,
+      `${source}: learned.shape_mean and learned.shape_scale need one entry per feature of learned.shape_features (${shape.length})`,
     );
   }
   const width = 2 ** file.learned.hash_bits + shape.length;
@@ -231,8 +254,8 @@ export function fromModelFile(value: unknown, source: string): RouterModel {
     trainingPrompts: decodeFingerprints(file.trained.prompts, source),
     learned: {
       hashBits: file.learned.hash_bits,
-      shapeMean: file.learned.shape_mean,
-      shapeScale: file.learned.shape_scale,
+      denseMean: file.learned.shape_mean,
+      denseScale: file.learned.shape_scale,
       weights: decodeWeights(file.learned.weights, width, source),
       bias: file.learned.bias,
       calibration: file.learned.calibration,

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { trainVerifier } from "./cascade-verifier.js";
 import { type AnswerRow, isLabelled, type RoutingRow, rowInput } from "./dataset.js";
 import { apgr, type Labels, qualityCurve, shareFor, thresholdForShare } from "./evaluate.js";
-import { type LearnedTrainOptions, trainLearned } from "./learned.js";
+import { DEFAULT_FEATURE_RECIPE, type LearnedTrainOptions, trainLearned } from "./learned.js";
 import { sigmoid } from "./logistic.js";
 import { type ModelFile, promptFingerprint, type RouterModel, toModelFile } from "./model-file.js";
 import { routingText } from "./text.js";
@@ -18,7 +18,13 @@ export interface TrainOptions extends Omit<LearnedTrainOptions, "maxIterations">
   answersDigest?: string;
 }
 
-export const TRAIN_DEFAULTS = { seed: 1, folds: 5, l2: 1, hashBits: 18 } as const;
+export const TRAIN_DEFAULTS = {
+  features: DEFAULT_FEATURE_RECIPE,
+  seed: 1,
+  folds: 5,
+  l2: 1,
+  hashBits: 18,
+} as const;
 
 export function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
@@ -101,6 +107,7 @@ export function trainRouter(
     seed: options.seed,
     folds: options.folds,
     l2: options.l2,
+    features: options.features ?? DEFAULT_FEATURE_RECIPE,
   };
   const file = toModelFile(model, trainedBy, crossValidation);
   return { model: { ...model, file }, crossValidation };
