@@ -27,7 +27,7 @@ RUN set -eu; \
     mkdir -p /manifests; \
     cp /src/package.json /src/package-lock.json /manifests/; \
     cd /src; \
-    for pkg in libs/* services/* cli; do \
+    for pkg in libs/* services/* cli examples/*; do \
       if [ -f "$pkg/package.json" ]; then \
         mkdir -p "/manifests/$pkg"; \
         cp "$pkg/package.json" "/manifests/$pkg/package.json"; \

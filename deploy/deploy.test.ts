@@ -492,6 +492,18 @@ describe("Dockerfile", () => {
     );
   });
 
+  it("copies the manifest of every workspace before npm ci, or the lockfile would not match", () => {
+    const manifests = stages.find((stage) => stage.name === "manifests");
+    const copy = manifests?.body.find((i) => i.keyword === "RUN" && i.args.includes("for pkg in"));
+    const globs =
+      /for pkg in ([^;]+); do/
+        .exec(copy?.args ?? "")?.[1]
+        ?.trim()
+        .split(/\s+/) ?? [];
+    const workspaces = (JSON.parse(read("package.json")) as { workspaces: string[] }).workspaces;
+    expect(globs.sort()).toEqual([...workspaces].sort());
+  });
+
   it("runs on the official Node 24 image", () => {
     expect(runtime?.from).toMatch(/^node:24(-slim|-alpine)?$/);
   });
