@@ -306,3 +306,107 @@ describe("tools as NATS services", () => {
     });
   });
 });
+
+describe("tool calls across a lost connection", () => {
+  let own: NatsHandle;
+  const opened: NatsConnection[] = [];
+  const fast = async () => {
+    const nc = await connect({
+      servers: own.url,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+    });
+    opened.push(nc);
+    return nc;
+  };
+  /** A tool that takes `ms` and counts its runs; idempotent or not. */
+  const counted = (name: string, idempotent: boolean, runs: string[]) =>
+    defineTool({
+      name,
+      description: "Sleeps, then answers with how many times it ran.",
+      idempotent,
+      input: z.object({ ms: z.number().int().min(0) }),
+      handler: async ({ ms }) => {
+        runs.push(name);
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        return `${name} ran ${runs.filter((r) => r === name).length} time(s)`;
+      },
+    });
+
+  beforeAll(async () => {
+    own = await startNats();
+  });
+  afterAll(async () => {
+    for (const nc of opened.splice(0)) await nc.close().catch(() => {});
+    await own?.stop();
+  });
+
+  it("calls an idempotent tool again once NATS is back; reports a lost call of any other", async () => {
+    const runs: string[] = [];
+    await serveTools(await fast(), [counted("lookup", true, runs), counted("charge", false, runs)]);
+    const found = await NatsToolSource.start(await fast(), {
+      intervalMs: 3_600_000,
+      discoveryWaitMs: 500,
+    });
+    try {
+      const deadline = () => ({
+        signal: new AbortController().signal,
+        deadline: Date.now() + 20_000,
+      });
+      // Both calls are in flight (the handlers sleep) when the server goes away.
+      const lookup = found.call("lookup", { ms: 400 }, deadline());
+      const charge = found.call("charge", { ms: 400 }, deadline());
+      await waitFor(() => runs.length === 2, { what: "both calls running" });
+      await own.restart();
+      const [lookedUp, charged] = await Promise.all([lookup, charge]);
+      // The lookup's answer was lost with the connection: it was asked again, and answered.
+      expect(lookedUp.error).toBeUndefined();
+      expect(lookedUp.output).toMatch(/^lookup ran \d time\(s\)$/);
+      // The charge may have happened: it is not repeated, and the model is told so.
+      expect(charged.error?.type).toBe("unavailable");
+      expect(charged.error?.message).toContain("it may have run, and it is not idempotent");
+      expect(runs.filter((r) => r === "charge")).toHaveLength(1);
+    } finally {
+      await found.close();
+    }
+  });
+
+  it("holds a call made while NATS is down until the connection is back", async () => {
+    const nc = await fast();
+    await serveTools(nc, builtinTools);
+    const found = await NatsToolSource.start(nc, { intervalMs: 3_600_000, discoveryWaitMs: 500 });
+    try {
+      const disconnected = (async () => {
+        for await (const status of nc.status()) if (status.type === "disconnect") return;
+      })();
+      await own.kill();
+      await disconnected;
+      // Sent during the outage, a request would be flushed before the subscriptions that answer
+      // it are back, and never answered.
+      const pending = found.call("calculator", { expression: "2 + 3" }, inTime(10_000));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await own.restart();
+      expect(await pending).toEqual({ output: "5" });
+    } finally {
+      await found.close();
+    }
+  });
+
+  it("asks again when no instance answered, since then nothing ran", async () => {
+    const first = await serveTools(await fast(), [echo("first")]);
+    const found = await NatsToolSource.start(await fast(), {
+      intervalMs: 3_600_000,
+      discoveryWaitMs: 500,
+    });
+    try {
+      // The only instance restarts: for a moment no one listens.
+      await first.stop();
+      const pending = found.call("echo", { text: "again" }, inTime(10_000));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await serveTools(await fast(), [echo("second")]);
+      expect(await pending).toEqual({ output: "second:again" });
+    } finally {
+      await found.close();
+    }
+  });
+});

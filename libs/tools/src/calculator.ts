@@ -430,6 +430,7 @@ export function formatNumber(value: number): string {
 /** Arithmetic the model should not do in its head. */
 export const calculator = defineTool({
   name: "calculator",
+  idempotent: true,
   description:
     "Evaluates one arithmetic expression and returns the result. Syntax: numbers like 42, 3.14, " +
     "2.5e-4 (no thousands separators); + - * / and % (remainder); ^ or ** for powers " +

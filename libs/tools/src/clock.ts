@@ -14,6 +14,7 @@ function localFormatter(timeZone: string): Intl.DateTimeFormat {
 /** The current date and time, because models do not know it. */
 export const clock = defineTool({
   name: "clock",
+  idempotent: true,
   description:
     "Returns the current date and time as JSON: iso (ISO 8601, UTC), timezone, local (readable " +
     "date and time in that zone) and unix (seconds since 1970-01-01 UTC).",

@@ -443,6 +443,8 @@ export function createHttpGetTool(options: HttpGetOptions): Tool {
 
   return defineTool({
     name: "http_get",
+    // A GET changes nothing on a well-behaved server: a call lost with the connection is repeated.
+    idempotent: true,
     description:
       "Fetches a URL with HTTP GET and returns a line with the status and final URL, then the " +
       `body as text. Only these hosts can be fetched: ${allowed}. Only text responses (HTML, ` +

@@ -1,5 +1,6 @@
 import { tracedHeaders } from "@handoff/mesh";
 import {
+  type Msg,
   type NatsConnection,
   NoRespondersError,
   RequestError,
@@ -17,6 +18,12 @@ import {
 } from "./protocol.js";
 import type { SourceCallContext, SourceOutcome, SourceTool, ToolSource } from "./source.js";
 import { TOOL_NAME } from "./tool.js";
+
+/**
+ * How long calls keep asking while no instance of a tool answers: long enough for a service or
+ * NATS to restart, short enough that a tool that is gone is reported, not waited on.
+ */
+const NO_RESPONDERS_PATIENCE_MS = 3_000;
 
 /** A pino-like logger; only what the source reports. */
 export interface SourceLogger {
@@ -59,6 +66,14 @@ export class NatsToolSource implements ToolSource {
   #running: Promise<void> | undefined;
   #again = false;
   #closed = false;
+  /** Counts the connection's drops, so a call can tell that its request or reply may be lost. */
+  #drops = 0;
+  /** True between a drop of the connection and its return. */
+  #disconnected = false;
+  /** Resolved at the next drop, and at the next reconnect: what a waiting call listens for. */
+  #dropped = signal();
+  #reconnected = signal();
+  #statuses: (AsyncIterable<{ type: string }> & { stop?: () => void }) | undefined;
   /** Warnings said once per cause, not at every poll. */
   readonly #warned = new Set<string>();
 
@@ -83,6 +98,7 @@ export class NatsToolSource implements ToolSource {
         if (!error) source.#soon();
       },
     });
+    void source.#watchConnection();
     await source.refresh();
     source.#timer = setInterval(() => void source.refresh(), source.#options.intervalMs);
     source.#timer.unref();
@@ -113,6 +129,14 @@ export class NatsToolSource implements ToolSource {
     return this.#running;
   }
 
+  /**
+   * Calls a tool with a NATS request carrying the trace context and the deadline. What NATS loses
+   * is made good where that is safe: a "no responders" reply means no instance got the call, so it
+   * is made again (a service restarting, or not yet re-subscribed after a NATS restart); a call
+   * whose connection dropped while it waited is made again once the connection is back when the
+   * tool is idempotent, and reported to the model as lost when it is not (it may have run). All
+   * within the deadline.
+   */
   async call(
     name: string,
     args: Record<string, unknown>,
@@ -123,39 +147,142 @@ export class NatsToolSource implements ToolSource {
     if (found?.tool.origin.kind !== "nats") {
       return failure("unavailable", `tool "${name}" is not served on NATS any more`);
     }
-    const { subject } = found.tool.origin;
-    const timeout = Math.max(1, Math.floor(ctx.deadline - Date.now()));
+    const { subject, idempotent } = found.tool.origin;
+    const payload = JSON.stringify(args);
+    let unanswered: number | undefined;
+    for (let attempt = 1; ; attempt++) {
+      // A request sent while the connection is down is buffered, and may be flushed before the
+      // subscriptions that would answer it are back: it is sent once the connection is.
+      if (this.#disconnected && !(await this.#pause(attempt, ctx))) {
+        return failure("unavailable", "NATS was unreachable until the call's deadline");
+      }
+      const timeout = Math.floor(ctx.deadline - Date.now());
+      if (timeout <= 0) return failure("timeout", "the tool did not answer before the deadline");
+      const drops = this.#drops;
+      const outcome = await this.#request(subject, payload, timeout, ctx);
+      if (outcome.kind === "reply") {
+        const error = ServiceError.toServiceError(outcome.reply);
+        if (error) {
+          const type = error.code === ToolErrorCode.deadline ? "timeout" : "tool_error";
+          return failure(type, error.message || `the tool failed (code ${error.code})`);
+        }
+        return { output: outcome.reply.string() };
+      }
+      const lost = outcome.kind === "dropped" || this.#drops !== drops;
+      if (outcome.kind === "no_responders") {
+        unanswered ??= Date.now();
+        this.#soon();
+      }
+      const patient =
+        outcome.kind === "no_responders"
+          ? Date.now() - (unanswered ?? 0) < NO_RESPONDERS_PATIENCE_MS
+          : lost && idempotent;
+      // Nothing ran (no responders: a service restarting), or running again is harmless (the
+      // connection dropped): wait for the connection, or a moment, then ask again.
+      if (patient && (await this.#pause(attempt, ctx))) continue;
+      if (outcome.kind === "no_responders") {
+        return failure("no_responders", `no instance of the tool service for "${name}" is running`);
+      }
+      if (lost) {
+        return failure(
+          "unavailable",
+          idempotent
+            ? "the NATS connection was lost and did not come back in time"
+            : `the NATS connection dropped while "${name}" ran; it may have run, and it is not idempotent, so it was not called again`,
+        );
+      }
+      if (outcome.kind === "failed") {
+        return failure("unavailable", `calling "${name}" failed: ${outcome.message}`);
+      }
+      return failure("timeout", `the tool did not answer within ${timeout} ms`);
+    }
+  }
+
+  /** One request, raced with the caller's abort and with a drop of the connection. */
+  async #request(
+    subject: string,
+    payload: string,
+    timeout: number,
+    ctx: SourceCallContext,
+  ): Promise<
+    | { kind: "reply"; reply: Msg }
+    | { kind: "no_responders" | "timeout" | "dropped" }
+    | { kind: "failed"; message: string }
+  > {
     const headers = tracedHeaders({ [DEADLINE_HEADER]: String(Math.floor(ctx.deadline)) });
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(ctx.signal.reason);
       ctx.signal.addEventListener("abort", onAbort, { once: true });
     });
+    aborted.catch(() => {});
     try {
-      const reply = await Promise.race([
-        this.#nc.request(subject, JSON.stringify(args), { timeout, headers }),
+      return await Promise.race([
+        this.#nc
+          .request(subject, payload, { timeout, headers })
+          .then((reply) => ({ kind: "reply" as const, reply })),
+        this.#dropped.promise.then(() => ({ kind: "dropped" as const })),
         aborted,
       ]);
-      const error = ServiceError.toServiceError(reply);
-      if (error) {
-        const type = error.code === ToolErrorCode.deadline ? "timeout" : "tool_error";
-        return failure(type, error.message || `the tool failed (code ${error.code})`);
-      }
-      return { output: reply.string() };
     } catch (error) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
-      if (isNoResponders(error)) {
-        // The service went away since the last discovery: look again, for the next call.
-        this.#soon();
-        return failure("no_responders", `no instance of the tool service for "${name}" is running`);
-      }
+      if (isNoResponders(error)) return { kind: "no_responders" };
       if (error instanceof TimeoutError || (error as Error)?.name === "TimeoutError") {
-        return failure("timeout", `the tool did not answer within ${timeout} ms`);
+        return { kind: "timeout" };
       }
-      return failure("unavailable", `calling "${name}" failed: ${(error as Error).message}`);
+      return { kind: "failed", message: (error as Error).message };
     } finally {
       if (onAbort) ctx.signal.removeEventListener("abort", onAbort);
-      aborted.catch(() => {});
+    }
+  }
+
+  /**
+   * Waits before asking again: until the connection is back while it is down, else a short
+   * backoff. False when the deadline comes first; rejects when the caller aborts.
+   */
+  async #pause(attempt: number, ctx: SourceCallContext): Promise<boolean> {
+    const left = ctx.deadline - Date.now();
+    const backoff = Math.min(1_000, 50 * 2 ** Math.min(attempt - 1, 10));
+    if (left <= backoff) return false;
+    const timers: NodeJS.Timeout[] = [];
+    const after = (ms: number, value: boolean) =>
+      new Promise<boolean>((resolve) => {
+        timers.push(setTimeout(() => resolve(value), ms));
+      });
+    let onAbort: (() => void) | undefined;
+    try {
+      return await Promise.race([
+        this.#disconnected ? this.#reconnected.promise.then(() => true) : after(backoff, true),
+        after(left, false),
+        new Promise<never>((_, reject) => {
+          onAbort = () => reject(ctx.signal.reason);
+          ctx.signal.addEventListener("abort", onAbort, { once: true });
+        }),
+      ]);
+    } finally {
+      for (const timer of timers) clearTimeout(timer);
+      if (onAbort) ctx.signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async #watchConnection(): Promise<void> {
+    const statuses = this.#nc.status() as AsyncIterable<{ type: string }> & { stop?: () => void };
+    this.#statuses = statuses;
+    for await (const status of statuses) {
+      if (status.type === "disconnect") {
+        this.#drops++;
+        this.#disconnected = true;
+        const dropped = this.#dropped;
+        this.#dropped = signal();
+        dropped.resolve();
+      } else if (status.type === "reconnect") {
+        this.#disconnected = false;
+        const back = this.#reconnected;
+        this.#reconnected = signal();
+        back.resolve();
+        // What changed while the connection was down is found now, not at the next poll.
+        this.#soon();
+      }
     }
   }
 
@@ -164,6 +291,7 @@ export class NatsToolSource implements ToolSource {
     clearInterval(this.#timer);
     clearTimeout(this.#debounce);
     this.#subscription?.unsubscribe();
+    this.#statuses?.stop?.();
     await this.#running?.catch(() => {});
   }
 
@@ -240,7 +368,13 @@ export class NatsToolSource implements ToolSource {
             name: endpoint.name,
             description: meta[ToolMetadata.description] ?? "",
             parameters: JSON.parse(schemaText) as Record<string, unknown>,
-            origin: { kind: "nats", service: info.name, subject: endpoint.subject, instances: 1 },
+            origin: {
+              kind: "nats",
+              service: info.name,
+              subject: endpoint.subject,
+              instances: 1,
+              idempotent: meta[ToolMetadata.idempotent] === "true",
+            },
           },
         });
       }
@@ -276,6 +410,15 @@ export class NatsToolSource implements ToolSource {
     this.#warned.add(key);
     this.#options.logger?.warn(details, "a tool service endpoint is not offered");
   }
+}
+
+/** A promise with its resolver, for "the next time X happens". */
+function signal(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = () => {};
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
 }
 
 function failure(

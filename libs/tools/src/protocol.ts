@@ -15,6 +15,9 @@ import type { ToolOrigin } from "./source.js";
  *   failed, 504 the deadline passed.
  * - A tool service publishes on `handoff.v1.tools.changed` when it starts and stops, so callers
  *   rediscover at once instead of at their next `$SRV.INFO` poll.
+ * - `handoff.tool.idempotent: "true"` says a repeated call does no more than one: a caller whose
+ *   connection dropped during the call asks again once it is back. A "no responders" reply means
+ *   no instance received the call, so any tool's call is made again then, within its deadline.
  */
 
 /** Subject prefix of tool endpoints; the tool's name is the last token. */
@@ -35,6 +38,8 @@ export const ToolMetadata = {
   description: "handoff.tool.description",
   /** The JSON Schema of the arguments object, as JSON text. */
   schema: "handoff.tool.schema",
+  /** `true` when a repeated call does no more than one (see `Tool.idempotent`). */
+  idempotent: "handoff.tool.idempotent",
 } as const;
 export const TOOL_PROTOCOL_VERSION = "1";
 

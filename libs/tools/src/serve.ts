@@ -75,6 +75,7 @@ export async function serveTools(
         [ToolMetadata.marker]: TOOL_PROTOCOL_VERSION,
         [ToolMetadata.description]: definition.description ?? "",
         [ToolMetadata.schema]: JSON.stringify(definition.parameters ?? { type: "object" }),
+        [ToolMetadata.idempotent]: String(tool.idempotent === true),
       },
       handler: (error, msg) => {
         if (error) {

@@ -8,7 +8,7 @@
 /** Where a tool lives, as `handoff tools` and the `execute_tool` span report it. */
 export type ToolOrigin =
   /** A NATS micro service endpoint (`$SRV` protocol), called with a request on `subject`. */
-  | { kind: "nats"; service: string; subject: string; instances: number }
+  | { kind: "nats"; service: string; subject: string; instances: number; idempotent: boolean }
   /** A tool run inside the calling process (tests, embedding). */
   | { kind: "local" }
   /** A tool of a Model Context Protocol server mounted from the config. */

@@ -18,6 +18,13 @@ export interface Tool<I extends z.ZodType = z.ZodType> {
   /** Schema of the arguments object; its JSON Schema is what the model sees. */
   readonly input: I;
   /**
+   * Running it twice with the same arguments does no more than running it once (a lookup, a
+   * computation, an HTTP GET). A call whose answer was lost with the NATS connection is then
+   * made again once the connection is back; a call to a tool that is not idempotent reports the
+   * loss to the model instead, since the tool may have run. Default: false.
+   */
+  readonly idempotent?: boolean;
+  /**
    * Produces the text handed back to the model. Throw to report a problem: the registry turns the
    * message into a tool error the model can read and act on.
    */
