@@ -108,6 +108,55 @@ describe("parseConfig", () => {
     expect(error.issues?.map((i) => i.path)).toEqual(["jetstream.replicas"]);
   });
 
+  it("caches no tier by default, and a tier only with a ttl_ms between 1 s and 30 days", () => {
+    expect(parseConfig(JSON.stringify(tiers()), "c.json").cache).toEqual({
+      tiers: {},
+      sampled: false,
+    });
+    const cached = parseConfig(
+      JSON.stringify({
+        ...tiers(),
+        cache: { tiers: { light: { ttl_ms: 60_000 } }, sampled: true },
+      }),
+      "c.json",
+    );
+    expect(cached.cache).toEqual({ tiers: { light: { ttl_ms: 60_000 } }, sampled: true });
+    const error = configError(
+      JSON.stringify({
+        ...tiers(),
+        cache: {
+          tiers: {
+            light: { ttl_ms: 500 },
+            mid: { ttl_ms: 31 * 24 * 3_600_000 },
+            heavy: { ttl_ms: 1.5e3 + 0.5 },
+          },
+        },
+      }),
+      "c.json",
+    );
+    expect(error.issues).toEqual([
+      {
+        path: "cache.tiers.light.ttl_ms",
+        message:
+          "ttl_ms must be at least 1000 (1 s): NATS expires entries at about a second's granularity",
+      },
+      { path: "cache.tiers.mid.ttl_ms", message: "ttl_ms must be at most 2592000000 (30 days)" },
+      {
+        path: "cache.tiers.heavy.ttl_ms",
+        message: "ttl_ms must be a whole number of milliseconds",
+      },
+    ]);
+    // A misspelt tier, or a tier without its ttl, is named rather than silently not cached.
+    const typo = configError(
+      JSON.stringify({ ...tiers(), cache: { tiers: { hevy: { ttl_ms: 60_000 }, light: {} } } }),
+      "c.json",
+    );
+    expect(typo.issues?.map((i) => i.path).sort()).toEqual([
+      "cache.tiers",
+      "cache.tiers.light.ttl_ms",
+    ]);
+  });
+
   it("reads JSON when the file ends in .json", () => {
     const config = parseConfig(
       JSON.stringify({ ...tiers(), limits: { max_tool_steps: 3 } }),

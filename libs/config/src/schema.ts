@@ -173,6 +173,50 @@ export const JetStreamSettings = z.object({
   replicas: z.number().int().min(1).max(5).default(1),
 });
 
+const CACHE_TTL_MIN_MS = 1_000;
+const CACHE_TTL_MAX_MS = 30 * 24 * 60 * 60 * 1_000;
+
+/** One cached tier: how long its answers are kept. */
+export const CacheTier = z
+  .object({
+    /**
+     * How long an answer is kept (the max age of its KV bucket): at least 1 s (NATS expires
+     * entries at about a second's granularity), at most 30 days.
+     */
+    ttl_ms: z
+      .number({ error: "ttl_ms must be a number of milliseconds" })
+      .int("ttl_ms must be a whole number of milliseconds")
+      .min(
+        CACHE_TTL_MIN_MS,
+        `ttl_ms must be at least ${CACHE_TTL_MIN_MS} (1 s): NATS expires entries at about a second's granularity`,
+      )
+      .max(CACHE_TTL_MAX_MS, `ttl_ms must be at most ${CACHE_TTL_MAX_MS} (30 days)`),
+  })
+  .strict();
+export type CacheTier = z.infer<typeof CacheTier>;
+
+/**
+ * The exact response cache: per tier, answers kept in JetStream KV (`handoff-cache-<tier>`),
+ * keyed by the tenant and a hash of everything that determines the answer. A tier left out is
+ * not cached; none is by default.
+ */
+export const CacheSettings = z.object({
+  tiers: z
+    .object({
+      light: CacheTier.optional(),
+      mid: CacheTier.optional(),
+      heavy: CacheTier.optional(),
+    })
+    .strict()
+    .default({}),
+  /**
+   * Cache requests that sample (temperature above 0) too. Off: only requests at temperature 0
+   * (or none given) are cached, unless the request asks with `"handoff": {"cache": true}`.
+   */
+  sampled: z.boolean().default(false),
+});
+export type CacheSettings = z.infer<typeof CacheSettings>;
+
 /** An environment variable's name: where a secret lives, so the file never holds it. */
 const EnvVarName = z
   .string()
@@ -456,6 +500,7 @@ export const HandoffConfig = z
     nats: NatsSettings.default({}),
     mesh: MeshSettings.default({ verify_key_envs: [] }),
     tools: ToolsSettings.default(ToolsSettings.parse({})),
+    cache: CacheSettings.default({ tiers: {}, sampled: false }),
   })
   .superRefine((config, ctx) => {
     // Deployment ids name fallbacks, breakers, spans and metrics. One deployment may serve

@@ -1,5 +1,18 @@
+import type { CacheOutcome } from "./envelope.js";
 import type { JobRecord } from "./job-record.js";
 import type { ChatCompletion } from "./openai.js";
+
+/**
+ * What the response cache did for the call that answered a job (the answering stage's last model
+ * call): `hit`, `miss` or `bypass`; undefined when that call's tier is not cached.
+ */
+export function answerCacheOutcome(
+  record: Pick<JobRecord, "usage" | "result">,
+): CacheOutcome | undefined {
+  const stage = record.result?.stage;
+  if (!stage) return undefined;
+  return record.usage.filter((u) => u.stage === stage).at(-1)?.cache;
+}
 
 /** OpenAI's `chat.completion` for a finished job, with the `handoff` report of how it was made. */
 export function completionFromRecord(record: JobRecord, traceId: string): ChatCompletion {
@@ -7,6 +20,7 @@ export function completionFromRecord(record: JobRecord, traceId: string): ChatCo
   if (!result) throw new Error(`job ${record.id} has no result`);
   const prompt = record.usage.reduce((sum, u) => sum + u.input_tokens, 0);
   const completion = record.usage.reduce((sum, u) => sum + u.output_tokens, 0);
+  const cache = answerCacheOutcome(record);
   return {
     id: `chatcmpl-${record.id}`,
     object: "chat.completion",
@@ -43,6 +57,7 @@ export function completionFromRecord(record: JobRecord, traceId: string): ChatCo
       // The request's own trace: the one its SERVER span started and every hop continued.
       trace_id: traceId || record.trace_id || "",
       simulated: record.usage.some((u) => u.simulated),
+      ...(cache ? { cache } : {}),
     },
   };
 }

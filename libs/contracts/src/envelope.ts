@@ -86,6 +86,14 @@ export const Hop = z.object({
 });
 export type Hop = z.infer<typeof Hop>;
 
+/**
+ * What the exact response cache did for a call of a cached tier: `hit` answered from the cache,
+ * `miss` looked it up and called the model, `bypass` left it alone (the request said so, or it
+ * samples: temperature above 0).
+ */
+export const CacheOutcome = z.enum(["hit", "miss", "bypass"]);
+export type CacheOutcome = z.infer<typeof CacheOutcome>;
+
 /** One model call: who answered, how many tokens, what it cost. */
 export const Usage = z.object({
   stage: Stage,
@@ -98,6 +106,13 @@ export const Usage = z.object({
   latency_ms: z.number().nonnegative(),
   /** True when the model is the simulated `sim` provider. */
   simulated: z.boolean(),
+  /**
+   * Set when the call's tier is cached (`cache.tiers`). On a `hit` the model was not called:
+   * `cost_usd` is 0, the tokens are those the original call counted, `saved_usd` what it cost.
+   */
+  cache: CacheOutcome.optional(),
+  /** On a cache hit: what the answer cost when the model made it, not spent this time. */
+  saved_usd: z.number().nonnegative().optional(),
 });
 export type Usage = z.infer<typeof Usage>;
 
@@ -181,6 +196,17 @@ export const JobError = z.object({
 });
 export type JobError = z.infer<typeof JobError>;
 
+/**
+ * What the request said of the exact response cache: `bypass` neither reads nor writes it
+ * (`Cache-Control: no-cache` or `no-store`, `"handoff": {"cache": false}`); `sampled` caches the
+ * request's answers even when it samples (`"handoff": {"cache": true}`).
+ */
+export const JobCacheChoice = z.object({
+  bypass: z.boolean().optional(),
+  sampled: z.boolean().optional(),
+});
+export type JobCacheChoice = z.infer<typeof JobCacheChoice>;
+
 export const JobEnvelope = z.object({
   v: z.literal(1),
   id: JobId,
@@ -201,6 +227,8 @@ export const JobEnvelope = z.object({
    * any routing strategy (`routing.record_inputs`). Off: prompts stay out of storage.
    */
   record_input: z.boolean().optional(),
+  /** The request's choice about the response cache; absent: the deployment's rules apply. */
+  cache: JobCacheChoice.optional(),
   route: Route.optional(),
   hops: z.array(Hop).default([]),
   enrichments: z.array(Enrichment).default([]),

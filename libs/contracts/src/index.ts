@@ -8,4 +8,5 @@ export * from "./job-record.js";
 export * from "./json-depth.js";
 export * from "./json-schema.js";
 export * from "./openai.js";
+export * from "./response-cache.js";
 export * from "./subjects.js";

@@ -10,7 +10,7 @@ import {
   ToolChoice,
   ToolDefinition,
 } from "./chat.js";
-import { Escalation, JobId, Route, Stage, Usage } from "./envelope.js";
+import { CacheOutcome, Escalation, JobId, Route, Stage, Usage } from "./envelope.js";
 
 /**
  * The gateway's OpenAI-compatible surface: `POST /v1/chat/completions` takes OpenAI's request shape
@@ -55,6 +55,12 @@ export const HandoffRequestOptions = z.object({
   timeout_ms: z.number().int().min(100).max(600_000).optional(),
   /** Upper bound on the job's model spend, in US dollars. */
   max_cost_usd: z.number().positive().optional(),
+  /**
+   * The exact response cache, for this request: `false` neither reads nor writes it (as
+   * `Cache-Control: no-cache` does); `true` caches it even when it samples (temperature above 0).
+   * Absent: the deployment's `cache` settings decide.
+   */
+  cache: z.boolean().optional(),
 });
 
 export const ChatCompletionRequest = z.object({
@@ -107,6 +113,12 @@ export const HandoffInfo = z.object({
   trace_id: z.string(),
   /** True when any answer in the chain came from the simulated `sim` provider. */
   simulated: z.boolean(),
+  /**
+   * When the answering call's tier is cached (`cache.tiers`): `hit` when the answer came from the
+   * response cache (its usage costs 0), `miss` when the model made it, `bypass` when the request
+   * left the cache alone. Absent for a tier that is not cached.
+   */
+  cache: CacheOutcome.optional(),
 });
 export type HandoffInfo = z.infer<typeof HandoffInfo>;
 

@@ -68,8 +68,28 @@ export const Buckets = {
    * already did its work re-sends this instead of running again. Kept for the dedupe window.
    */
   stageOutputs: "handoff-stage-outputs",
+  /**
+   * The exact response cache of each cached tier (`cache.tiers`): a model's answers keyed
+   * `<tenant>.<sha256 of what determines the answer>`, kept for the tier's `ttl_ms`. Created by
+   * the stages that call the tier.
+   */
+  cacheLight: "handoff-cache-light",
+  cacheMid: "handoff-cache-mid",
+  cacheHeavy: "handoff-cache-heavy",
 } as const;
 export type Buckets = (typeof Buckets)[keyof typeof Buckets];
+
+/** The response-cache bucket of a tier: `handoff-cache-<tier>`. */
+export function responseCacheBucket(tier: "light" | "mid" | "heavy"): Buckets {
+  switch (tier) {
+    case "light":
+      return Buckets.cacheLight;
+    case "mid":
+      return Buckets.cacheMid;
+    case "heavy":
+      return Buckets.cacheHeavy;
+  }
+}
 
 /** Header names the mesh sets on its messages. `traceparent`/`tracestate` are W3C's. */
 export const Headers = {

@@ -9,6 +9,7 @@ export * from "./max-deliveries.js";
 export * from "./mesh-metrics.js";
 export * from "./outcomes.js";
 export * from "./publish.js";
+export * from "./response-cache.js";
 export * from "./runner.js";
 export * from "./service-api.js";
 export * from "./shutdown.js";

@@ -1,4 +1,5 @@
 import type { Stage } from "@handoff/contracts";
+import type { NatsConnection } from "@nats-io/nats-core";
 import type { Service } from "@nats-io/services";
 import type { Logger } from "pino";
 import { trackConnection } from "./connect.js";
@@ -41,6 +42,11 @@ export interface StageServiceOptions {
   backoffMs?: (delivery: number) => number;
   /** The waits between start-up attempts (default 250 ms doubling to 5 s). */
   startupBackoff?: StartupBackoff;
+  /**
+   * What the stage opens on NATS besides its queue (its response caches), run at start after the
+   * topology and retried with it until it works.
+   */
+  prepare?: (nc: NatsConnection) => Promise<void>;
 }
 
 /** A running mesh service: started once, stopped (drained) once. No process side effects. */
@@ -83,6 +89,7 @@ export function createStageService(options: StageServiceOptions): MeshService {
       await retryStartup(
         async () => {
           const topology = await ensureTopology(nc, options.limits);
+          await options.prepare?.(nc);
           const registered = await registerService(nc, {
             name: options.stage,
             version: options.version,

@@ -5,6 +5,7 @@ export * from "./cost.js";
 export * from "./errors.js";
 export * from "./openai-compatible/index.js";
 export * from "./registry.js";
+export * from "./response-cache.js";
 export * from "./router.js";
 export * from "./sim/sim-model.js";
 export * from "./sse.js";

@@ -6,6 +6,7 @@ import {
   type Resilience,
 } from "@handoff/config";
 import {
+  type CachedAnswer,
   HandoffError,
   type JobInput,
   type JobResult,
@@ -30,6 +31,14 @@ import { fitBudget } from "./budget.js";
 import { costUsd } from "./cost.js";
 import { type ProviderFailure, providerDetails, providerError } from "./errors.js";
 import { createModel, genAiProviderName, type ModelFactory } from "./registry.js";
+import { replayAsStream } from "./replay.js";
+import {
+  type CallCache,
+  type ResponseCache,
+  replayPieces,
+  responseCacheKey,
+  samples,
+} from "./response-cache.js";
 import type { ChatModel, ChatRequest, ChatResult, ChatStreamEvent } from "./types.js";
 
 const tracer = trace.getTracer("@handoff/providers");
@@ -43,6 +52,8 @@ const instruments = (() => {
         tokenUsage: Histogram;
         operationDuration: Histogram;
         spend: Counter;
+        cacheLookups: Counter;
+        cacheSaved: Counter;
       }
     | undefined;
   return () => {
@@ -59,6 +70,15 @@ const instruments = (() => {
       }),
       spend: meter.createCounter("handoff.cost", {
         description: "Model spend from the configured list prices",
+        unit: "USD",
+      }),
+      cacheLookups: meter.createCounter("handoff.cache.lookups", {
+        description:
+          "Model calls of cached tiers, by outcome: hit, miss, bypass, or error (the cache could not answer)",
+        unit: "{call}",
+      }),
+      cacheSaved: meter.createCounter("handoff.cache.saved", {
+        description: "Model spend saved by response-cache hits, at what the cached calls cost",
         unit: "USD",
       }),
     };
@@ -81,6 +101,11 @@ export interface TierCallContext {
   onEvent?:
     | ((event: Exclude<ChatStreamEvent, { type: "done" }>, model: string) => void)
     | undefined;
+  /**
+   * The call's part in the exact response cache (see `callCacheOf`): its tenant and what its
+   * request allows. Absent: the call neither reads nor writes the cache.
+   */
+  cache?: CallCache | undefined;
 }
 
 export interface TierCallResult {
@@ -89,9 +114,18 @@ export interface TierCallResult {
   usage: Usage;
   /** The tier that answered: the one asked for, or a cheaper one the budget forced. */
   tier: Tier;
-  /** Attempts made, the answering one included. */
+  /** Attempts made, the answering one included; 0 for an answer from the response cache. */
   attempts: number;
 }
+
+/** What the response cache makes of one call to one tier, before the model is asked. */
+type CacheLookup =
+  /** The tier is not cached, or the call takes no part: nothing to report. */
+  | { outcome: undefined }
+  | { outcome: "bypass" }
+  | { outcome: "hit"; call: TierCallResult }
+  /** Looked up and not found (or the cache could not answer): the answer is stored under `key`. */
+  | { outcome: "miss"; cache: ResponseCache; key: string };
 
 interface Bound {
   deployment: Deployment;
@@ -114,6 +148,10 @@ export class ModelRouter {
   readonly #byId = new Map<string, Bound>();
   readonly #policy: Resilience;
   readonly #breaker: CircuitBreaker;
+  /** The response cache of each cached tier, once a service opened it (see `useCaches`). */
+  readonly #caches: Partial<Record<Tier, ResponseCache>> = {};
+  /** `cache.sampled`: requests that sample are cached too. */
+  readonly #cacheSampled: boolean;
 
   constructor(config: HandoffConfig, factory: ModelFactory = createModel) {
     const bind = (list: Deployment[]) =>
@@ -132,6 +170,24 @@ export class ModelRouter {
       config.resilience.cooldown_after_failures,
       config.resilience.cooldown_ms,
     );
+    this.#cacheSampled = config.cache?.sampled ?? false;
+  }
+
+  /**
+   * Puts calls of these tiers through their response caches: a call whose request the cache may
+   * serve is answered from it when it can, and its answer stored when the model made it. A
+   * service opens the caches of the tiers it calls once NATS answers (`openResponseCaches`).
+   */
+  useCaches(caches: Partial<Record<Tier, ResponseCache>>): void {
+    for (const tier of Object.keys(caches) as Tier[]) {
+      const cache = caches[tier];
+      if (cache) this.#caches[tier] = cache;
+    }
+  }
+
+  /** Whether calls of `tier` go through a response cache. */
+  cached(tier: Tier): boolean {
+    return this.#caches[tier] !== undefined;
   }
 
   /** The deployments serving a tier, in order of preference. */
@@ -145,7 +201,13 @@ export class ModelRouter {
   }
 
   async chat(tier: Tier, request: ChatRequest, ctx: TierCallContext): Promise<TierCallResult> {
+    // A cached answer costs nothing, so any budget affords the asked tier's: look there first.
+    const asked = await this.#lookup(tier, request, ctx);
+    if (asked.outcome === "hit") return asked.call;
     const answering = this.#affordableTier(tier, request, ctx);
+    const lookup = answering === tier ? asked : await this.#lookup(answering, request, ctx);
+    if (lookup.outcome === "hit") return lookup.call;
+    const primary = this.#tiers[answering][0];
     const queue = [...this.#tiers[answering]];
     const failures: string[] = [];
     let attempts = 0;
@@ -165,7 +227,15 @@ export class ModelRouter {
         try {
           const result = await this.#attempt(answering, bound, fit.request, ctx, attempts, emitted);
           this.#breaker.success(bound.id);
-          return { ...result, tier: answering, attempts };
+          const call = { ...result, tier: answering, attempts };
+          if (lookup.outcome === undefined) return call;
+          call.usage = { ...call.usage, cache: lookup.outcome };
+          // Only the answer the key stands for is kept: the tier's first deployment's, to the
+          // request as asked (not a fallback's, nor one cut short by a budget's max_tokens).
+          if (lookup.outcome === "miss" && bound === primary && fit.request === request) {
+            await this.#store(lookup, call);
+          }
+          return call;
         } catch (thrown) {
           if (ctx.signal?.aborted) throw thrown;
           const error = HandoffError.from(thrown);
@@ -214,6 +284,103 @@ export class ModelRouter {
       `tier ${answering}: every attempt failed, ${summary}; last: ${last?.message ?? "no answer"}`,
       { cause: last, details: { attempts } },
     );
+  }
+
+  /**
+   * What the response cache of `tier` makes of this call: nothing (the tier is not cached, or
+   * the call takes no part), a bypass (the request said so, or it samples), a hit (the answer, as
+   * the call's result), or a miss (where to store the answer). A cache that cannot answer is a
+   * miss: the model answers instead.
+   */
+  async #lookup(tier: Tier, request: ChatRequest, ctx: TierCallContext): Promise<CacheLookup> {
+    const cache = this.#caches[tier];
+    const primary = this.#tiers[tier][0];
+    if (!cache || !ctx.cache || !primary) return { outcome: undefined };
+    const { cacheLookups } = instruments();
+    const attributes = { "handoff.tier": tier, "handoff.stage": ctx.stage };
+    const skip =
+      ctx.cache.bypass || (samples(request) && !this.#cacheSampled && !ctx.cache.sampled);
+    if (skip) {
+      cacheLookups.add(1, { ...attributes, outcome: "bypass" });
+      return { outcome: "bypass" };
+    }
+    const key = responseCacheKey({
+      tenant: ctx.cache.tenant,
+      tier,
+      deployment: primary.deployment,
+      request,
+    });
+    return tracer.startActiveSpan(
+      `cache lookup ${tier}`,
+      { kind: SpanKind.INTERNAL, attributes: { "handoff.tier": tier, "handoff.stage": ctx.stage } },
+      async (span): Promise<CacheLookup> => {
+        const started = performance.now();
+        try {
+          let answer: CachedAnswer | undefined;
+          try {
+            answer = await cache.get(key);
+          } catch (thrown) {
+            const error = thrown instanceof Error ? thrown : new Error(String(thrown));
+            span.recordException(error);
+            span.setAttributes({ "handoff.cache.outcome": "error", "error.type": "cache" });
+            cacheLookups.add(1, { ...attributes, outcome: "error" });
+            return { outcome: "miss", cache, key };
+          }
+          if (!answer) {
+            span.setAttribute("handoff.cache.outcome", "miss");
+            cacheLookups.add(1, { ...attributes, outcome: "miss" });
+            return { outcome: "miss", cache, key };
+          }
+          const saved = answer.usage.cost_usd;
+          span.setAttributes({ "handoff.cache.outcome": "hit", "handoff.cache.saved_usd": saved });
+          cacheLookups.add(1, { ...attributes, outcome: "hit" });
+          instruments().cacheSaved.add(saved, attributes);
+          const call = cachedCall(tier, ctx, answer, Math.round(performance.now() - started));
+          if (ctx.onEvent) {
+            // Streamed like any other answer: its text in a few pieces, then its tool calls.
+            for (const event of replayAsStream(call.result, (text) => replayPieces(text))) {
+              if (event.type !== "done") ctx.onEvent(event, answer.model);
+            }
+          }
+          return { outcome: "hit", call };
+        } finally {
+          span.end();
+        }
+      },
+    );
+  }
+
+  /** Keeps a model's answer for the next identical call; a failed write never fails the call. */
+  async #store(
+    lookup: Extract<CacheLookup, { outcome: "miss" }>,
+    call: TierCallResult,
+  ): Promise<void> {
+    const { result, usage } = call;
+    const answer: CachedAnswer = {
+      v: 1,
+      message: result.message,
+      finish_reason: result.finishReason,
+      provider: usage.provider,
+      model: usage.model,
+      deployment: this.#tiers[call.tier][0]?.id ?? usage.provider,
+      simulated: usage.simulated,
+      ...(result.logprobs ? { logprobs: result.logprobs } : {}),
+      ...(result.choiceLogprobs ? { choice_logprobs: result.choiceLogprobs } : {}),
+      usage: {
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cost_usd: usage.cost_usd,
+      },
+      stored_at: new Date().toISOString(),
+    };
+    try {
+      const stored = await lookup.cache.put(lookup.key, answer);
+      trace.getActiveSpan()?.setAttribute("handoff.cache.stored", stored);
+    } catch (thrown) {
+      const span = trace.getActiveSpan();
+      span?.setAttribute("handoff.cache.stored", false);
+      span?.recordException(thrown instanceof Error ? thrown : new Error(String(thrown)));
+    }
   }
 
   /** The tier to call: the one asked for, else the first cheaper one the budget affords. */
@@ -412,6 +579,37 @@ function classify(
     { failure: "server", deployment: bound.id },
     error,
   );
+}
+
+/** The call result of an answer from the response cache: what the model said, at no cost. */
+function cachedCall(
+  tier: Tier,
+  ctx: TierCallContext,
+  answer: CachedAnswer,
+  latencyMs: number,
+): TierCallResult {
+  const result: ChatResult = {
+    message: answer.message,
+    finishReason: answer.finish_reason,
+    usage: { inputTokens: answer.usage.input_tokens, outputTokens: answer.usage.output_tokens },
+    model: answer.model,
+    ...(answer.logprobs ? { logprobs: answer.logprobs } : {}),
+    ...(answer.choice_logprobs ? { choiceLogprobs: answer.choice_logprobs } : {}),
+  };
+  const usage: Usage = {
+    stage: ctx.stage,
+    tier,
+    provider: answer.provider,
+    model: answer.model,
+    input_tokens: answer.usage.input_tokens,
+    output_tokens: answer.usage.output_tokens,
+    cost_usd: 0,
+    latency_ms: latencyMs,
+    simulated: answer.simulated,
+    cache: "hit",
+    saved_usd: answer.usage.cost_usd,
+  };
+  return { result, usage, tier, attempts: 0 };
 }
 
 /** The job result of a call that answered the client. */

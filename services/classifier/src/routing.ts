@@ -1,6 +1,6 @@
 import type { HandoffConfig } from "@handoff/config";
 import type { Usage } from "@handoff/contracts";
-import { jsonRequest, type ModelRouter } from "@handoff/providers";
+import { type CallCache, jsonRequest, type ModelRouter } from "@handoff/providers";
 import {
   CascadeStrategy,
   createStrategy,
@@ -72,17 +72,22 @@ export async function loadRouting(config: HandoffConfig): Promise<ClassifierRout
   };
 }
 
-/** The `llm` strategy for one job: its light-model call lands in `usage`. */
+/**
+ * The `llm` strategy for one job: its light-model call lands in `usage`, and goes through the
+ * light tier's response cache as the job's (`cache`) when that tier is cached.
+ */
 export function llmStrategyFor(
   router: ModelRouter,
   usage: Usage[],
   budgetUsd: () => number | undefined,
+  cache?: CallCache,
 ): LlmStrategy {
   const call: JsonCall = async (request, signal) => {
     const out = await router.chat("light", jsonRequest(request), {
       stage: "classifier",
       signal,
       budgetUsd: budgetUsd(),
+      ...(cache ? { cache } : {}),
     });
     usage.push(out.usage);
     return { text: out.result.message.content ?? "" };

@@ -13,9 +13,10 @@ import {
   type MeshService,
   meshLimits,
   type NatsSource,
+  openResponseCaches,
   type StageContext,
 } from "@handoff/mesh";
-import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
+import { callCacheOf, chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import {
   type Assessment,
   type CascadeStrategy,
@@ -88,7 +89,12 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
       return { name: routing.name, assessment, threshold };
     }
     // llm: the light model decides; when it cannot, the fallback does, and says so.
-    const llm = llmStrategyFor(router, envelope.usage, () => remainingBudget(envelope));
+    const llm = llmStrategyFor(
+      router,
+      envelope.usage,
+      () => remainingBudget(envelope),
+      callCacheOf(envelope),
+    );
     try {
       return {
         name: "llm",
@@ -121,6 +127,7 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
       signal: ctx.signal,
       budgetUsd: remainingBudget(envelope),
       onEvent: ctx.relay,
+      cache: callCacheOf(envelope),
     });
     envelope.usage.push(call.usage);
     envelope.result = jobResult("classifier", call);
@@ -149,6 +156,7 @@ export function classifierHandler(router: ModelRouter, routing: ClassifierRoutin
       stage: "classifier" as const,
       signal: ctx.signal,
       budgetUsd: remainingBudget(envelope),
+      cache: callCacheOf(envelope),
     };
     let call: Awaited<ReturnType<ModelRouter["chat"]>>;
     try {
@@ -293,6 +301,11 @@ export function createClassifierService(deps: ClassifierDeps): MeshService {
     limits: meshLimits(deps.config),
     signer: loadMeshSigner(deps.config.mesh),
     concurrency: deps.concurrency,
+    // The classifier calls the light tier (routing, light answers, the cascade's light turn).
+    prepare: async (nc) =>
+      router.useCaches(
+        await openResponseCaches(nc, deps.config, ["light"], { logger: deps.logger }),
+      ),
   });
 }
 

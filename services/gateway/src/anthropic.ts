@@ -113,8 +113,8 @@ export const MAX_STOP_SEQUENCES = 4;
 
 /**
  * The body of `POST /v1/messages`, as far as the mesh can honour it. Objects are strict: any other
- * field is an issue naming it. `handoff` is the gateway's own (`timeout_ms`, `max_cost_usd`), as on
- * the chat route.
+ * field is an issue naming it. `handoff` is the gateway's own (`timeout_ms`, `max_cost_usd`,
+ * `cache`), as on the chat route.
  */
 export const AnthropicMessagesRequest = z
   .strictObject({

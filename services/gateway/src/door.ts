@@ -1,5 +1,11 @@
 import type { HandoffConfig } from "@handoff/config";
-import { type HandoffError, isTerminal, type JobRecord, type JobResult } from "@handoff/contracts";
+import {
+  answerCacheOutcome,
+  type HandoffError,
+  isTerminal,
+  type JobRecord,
+  type JobResult,
+} from "@handoff/contracts";
 import { activeTraceId, checkJobFits, type JobClient, recordFromEnvelope } from "@handoff/mesh";
 import { trace } from "@opentelemetry/api";
 import type { FastifyReply, FastifyRequest } from "fastify";
@@ -69,12 +75,26 @@ export interface Dialect<Body> {
   stream(sse: SseStream, job: StreamedJob, body: Body): AnswerWriter;
 }
 
+/** What the exact response cache did for the answer (`handoff.cache`), on non-streamed answers. */
+export const CACHE_HEADER = "x-handoff-cache";
+
 /** The headers of a door's answer, as its route documents them. */
 const ANSWER_HEADERS: Record<string, HeaderDoc> = {
   "x-handoff-job-id": { type: "string", description: "The job's id." },
   "x-handoff-trace-id": { type: "string", description: "The job's trace id." },
   [REPLAYED_HEADER.toLowerCase()]: REPLAYED_HEADER_DOC,
+  [CACHE_HEADER]: {
+    enum: ["hit", "miss", "bypass"],
+    description:
+      "When the answering tier is cached (`cache.tiers`): `hit` (answered from the exact response cache, at no model cost), `miss` or `bypass`, as `handoff.cache` says. Not sent on streamed answers, whose headers leave before the answer is known: their last event's `handoff.cache` says it.",
+  },
 };
+
+/** The `x-handoff-cache` header of an answered job, when its answering tier is cached. */
+function cacheHeader(record: JobRecord): Record<string, string> {
+  const outcome = answerCacheOutcome(record);
+  return outcome ? { [CACHE_HEADER]: outcome } : {};
+}
 
 /** The errors every door may answer with (in its own dialect's shape). */
 const DOOR_ERRORS: readonly ErrorResponse[] = [
@@ -226,6 +246,7 @@ async function enter<Body>(
     );
     return reply.status(status).send(failure);
   }
+  reply.headers(cacheHeader(record));
   return dialect.answer({ ...record, result: record.result }, traceId, body);
 }
 
@@ -288,5 +309,6 @@ async function replay<Body>(
     );
     return reply.status(status).send(failure);
   }
+  reply.headers(cacheHeader(record));
   return dialect.answer({ ...record, result: record.result }, traceId, body);
 }

@@ -199,6 +199,21 @@ describe("envelopeFromRequest", () => {
     const envelope = envelopeFromRequest(request(), { timeoutMs: 90_500, now: NOW });
     expect(envelope.budget).toEqual({ deadline: "2024-03-15T20:01:30.500Z" });
   });
+
+  it("carries the request's cache choice: bypass from the body or the headers, sampled on request", () => {
+    const of = (extra: Record<string, unknown>, noCache = false) =>
+      envelopeFromRequest(request(extra), { timeoutMs: 1_000, noCache }).cache;
+    expect(of({})).toBeUndefined();
+    expect(of({ handoff: { cache: false } })).toEqual({ bypass: true });
+    expect(of({ handoff: { cache: true } })).toEqual({ sampled: true });
+    expect(of({}, true)).toEqual({ bypass: true });
+    // Cache-Control: no-cache wins over a body that asks for caching.
+    expect(of({ handoff: { cache: true } }, true)).toEqual({ bypass: true });
+    const envelope = envelopeFromRequest(request({ handoff: { cache: false } }), {
+      timeoutMs: 1_000,
+    });
+    expect(JobEnvelope.parse(envelope).cache).toEqual({ bypass: true });
+  });
 });
 
 describe("completionFromRecord", () => {
@@ -328,6 +343,34 @@ describe("completionFromRecord", () => {
   it("leaves the decision out when the record has no route", () => {
     const completion = completionFromRecord(record({ route: undefined }), "t");
     expect(completion.handoff).not.toHaveProperty("decision");
+  });
+
+  it("says what the response cache did for the answering call, when its tier is cached", () => {
+    const cached = record({
+      usage: [
+        testUsage({ stage: "tool-executor", tier: "mid", cache: "miss" }),
+        testUsage({
+          stage: "tool-executor",
+          tier: "mid",
+          cost_usd: 0,
+          cache: "hit",
+          saved_usd: 1e-4,
+        }),
+      ],
+    });
+    const completion = completionFromRecord(cached, "");
+    expect(completion.handoff.cache).toBe("hit");
+    expect(completion.handoff.usage[1]).toMatchObject({ cache: "hit", saved_usd: 1e-4 });
+    expect(ChatCompletion.parse(completion).handoff.cache).toBe("hit");
+    // An earlier stage's call is not the answer's.
+    const earlier = record({
+      usage: [
+        testUsage({ stage: "classifier", tier: "light", cache: "hit" }),
+        testUsage({ stage: "tool-executor", tier: "mid" }),
+      ],
+    });
+    expect(completionFromRecord(earlier, "").handoff).not.toHaveProperty("cache");
+    expect(completionFromRecord(record(), "").handoff).not.toHaveProperty("cache");
   });
 
   it("throws for a record without a result", () => {

@@ -77,6 +77,25 @@ export interface EnvelopeOptions {
   recordInput?: boolean;
   /** The API key name submitting the job (`JobEnvelope.owner`); absent when the API is open. */
   owner?: string;
+  /**
+   * The request's headers said `Cache-Control: no-cache` (or `no-store`): the job bypasses the
+   * response cache, whatever the body says.
+   */
+  noCache?: boolean;
+}
+
+/**
+ * The request's choice about the response cache: bypass it (`Cache-Control: no-cache` or
+ * `no-store`, or `"handoff": {"cache": false}`), or cache it even when it samples
+ * (`"handoff": {"cache": true}`). Undefined when it chose nothing.
+ */
+export function cacheChoice(
+  request: Pick<ChatCompletionRequest, "handoff">,
+  noCache = false,
+): JobEnvelope["cache"] {
+  if (noCache || request.handoff?.cache === false) return { bypass: true };
+  if (request.handoff?.cache === true) return { sampled: true };
+  return undefined;
 }
 
 /** The job envelope for an OpenAI-shaped request, entering the mesh at the classifier. */
@@ -87,6 +106,7 @@ export function envelopeFromRequest(
   const now = options.now ?? new Date();
   const maxTokens = request.max_completion_tokens ?? request.max_tokens;
   const stop = typeof request.stop === "string" ? [request.stop] : request.stop;
+  const cache = cacheChoice(request, options.noCache);
   return {
     v: 1,
     id: options.id ?? randomUUID(),
@@ -117,6 +137,7 @@ export function envelopeFromRequest(
     plan: ["classifier"],
     step: 0,
     ...(options.recordInput ? { record_input: true } : {}),
+    ...(cache ? { cache } : {}),
     hops: [],
     enrichments: [],
     usage: [],

@@ -257,6 +257,7 @@ describe("the OpenAPI document", () => {
       "x-handoff-timeout-ms",
       "x-handoff-max-cost-usd",
       "Idempotency-Key",
+      "Cache-Control",
     ]);
     expect(headers.every((p) => p.in === "header" && p.required === false)).toBe(true);
     expect(headers[0]?.schema).toEqual({ type: "integer", minimum: 100, maximum: 600_000 });
@@ -279,6 +280,9 @@ describe("the OpenAPI document", () => {
       const success = (responses["200"] ?? responses["202"]) as Json;
       expect(Object.keys(success.headers as Json)).toContain("idempotent-replayed");
     }
+    // An answer says what the response cache did for it.
+    const answered = (chat.responses as Record<string, Json>)["200"] as Json;
+    expect(Object.keys(answered.headers as Json)).toContain("x-handoff-cache");
     const mismatch = resolvePointer(doc, "#/components/responses/IdempotencyMismatch") as Json;
     expect(mismatch.description).toContain("HANDOFF_ERR_IDEMPOTENCY_MISMATCH");
   });

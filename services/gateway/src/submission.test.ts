@@ -30,8 +30,12 @@ function withAnthropic(where: "light" | "heavy" | "fallback"): HandoffConfig {
   });
 }
 
-function submit(body: Record<string, unknown>, config: HandoffConfig = aliased) {
-  return parseSubmission({ body, headers: {} } as FastifyRequest, config);
+function submit(
+  body: Record<string, unknown>,
+  config: HandoffConfig = aliased,
+  headers: Record<string, string | string[]> = {},
+) {
+  return parseSubmission({ body, headers } as FastifyRequest, config);
 }
 
 function refusal(body: Record<string, unknown>, config?: HandoffConfig): HandoffError {
@@ -116,6 +120,27 @@ describe("parseSubmission: parallel_tool_calls and logprobs", () => {
     expect(submit({ model: "handoff/mid", messages: hi, logprobs: true }, config)).toBeDefined();
     // No logprobs asked: Anthropic answers as ever.
     expect(submit({ model: "handoff", messages: hi, logprobs: false }, config)).toBeDefined();
+  });
+});
+
+describe("parseSubmission: the response cache", () => {
+  it("bypasses it for Cache-Control no-cache or no-store, among other directives", () => {
+    const choice = (headers: Record<string, string | string[]>, body = {}) =>
+      submit({ model: "handoff", messages: hi, ...body }, aliased, headers).envelope.cache;
+    expect(choice({})).toBeUndefined();
+    expect(choice({ "cache-control": "no-cache" })).toEqual({ bypass: true });
+    expect(choice({ "cache-control": "max-age=0, No-Store" })).toEqual({ bypass: true });
+    expect(choice({ "cache-control": ["public", "no-cache"] })).toEqual({ bypass: true });
+    expect(choice({ "cache-control": "max-age=60" })).toBeUndefined();
+    expect(choice({ "cache-control": "no-transform" })).toBeUndefined();
+    expect(choice({}, { handoff: { cache: false } })).toEqual({ bypass: true });
+    expect(choice({}, { handoff: { cache: true } })).toEqual({ sampled: true });
+  });
+
+  it("refuses a handoff.cache that is not a boolean, naming it", () => {
+    const error = refusal({ model: "handoff", messages: hi, handoff: { cache: "yes" } });
+    expect(error.code).toBe("HANDOFF_ERR_VALIDATION");
+    expect(error.issues?.map((issue) => issue.path)).toEqual(["handoff.cache"]);
   });
 });
 

@@ -59,6 +59,9 @@ function numberHeaderSchema({ min, max, integer, description }: NumberHeader) {
     .register(docs, { description });
 }
 
+/** `Cache-Control`: `no-cache` or `no-store` make the job bypass the exact response cache. */
+export const CACHE_CONTROL_HEADER = "Cache-Control";
+
 /**
  * The request headers a submission reads ({@link submissionFor}), as the routes that take one
  * document them. The handlers read and check the headers themselves, with these bounds.
@@ -76,7 +79,24 @@ export const SubmissionHeaders = z.object({
         "Makes the request safe to retry: the same key from the same API key (every caller, when the API is open) within `gateway.idempotency_window_ms` (24 h by default) gets the first request's job back, never a second run. The same key with a different body or route is a 422. A key whose job could not be queued is released. Malformed (empty, over 255 characters, not printable ASCII): 400.",
     })
     .optional(),
+  [CACHE_CONTROL_HEADER]: z
+    .string()
+    .register(docs, {
+      description:
+        'With `no-cache` or `no-store` the answer comes from the models, never from the exact response cache, and is not stored there (as `"handoff": {"cache": false}` in the body does). Other directives are ignored.',
+    })
+    .optional(),
 });
+
+/** Whether the request's `Cache-Control` asks for a fresh answer (`no-cache` or `no-store`). */
+export function noCacheRequested(request: Pick<FastifyRequest, "headers">): boolean {
+  const raw = request.headers["cache-control"];
+  const values = Array.isArray(raw) ? raw : raw === undefined ? [] : [raw];
+  return values
+    .flatMap((value) => value.split(","))
+    .map((directive) => directive.trim().toLowerCase().split("=")[0])
+    .some((directive) => directive === "no-cache" || directive === "no-store");
+}
 
 /** A numeric request header, validated; a malformed one is a 400 naming the header. */
 function numberHeader(request: FastifyRequest, spec: NumberHeader): number | undefined {
@@ -195,6 +215,7 @@ export function submissionFor(
   const envelope = jobFor(body, config, {
     // The key's name, set by the auth hook: the job is that key's to read back.
     ...(request.apiKeyName !== undefined ? { owner: request.apiKeyName } : {}),
+    ...(noCacheRequested(request) ? { noCache: true } : {}),
     timeoutMs,
     ...(maxCostUsd !== undefined ? { maxCostUsd } : {}),
   });
@@ -203,6 +224,8 @@ export function submissionFor(
 
 export interface JobOptions {
   owner?: string;
+  /** `Cache-Control: no-cache` (or `no-store`): the job bypasses the response cache. */
+  noCache?: boolean;
   timeoutMs: number;
   maxCostUsd?: number;
   /** The job's id, when its publisher chose it (the NATS door). */

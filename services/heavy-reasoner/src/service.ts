@@ -6,9 +6,10 @@ import {
   type MeshService,
   meshLimits,
   type NatsSource,
+  openResponseCaches,
   type StageContext,
 } from "@handoff/mesh";
-import { chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
+import { callCacheOf, chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { Logger } from "pino";
 import { contextMessage } from "./context.js";
 
@@ -35,6 +36,7 @@ export function heavyReasonerHandler(router: ModelRouter) {
       budgetUsd: remainingBudget(envelope),
       degradeTo: ["mid", "light"],
       onEvent: ctx.relay,
+      cache: callCacheOf(envelope),
     });
     envelope.usage.push(call.usage);
     envelope.result = jobResult("heavy-reasoner", call);
@@ -54,5 +56,12 @@ export function createHeavyReasonerService(deps: HeavyReasonerDeps): MeshService
     limits: meshLimits(deps.config),
     signer: loadMeshSigner(deps.config.mesh),
     concurrency: deps.concurrency,
+    // The heavy tier, and the cheaper ones a budget makes it fall to.
+    prepare: async (nc) =>
+      router.useCaches(
+        await openResponseCaches(nc, deps.config, ["heavy", "mid", "light"], {
+          logger: deps.logger,
+        }),
+      ),
   });
 }

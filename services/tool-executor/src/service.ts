@@ -7,9 +7,10 @@ import {
   type MeshService,
   meshLimits,
   type NatsSource,
+  openResponseCaches,
   type StageContext,
 } from "@handoff/mesh";
-import { ModelRouter } from "@handoff/providers";
+import { callCacheOf, ModelRouter } from "@handoff/providers";
 import type { Toolbox, ToolPolicy } from "@handoff/tools";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
@@ -70,6 +71,7 @@ export function toolExecutorHandler(router: ModelRouter, toolbox: Toolbox, confi
       onUsage: (usage) => envelope.usage.push(usage),
       // Stream only when this stage answers; handing up to heavy, its draft is not the answer.
       onEvent: stageAfter(envelope, "tool-executor") === undefined ? ctx.relay : undefined,
+      cache: callCacheOf(envelope),
     });
     envelope.enrichments.push({
       kind: "tool_results",
@@ -152,6 +154,11 @@ export function createToolExecutorService(deps: ToolExecutorDeps): MeshService {
     limits: meshLimits(deps.config),
     signer: loadMeshSigner(deps.config.mesh),
     concurrency: deps.concurrency,
+    // The tool loop's mid tier, and the light one a budget makes it fall to.
+    prepare: async (nc) =>
+      router.useCaches(
+        await openResponseCaches(nc, deps.config, ["mid", "light"], { logger: deps.logger }),
+      ),
   });
   return {
     get id() {

@@ -31,6 +31,11 @@ export interface ToolLoopInput {
   onUsage?: (usage: Usage) => void;
   /** Relays the model's text to a streaming client; see `StageContext.relay`. */
   onEvent?: TierCallContext["onEvent"];
+  /**
+   * The job's part in the response cache (`callCacheOf`): each turn is looked up and stored as
+   * its own call, keyed by the messages so far (tool results included).
+   */
+  cache?: TierCallContext["cache"];
   signal: AbortSignal;
   /** Epoch milliseconds: the job's deadline, which bounds every tool call. */
   deadline?: number;
@@ -92,6 +97,7 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
         // Over budget, a light model may still finish the loop.
         degradeTo: ["light"],
         onEvent: input.onEvent ? (...event) => turn.push(event) : undefined,
+        cache: input.cache,
       },
     );
     usage.push(call.usage);

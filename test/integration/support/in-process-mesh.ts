@@ -34,6 +34,11 @@ export interface InProcessMeshOptions {
   env?: Record<string, string>;
   /** Jobs each worker takes at once (default 4). */
   concurrency?: number;
+  /**
+   * A running nats-server to use instead of a new one; `stop()` then leaves it running, so a
+   * second mesh can start on the same streams and buckets (a restart of every service).
+   */
+  nats?: NatsHandle;
 }
 
 export async function startInProcessMesh(
@@ -41,7 +46,7 @@ export async function startInProcessMesh(
   options: InProcessMeshOptions = {},
 ): Promise<InProcessMesh> {
   const logger = pino({ level: "silent" });
-  const nats = await startNats();
+  const nats = options.nats ?? (await startNats());
   const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const env = options.env;
   const router = env ? new ModelRouter(config, (d) => createModel(d, env)) : undefined;
@@ -78,7 +83,7 @@ export async function startInProcessMesh(
       await gateway.stop();
       for (const worker of workers) await worker.stop();
       await nc.close();
-      await nats.stop();
+      if (!options.nats) await nats.stop();
     },
   };
 }
