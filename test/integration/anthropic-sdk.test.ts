@@ -136,7 +136,14 @@ describe("the official Anthropic SDK against the gateway", () => {
       messages: [{ role: "user", content: PRIMES }],
     });
     const [heavy] = anthropicUpstream.received(MESSAGES, "claude-sonnet-4-5");
-    expect(String(heavy?.body.system)).toContain("You are a careful mathematician.");
+    // As a text block carrying Anthropic's prompt-cache breakpoint (the deployment's default).
+    expect(heavy?.body.system).toEqual([
+      {
+        type: "text",
+        text: "You are a careful mathematician.",
+        cache_control: { type: "ephemeral" },
+      },
+    ]);
     expect(heavy?.headers["x-api-key"]).toBe("sk-ant-upstream");
     expect(heavy?.body.max_tokens).toBe(128);
   });
@@ -251,7 +258,8 @@ describe("the official Anthropic SDK against the gateway", () => {
     expect(second.stop_reason).toBe("end_turn");
     expect(textOf(second)).toBe("The tool answered: 18°C and sunny.");
     const fedTo = openaiUpstream.received(COMPLETIONS, "gpt-4o").at(-1);
-    const fed = (fedTo?.body.messages as Array<Record<string, unknown>> | undefined)?.at(-1);
+    // The client's conversation ends with the result; the tool loop's instruction follows it.
+    const fed = (fedTo?.body.messages as Array<Record<string, unknown>> | undefined)?.at(-2);
     expect(fed).toEqual({ role: "tool", tool_call_id: call.id, content: "18°C and sunny" });
   });
 

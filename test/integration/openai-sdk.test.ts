@@ -196,7 +196,17 @@ describe("the official OpenAI SDK against the gateway", () => {
     const [request] = anthropicUpstream.received(MESSAGES, "claude-sonnet-4-5");
     expect(request?.body.stream).toBe(true);
     expect(request?.headers["x-api-key"]).toBe("sk-ant-upstream");
-    expect(typeof request?.body.system).toBe("string"); // the earlier hops' findings
+    // The earlier hops' findings come after the client's question, in its turn: the client's
+    // messages stay the prompt's prefix, which Anthropic's prompt cache keys on.
+    const turns = request?.body.messages as Array<{
+      role: string;
+      content: Array<{ text?: string }>;
+    }>;
+    expect(turns.at(-1)?.content[0]?.text).toBe(
+      "Prove step by step that there are infinitely many primes.",
+    );
+    expect(turns.at(-1)?.content[1]?.text).toMatch(/^You are the heavy reasoning tier/);
+    expect(request?.body.system).toBeUndefined();
   });
 
   it("honours a 429's Retry-After and answers from the retry", async () => {

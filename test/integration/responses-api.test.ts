@@ -282,10 +282,12 @@ describe("the official OpenAI SDK's client.responses.create", () => {
       ],
     });
     expect(second.output_text).toBe("The tool answered: 18°C and sunny.");
-    // The model saw its own call and the client's result, in the chat wire format.
+    // The model saw its own call and the client's result, in the chat wire format (then the
+    // tool loop's instruction, which comes after the client's messages).
     const messages = openaiUpstream.received(COMPLETIONS, "gpt-4o").at(-1)?.body
       .messages as WireMessage[];
-    expect(messages.slice(-2)).toEqual([
+    expect(messages.at(-1)?.role).toBe("system");
+    expect(messages.slice(-3, -1)).toEqual([
       {
         role: "assistant",
         content: null,
@@ -509,7 +511,9 @@ describe("the Vercel AI SDK's default OpenAI provider", () => {
     const fed = openaiUpstream.received(COMPLETIONS, "gpt-4o").at(-1)?.body.messages as
       | WireMessage[]
       | undefined;
-    expect(fed?.slice(-2)).toEqual([
+    // The client's messages end with the output; the tool loop's instruction follows them.
+    expect(fed?.at(-1)?.role).toBe("system");
+    expect(fed?.slice(-3, -1)).toEqual([
       {
         role: "assistant",
         content: null,

@@ -5,6 +5,7 @@ import { HandoffError } from "@handoff/contracts";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { simProfile } from "./defaults.js";
 import { loadConfig, parseConfig } from "./load.js";
+import { DEFAULT_PROMPT_CACHE, type Deployment, promptCacheOf } from "./schema.js";
 
 const YAML = `
 tiers:
@@ -362,6 +363,100 @@ describe("resilience settings and deployment ids", () => {
     expect(error.issues).toEqual([
       { path: "tiers.light[0].fallbacks[0]", message: 'no deployment has the id "nowhere"' },
     ]);
+  });
+});
+
+describe("prompt-cache prices and the Anthropic prompt cache", () => {
+  const claude = (extra: Record<string, unknown> = {}) => ({
+    provider: "anthropic",
+    model: "claude-sonnet-4-5",
+    price: { input_per_mtok: 3, output_per_mtok: 15 },
+    ...extra,
+  });
+  const config = (heavy: Record<string, unknown>, mid: Record<string, unknown> = claude()) =>
+    parseConfig(
+      JSON.stringify({ tiers: { light: [mid], mid: [mid], heavy: [{ id: "h", ...heavy }] } }),
+      "c.json",
+    );
+
+  it("reads the cached-input and cache-write prices, absent unless given", () => {
+    const price = {
+      input_per_mtok: 3,
+      output_per_mtok: 15,
+      cached_input_per_mtok: 0.3,
+      cache_write_per_mtok: 3.75,
+    };
+    expect(config(claude({ price })).tiers.heavy[0]?.price).toEqual(price);
+    expect(config(claude()).tiers.heavy[0]?.price).toEqual({
+      input_per_mtok: 3,
+      output_per_mtok: 15,
+    });
+    const error = configError(
+      JSON.stringify({
+        tiers: {
+          light: [claude()],
+          mid: [claude()],
+          heavy: [
+            claude({
+              id: "h",
+              price: { input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: -1 },
+            }),
+          ],
+        },
+      }),
+      "c.json",
+    );
+    expect(error.issues?.map((i) => i.path)).toEqual([
+      "tiers.heavy[0].price.cached_input_per_mtok",
+    ]);
+  });
+
+  it("marks the tools and the system prompt by default; false marks nothing; an object the parts it names", () => {
+    const of = (heavy: Record<string, unknown>) =>
+      promptCacheOf(config(heavy).tiers.heavy[0] as Deployment);
+    expect(of(claude())).toEqual({ tools: true, system: true, conversation: false });
+    expect(of(claude({ prompt_cache: true }))).toEqual(DEFAULT_PROMPT_CACHE);
+    expect(of(claude({ prompt_cache: false }))).toEqual({
+      tools: false,
+      system: false,
+      conversation: false,
+    });
+    expect(of(claude({ prompt_cache: { conversation: true } }))).toEqual({
+      tools: true,
+      system: true,
+      conversation: true,
+    });
+    expect(of(claude({ prompt_cache: { system: false } }))).toEqual({
+      tools: true,
+      system: false,
+      conversation: false,
+    });
+  });
+
+  it("refuses prompt_cache on a deployment that is not Anthropic's, and unknown parts", () => {
+    const openai = { provider: "openai-compatible", model: "gpt-4o", prompt_cache: true };
+    const error = configError(
+      JSON.stringify({ tiers: { light: [claude()], mid: [openai], heavy: [claude()] } }),
+      "c.json",
+    );
+    expect(error.issues).toEqual([
+      {
+        path: "tiers.mid[0].prompt_cache",
+        message:
+          "only anthropic deployments mark a prompt cache; OpenAI-compatible servers cache prompt prefixes on their own",
+      },
+    ]);
+    const unknown = configError(
+      JSON.stringify({
+        tiers: {
+          light: [claude()],
+          mid: [claude()],
+          heavy: [claude({ id: "h", prompt_cache: { history: true } })],
+        },
+      }),
+      "c.json",
+    );
+    expect(unknown.issues?.[0]?.path).toMatch(/^tiers\.heavy\[0\]\.prompt_cache/);
   });
 });
 

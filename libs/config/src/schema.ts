@@ -5,12 +5,55 @@ import { z } from "zod";
  * requests are routed, and the limits every service enforces. Swapping a vendor is an edit here.
  */
 
-/** List price of a model, in US dollars per million tokens. */
+/**
+ * List price of a model, in US dollars per million tokens. A call's prompt tokens are priced in
+ * three parts: those the provider read from its prompt cache at `cached_input_per_mtok`, those
+ * it wrote to it at `cache_write_per_mtok`, the rest at `input_per_mtok`. Either cache price left
+ * out is `input_per_mtok`: no discount, no surcharge, unless configured.
+ */
 export const Price = z.object({
   input_per_mtok: z.number().nonnegative(),
   output_per_mtok: z.number().nonnegative(),
+  /** Prompt tokens read from the provider's cache (OpenAI: half the input price or less; Anthropic: a tenth). */
+  cached_input_per_mtok: z.number().nonnegative().optional(),
+  /** Prompt tokens written to the provider's cache (Anthropic, 5-minute entries: 1.25 times the input price). */
+  cache_write_per_mtok: z.number().nonnegative().optional(),
 });
 export type Price = z.infer<typeof Price>;
+
+/**
+ * Which parts of a prompt an `anthropic` deployment marks as a cached prefix, each with one
+ * `cache_control: {type: "ephemeral"}` breakpoint (Anthropic allows four; these are at most three).
+ */
+export const PromptCache = z
+  .object({
+    /** The tool definitions: a breakpoint on the last one. */
+    tools: z.boolean().default(true),
+    /** The system prompt (with the tools before it): sent as a text block with a breakpoint. */
+    system: z.boolean().default(true),
+    /**
+     * The conversation up to its last user turn: a breakpoint on the last block before that
+     * turn, so the next request of the same conversation reads the history from the cache. Off by
+     * default: a conversation that never comes back pays the cache write's surcharge for nothing.
+     */
+    conversation: z.boolean().default(false),
+  })
+  .strict();
+export type PromptCache = z.infer<typeof PromptCache>;
+
+/** What an `anthropic` deployment marks when its config says nothing: the tools and the system prompt. */
+export const DEFAULT_PROMPT_CACHE: PromptCache = { tools: true, system: true, conversation: false };
+
+/**
+ * The parts of the prompt a deployment marks for Anthropic's prompt cache: `prompt_cache: false`
+ * none, `true` or absent the defaults, an object the parts it names over the defaults.
+ */
+export function promptCacheOf(deployment: Pick<Deployment, "prompt_cache">): PromptCache {
+  const setting = deployment.prompt_cache;
+  if (setting === false) return { tools: false, system: false, conversation: false };
+  if (setting === true || setting === undefined) return { ...DEFAULT_PROMPT_CACHE };
+  return setting;
+}
 
 /** One model behind a tier. A tier lists several; the first healthy one answers. */
 export const Deployment = z.object({
@@ -41,6 +84,13 @@ export const Deployment = z.object({
   max_output_tokens: z.number().int().positive().default(1_024),
   /** `sim` only: how long the simulated model takes to answer. */
   latency_ms: z.number().int().nonnegative().default(0),
+  /**
+   * `anthropic` only: mark the prompt's stable prefix for Anthropic's prompt cache with
+   * `cache_control`. Absent or `true`: the tools and the system prompt; `false`: nothing; or the
+   * parts, e.g. `{ conversation: true }` to mark the conversation up to its last user turn too.
+   * OpenAI and the servers that copy it cache prefixes without being asked: nothing to set.
+   */
+  prompt_cache: z.union([z.boolean(), PromptCache]).optional(),
 });
 export type Deployment = z.infer<typeof Deployment>;
 
@@ -539,6 +589,13 @@ export const HandoffConfig = z
     }
     for (const [tier, list] of Object.entries(config.tiers)) {
       list.forEach((deployment, index) => {
+        if (deployment.prompt_cache !== undefined && deployment.provider !== "anthropic") {
+          ctx.addIssue({
+            code: "custom",
+            path: ["tiers", tier, index, "prompt_cache"],
+            message: `only anthropic deployments mark a prompt cache; ${deployment.provider === "openai-compatible" ? "OpenAI-compatible servers cache prompt prefixes on their own" : "the sim model has none"}`,
+          });
+        }
         deployment.fallbacks.forEach((target, at) => {
           if (!seen.has(target)) {
             ctx.addIssue({

@@ -1,4 +1,4 @@
-import type { CacheOutcome } from "./envelope.js";
+import { type CacheOutcome, promptCacheTokens } from "./envelope.js";
 import type { JobRecord } from "./job-record.js";
 import type { ChatCompletion } from "./openai.js";
 
@@ -20,6 +20,8 @@ export function completionFromRecord(record: JobRecord, traceId: string): ChatCo
   if (!result) throw new Error(`job ${record.id} has no result`);
   const prompt = record.usage.reduce((sum, u) => sum + u.input_tokens, 0);
   const completion = record.usage.reduce((sum, u) => sum + u.output_tokens, 0);
+  // Like `prompt_tokens`, summed over the job's calls: a part of it, so the two add up.
+  const { read: cached } = promptCacheTokens(record.usage);
   const cache = answerCacheOutcome(record);
   return {
     id: `chatcmpl-${record.id}`,
@@ -43,6 +45,7 @@ export function completionFromRecord(record: JobRecord, traceId: string): ChatCo
       prompt_tokens: prompt,
       completion_tokens: completion,
       total_tokens: prompt + completion,
+      ...(cached > 0 ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
     },
     handoff: {
       job_id: record.id,

@@ -94,13 +94,32 @@ export type Hop = z.infer<typeof Hop>;
 export const CacheOutcome = z.enum(["hit", "miss", "bypass"]);
 export type CacheOutcome = z.infer<typeof CacheOutcome>;
 
-/** One model call: who answered, how many tokens, what it cost. */
+/**
+ * One model call: who answered, how many tokens, what it cost.
+ *
+ * `input_tokens` is the whole prompt, whatever the provider's own count means: OpenAI's
+ * `prompt_tokens` already includes the tokens read from its prompt cache, Anthropic's
+ * `input_tokens` leaves out those read from and written to its cache, so the Anthropic adapter
+ * adds them back. `cached_input_tokens` and `cache_write_tokens` are parts of `input_tokens`,
+ * each priced at its own rate (`price.cached_input_per_mtok`, `price.cache_write_per_mtok`).
+ */
 export const Usage = z.object({
   stage: Stage,
   tier: Tier,
   provider: z.string(),
   model: z.string(),
+  /** Every prompt token, the cached parts below included. */
   input_tokens: z.number().int().nonnegative(),
+  /**
+   * Of `input_tokens`, those the provider read from its prompt cache (OpenAI's
+   * `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`). Absent: none.
+   */
+  cached_input_tokens: z.number().int().nonnegative().optional(),
+  /**
+   * Of `input_tokens`, those the provider wrote to its prompt cache (Anthropic's
+   * `cache_creation_input_tokens`; OpenAI reports none). Absent: none.
+   */
+  cache_write_tokens: z.number().int().nonnegative().optional(),
   output_tokens: z.number().int().nonnegative(),
   cost_usd: z.number().nonnegative(),
   latency_ms: z.number().nonnegative(),
@@ -246,6 +265,20 @@ export function costByStage(usage: readonly Usage[]): Partial<Record<Stage, numb
   const out: Partial<Record<Stage, number>> = {};
   for (const u of usage) out[u.stage] = roundUsd((out[u.stage] ?? 0) + u.cost_usd);
   return out;
+}
+
+/**
+ * The prompt tokens of a job's calls that providers read from and wrote to their prompt caches,
+ * summed: parts of the summed `input_tokens`.
+ */
+export function promptCacheTokens(usage: readonly Usage[]): { read: number; written: number } {
+  let read = 0;
+  let written = 0;
+  for (const u of usage) {
+    read += u.cached_input_tokens ?? 0;
+    written += u.cache_write_tokens ?? 0;
+  }
+  return { read, written };
 }
 
 /** Total model spend of a job so far. */

@@ -122,6 +122,20 @@ export const HandoffInfo = z.object({
 });
 export type HandoffInfo = z.infer<typeof HandoffInfo>;
 
+/**
+ * OpenAI's `usage` of a chat completion, summed over every model call the job made (the hops a
+ * route took, the tool loop's turns). `prompt_tokens_details.cached_tokens`, as OpenAI reports it,
+ * is the part of `prompt_tokens` the providers read from their prompt caches; it is there when
+ * any call read some.
+ */
+export const CompletionUsage = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int() }).optional(),
+});
+export type CompletionUsage = z.infer<typeof CompletionUsage>;
+
 export const ChatCompletion = z.object({
   id: z.string(),
   object: z.literal("chat.completion"),
@@ -136,11 +150,7 @@ export const ChatCompletion = z.object({
       logprobs: ChoiceLogprobs.nullable(),
     }),
   ),
-  usage: z.object({
-    prompt_tokens: z.number().int(),
-    completion_tokens: z.number().int(),
-    total_tokens: z.number().int(),
-  }),
+  usage: CompletionUsage,
   handoff: HandoffInfo,
 });
 export type ChatCompletion = z.infer<typeof ChatCompletion>;
@@ -172,14 +182,7 @@ export const ChatCompletionChunk = z.object({
       logprobs: z.null(),
     }),
   ),
-  usage: z
-    .object({
-      prompt_tokens: z.number().int(),
-      completion_tokens: z.number().int(),
-      total_tokens: z.number().int(),
-    })
-    .nullable()
-    .optional(),
+  usage: CompletionUsage.nullable().optional(),
   /** On the last chunk: how the answer was made, as on a non-streamed completion. */
   handoff: HandoffInfo.optional(),
 });

@@ -23,6 +23,10 @@ export const CachedAnswer = z.object({
   /** The original call's tokens and cost. */
   usage: z.object({
     input_tokens: z.number().int().nonnegative(),
+    /** Of `input_tokens`, those the provider read from its prompt cache. */
+    cached_input_tokens: z.number().int().nonnegative().optional(),
+    /** Of `input_tokens`, those the provider wrote to its prompt cache. */
+    cache_write_tokens: z.number().int().nonnegative().optional(),
     output_tokens: z.number().int().nonnegative(),
     cost_usd: z.number().nonnegative(),
   }),

@@ -1,6 +1,6 @@
 import type { Deployment } from "@handoff/config";
 import { roundUsd } from "@handoff/contracts";
-import { costUsd } from "./cost.js";
+import { costUsd, worstInputPerMtok } from "./cost.js";
 import { estimateInputTokens } from "./tokens.js";
 import type { ChatRequest } from "./types.js";
 
@@ -30,7 +30,9 @@ export function fitBudget(
     estimateInputTokens(request.messages, request.tools) * INPUT_MARGIN,
   );
   const askedOutput = request.params?.max_tokens ?? deployment.max_output_tokens;
-  const worst = (outputTokens: number) => costUsd(deployment.price, { inputTokens, outputTokens });
+  // Every prompt token at its dearest price: a cache write can cost more than plain input.
+  const price = { ...deployment.price, input_per_mtok: worstInputPerMtok(deployment.price) };
+  const worst = (outputTokens: number) => costUsd(price, { inputTokens, outputTokens });
   if (budgetUsd === undefined || worst(askedOutput) <= budgetUsd) {
     return { request, worstCaseUsd: worst(askedOutput) };
   }

@@ -275,6 +275,38 @@ describe("budgets", () => {
     expect(fitBudget(deployment, { messages: hello }, undefined)?.request.params).toBeUndefined();
   });
 
+  it("prices every prompt token at its dearest rate, a cache write's surcharge included", () => {
+    const parse = (price: Record<string, number>) => {
+      const d = { provider: "anthropic", model: "claude", price };
+      const deployment = parseConfig(
+        JSON.stringify({ tiers: { light: [d], mid: [d], heavy: [d] } }),
+        "t.json",
+      ).tiers.mid[0];
+      if (!deployment) throw new Error("no deployment");
+      return deployment;
+    };
+    const request = { messages: hello, params: { max_tokens: 100 } };
+    const plain = fitBudget(parse({ input_per_mtok: 3, output_per_mtok: 15 }), request, 1);
+    const cached = fitBudget(
+      parse({
+        input_per_mtok: 3,
+        output_per_mtok: 15,
+        cached_input_per_mtok: 0.3,
+        cache_write_per_mtok: 3.75,
+      }),
+      request,
+      1,
+    );
+    // A cache read's discount is never counted on before the call; a write's surcharge is.
+    expect(cached?.worstCaseUsd).toBeGreaterThan(plain?.worstCaseUsd ?? Infinity);
+    const cheapReads = fitBudget(
+      parse({ input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3 }),
+      request,
+      1,
+    );
+    expect(cheapReads?.worstCaseUsd).toBe(plain?.worstCaseUsd);
+  });
+
   it("degrades to a cheaper tier the route allows when the budget cannot afford the asked one", async () => {
     const { router, calls } = setup(
       {

@@ -270,6 +270,27 @@ describe("the router with a response cache", () => {
     ).toBeGreaterThanOrEqual(first.usage.cost_usd);
   });
 
+  it("keeps the original call's prompt-cache counts with the answer and reports them on a hit", async () => {
+    const { router, cache } = routerFor();
+    const first = await router.chat("light", request, ctx({ tenant: "team-a" }));
+    // As if the provider had read most of the prompt from its own prompt cache.
+    const [key, stored] = [...cache.entries][0] ?? [];
+    if (!key || !stored) throw new Error("nothing stored");
+    cache.entries.set(key, {
+      ...stored,
+      usage: { ...stored.usage, cached_input_tokens: 4, cache_write_tokens: 2 },
+    });
+    const hit = await router.chat("light", request, ctx({ tenant: "team-a" }));
+    expect(hit.usage).toMatchObject({
+      cache: "hit",
+      cost_usd: 0,
+      input_tokens: first.usage.input_tokens,
+      cached_input_tokens: 4,
+      cache_write_tokens: 2,
+    });
+    expect(hit.result.usage).toMatchObject({ cachedInputTokens: 4, cacheWriteTokens: 2 });
+  });
+
   it("keeps tenants apart", async () => {
     const { router, calls } = routerFor();
     await router.chat("light", request, ctx({ tenant: "team-a" }));

@@ -157,6 +157,58 @@ describe("costUsd", () => {
     expect(costUsd(free, { inputTokens: 123_456, outputTokens: 7 })).toBe(0);
   });
 
+  it("prices prompt tokens read from the provider's cache at the cached price", () => {
+    // 1,000 of 1,200 prompt tokens read from the cache at 10% of the input price.
+    const price = { input_per_mtok: 2.5, output_per_mtok: 10, cached_input_per_mtok: 0.25 };
+    const usage = { inputTokens: 1_200, outputTokens: 100, cachedInputTokens: 1_000 };
+    // 200 uncached at 2.5, 1,000 cached at 0.25, 100 output at 10, per million.
+    expect(costUsd(price, usage)).toBe(0.0005 + 0.00025 + 0.001);
+    expect(costUsd(price, usage)).toBe(0.00175);
+    // Without a cached price the cached tokens cost what input costs: no discount assumed.
+    expect(costUsd({ input_per_mtok: 2.5, output_per_mtok: 10 }, usage)).toBe(
+      costUsd(
+        { input_per_mtok: 2.5, output_per_mtok: 10 },
+        { inputTokens: 1_200, outputTokens: 100 },
+      ),
+    );
+  });
+
+  it("prices cache writes at the cache-write price, the rest of the prompt at the input price", () => {
+    // Anthropic's Sonnet: input 3, cache reads 0.30, 5-minute cache writes 3.75, output 15.
+    const price = {
+      input_per_mtok: 3,
+      output_per_mtok: 15,
+      cached_input_per_mtok: 0.3,
+      cache_write_per_mtok: 3.75,
+    };
+    const usage = {
+      inputTokens: 50 + 1_000 + 200,
+      outputTokens: 20,
+      cachedInputTokens: 1_000,
+      cacheWriteTokens: 200,
+    };
+    expect(costUsd(price, usage)).toBe(0.0015); // (50·3 + 1000·0.3 + 200·3.75 + 20·15) / 1e6
+    // Without a cache-write price, writes cost the input price.
+    expect(costUsd({ ...price, cache_write_per_mtok: undefined }, usage)).toBe(0.00135);
+  });
+
+  it("never prices more cached tokens than the prompt has", () => {
+    const price = {
+      input_per_mtok: 1,
+      output_per_mtok: 0,
+      cached_input_per_mtok: 0,
+      cache_write_per_mtok: 2,
+    };
+    expect(
+      costUsd(price, {
+        inputTokens: 100,
+        outputTokens: 0,
+        cachedInputTokens: 80,
+        cacheWriteTokens: 80,
+      }),
+    ).toBe(0.00004); // 80 read at 0, the 20 left written at 2
+  });
+
   it("rounds to a nano-dollar", () => {
     const price = { input_per_mtok: 0.1, output_per_mtok: 0 };
     // 0.1 $/Mtok for 3 tokens is 3e-7; 0.1 * 3 alone would carry float dust.
@@ -250,6 +302,43 @@ describe("ModelRouter", () => {
     expect(call.usage.input_tokens).toBe(estimateInputTokens(hello));
     expect(call.usage.cost_usd).toBeGreaterThan(0);
     expect(call.usage.latency_ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it("records the prompt's cached parts on the usage entry and the span, priced at their rates", async () => {
+    const config = withMid({
+      provider: "openai-compatible",
+      model: "gpt-4o",
+      price: { input_per_mtok: 2.5, output_per_mtok: 10, cached_input_per_mtok: 0.25 },
+    });
+    const cached: ChatModel = {
+      provider: "openai-compatible",
+      model: "gpt-4o",
+      simulated: false,
+      async chat() {
+        return {
+          message: { role: "assistant", content: "ok" },
+          finishReason: "stop",
+          usage: { inputTokens: 1_200, outputTokens: 100, cachedInputTokens: 1_000 },
+          model: "gpt-4o-2024-08-06",
+        };
+      },
+      async *stream() {
+        yield { type: "done", result: await this.chat({ messages: hello }) };
+      },
+    };
+    const router = new ModelRouter(config, (d) => (d.model === "gpt-4o" ? cached : createModel(d)));
+    const call = await router.chat("mid", { messages: hello }, { stage: "tool-executor" });
+    expect(call.usage).toMatchObject({
+      input_tokens: 1_200,
+      cached_input_tokens: 1_000,
+      output_tokens: 100,
+      cost_usd: 0.00175,
+    });
+    expect(call.usage.cache_write_tokens).toBeUndefined();
+    const [span] = spansNamed("chat gpt-4o");
+    expect(span?.attributes["gen_ai.usage.input_tokens"]).toBe(1_200);
+    expect(span?.attributes["gen_ai.usage.cache_read.input_tokens"]).toBe(1_000);
+    expect(span?.attributes["gen_ai.usage.cache_creation.input_tokens"]).toBeUndefined();
   });
 
   it("uses the first deployment of each tier", async () => {

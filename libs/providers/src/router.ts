@@ -368,6 +368,8 @@ export class ModelRouter {
       ...(result.choiceLogprobs ? { choice_logprobs: result.choiceLogprobs } : {}),
       usage: {
         input_tokens: usage.input_tokens,
+        ...(usage.cached_input_tokens ? { cached_input_tokens: usage.cached_input_tokens } : {}),
+        ...(usage.cache_write_tokens ? { cache_write_tokens: usage.cache_write_tokens } : {}),
         output_tokens: usage.output_tokens,
         cost_usd: usage.cost_usd,
       },
@@ -488,6 +490,7 @@ export class ModelRouter {
             provider: deployment.provider,
             model: result.model,
             input_tokens: result.usage.inputTokens,
+            ...promptCacheUsage(result.usage),
             output_tokens: result.usage.outputTokens,
             cost_usd: costUsd(deployment.price, result.usage),
             latency_ms: Math.round(seconds * 1000),
@@ -539,12 +542,35 @@ async function streamed(
   throw new Error("the stream ended without a result");
 }
 
+/**
+ * The prompt-cache counts of a call's tokens as a usage entry carries them: only those the
+ * provider reported above zero, each at most the prompt.
+ */
+function promptCacheUsage(
+  tokens: ChatResult["usage"],
+): Pick<Usage, "cached_input_tokens" | "cache_write_tokens"> {
+  const input = tokens.inputTokens;
+  const cached = Math.min(input, tokens.cachedInputTokens ?? 0);
+  const written = Math.min(input - cached, tokens.cacheWriteTokens ?? 0);
+  return {
+    ...(cached > 0 ? { cached_input_tokens: cached } : {}),
+    ...(written > 0 ? { cache_write_tokens: written } : {}),
+  };
+}
+
 function recordResult(span: Span, result: ChatResult, usage: Usage): void {
   span.setAttributes({
     "gen_ai.response.model": result.model,
     "gen_ai.response.finish_reasons": [result.finishReason],
     "gen_ai.usage.input_tokens": usage.input_tokens,
     "gen_ai.usage.output_tokens": usage.output_tokens,
+    // OpenTelemetry's GenAI conventions: parts of gen_ai.usage.input_tokens.
+    ...(usage.cached_input_tokens
+      ? { "gen_ai.usage.cache_read.input_tokens": usage.cached_input_tokens }
+      : {}),
+    ...(usage.cache_write_tokens
+      ? { "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens }
+      : {}),
     "handoff.cost_usd": usage.cost_usd,
     "handoff.simulated": usage.simulated,
   });
@@ -591,7 +617,16 @@ function cachedCall(
   const result: ChatResult = {
     message: answer.message,
     finishReason: answer.finish_reason,
-    usage: { inputTokens: answer.usage.input_tokens, outputTokens: answer.usage.output_tokens },
+    usage: {
+      inputTokens: answer.usage.input_tokens,
+      outputTokens: answer.usage.output_tokens,
+      ...(answer.usage.cached_input_tokens
+        ? { cachedInputTokens: answer.usage.cached_input_tokens }
+        : {}),
+      ...(answer.usage.cache_write_tokens
+        ? { cacheWriteTokens: answer.usage.cache_write_tokens }
+        : {}),
+    },
     model: answer.model,
     ...(answer.logprobs ? { logprobs: answer.logprobs } : {}),
     ...(answer.choice_logprobs ? { choiceLogprobs: answer.choice_logprobs } : {}),
@@ -602,6 +637,12 @@ function cachedCall(
     provider: answer.provider,
     model: answer.model,
     input_tokens: answer.usage.input_tokens,
+    ...(answer.usage.cached_input_tokens
+      ? { cached_input_tokens: answer.usage.cached_input_tokens }
+      : {}),
+    ...(answer.usage.cache_write_tokens
+      ? { cache_write_tokens: answer.usage.cache_write_tokens }
+      : {}),
     output_tokens: answer.usage.output_tokens,
     cost_usd: 0,
     latency_ms: latencyMs,

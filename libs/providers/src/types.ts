@@ -26,9 +26,19 @@ export interface ChatRequest {
   logprobs?: boolean;
 }
 
+/**
+ * A call's tokens, the same way for every provider: `inputTokens` is the whole prompt, and the
+ * tokens the provider read from or wrote to its prompt cache are parts of it (OpenAI's
+ * `prompt_tokens` counts them already; Anthropic's `input_tokens` does not, so its adapter adds
+ * them). Absent cache counts are none.
+ */
 export interface TokenUsage {
   inputTokens: number;
   outputTokens: number;
+  /** Of `inputTokens`, those read from the provider's prompt cache. */
+  cachedInputTokens?: number;
+  /** Of `inputTokens`, those written to the provider's prompt cache. */
+  cacheWriteTokens?: number;
 }
 
 export interface ChatResult {

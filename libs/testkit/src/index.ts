@@ -46,12 +46,14 @@ export {
   type TraceCheck,
 } from "./span-collector.js";
 export {
+  type AnthropicUsage,
   anthropicError,
   anthropicMessage,
   anthropicModelReply,
   anthropicStream,
   decideMove,
   type ModelMove,
+  type OpenAIUsage,
   openaiCompletion,
   openaiError,
   openaiModelReply,

@@ -132,6 +132,25 @@ function text(content: unknown): string {
   return "";
 }
 
+/** What tool results say: a tool message's text, or the `tool_result` blocks' of a user turn. */
+function toolResultText(content: unknown): string {
+  if (!Array.isArray(content)) return text(content);
+  return text(content.filter((part: { type?: string }) => part.type === "tool_result"));
+}
+
+/**
+ * The question a user turn asks: its text, or of a turn in blocks (Anthropic's), the first text
+ * block's, as the client wrote it; what the mesh adds to the turn after it (its context from
+ * earlier hops, an instruction) comes as later blocks.
+ */
+function firstText(content: unknown): string {
+  if (!Array.isArray(content)) return text(content);
+  const first = (content as Array<{ type?: string; text?: string }>).find(
+    (part) => part.type === "text",
+  );
+  return first?.text ?? text(content);
+}
+
 /** The decision of the scripted model: answer with text, or call a tool. */
 export type ModelMove =
   | { kind: "text"; text: string }
@@ -147,9 +166,12 @@ export function decideMove(
   model: string,
   lastIsToolResult: boolean,
 ): ModelMove {
-  const last = messages.at(-1);
-  if (lastIsToolResult) return { kind: "text", text: `The tool answered: ${text(last?.content)}.` };
-  const question = text([...messages].reverse().find((m) => m.role === "user")?.content);
+  // The last turn: instructions after it (the mesh puts its own there) do not change what it was.
+  const last = [...messages].reverse().find((m) => m.role !== "system" && m.role !== "developer");
+  if (lastIsToolResult) {
+    return { kind: "text", text: `The tool answered: ${toolResultText(last?.content)}.` };
+  }
+  const question = firstText([...messages].reverse().find((m) => m.role === "user")?.content);
   const expression = /(\d+(?:\.\d+)?\s*[-+*/]\s*\d+(?:\.\d+)?)/.exec(question)?.[1];
   if (expression && toolNames.includes("calculator")) {
     return { kind: "tool", name: "calculator", arguments: { expression } };
@@ -186,6 +208,37 @@ function openaiChunk(
     model,
     system_fingerprint: "fp_upstream",
     choices: [{ index: 0, delta, logprobs, finish_reason: finish }],
+  };
+}
+
+/**
+ * Token counts of a scripted answer. `cached`, when given, is reported as OpenAI reports the
+ * prompt tokens it read from its prompt cache: `prompt_tokens_details.cached_tokens`, a part of
+ * `prompt_tokens`, with the rest of OpenAI's details beside it.
+ */
+export interface OpenAIUsage {
+  prompt: number;
+  completion: number;
+  cached?: number;
+}
+
+/** OpenAI's `usage` object for `usage`. */
+function openaiUsage(usage: OpenAIUsage) {
+  return {
+    prompt_tokens: usage.prompt,
+    completion_tokens: usage.completion,
+    total_tokens: usage.prompt + usage.completion,
+    ...(usage.cached === undefined
+      ? {}
+      : {
+          prompt_tokens_details: { cached_tokens: usage.cached, audio_tokens: 0 },
+          completion_tokens_details: {
+            reasoning_tokens: 0,
+            audio_tokens: 0,
+            accepted_prediction_tokens: 0,
+            rejected_prediction_tokens: 0,
+          },
+        }),
   };
 }
 
@@ -240,7 +293,7 @@ function contentTokens(
 export function openaiCompletion(
   model: string,
   move: ModelMove,
-  usage = { prompt: 40, completion: 12 },
+  usage: OpenAIUsage = { prompt: 40, completion: 12 },
   options: OpenAIReplyOptions = {},
 ) {
   const tokens = move.kind === "text" ? contentTokens(move.text, options.logprobs) : undefined;
@@ -274,11 +327,7 @@ export function openaiCompletion(
         finish_reason: move.kind === "text" ? "stop" : "tool_calls",
       },
     ],
-    usage: {
-      prompt_tokens: usage.prompt,
-      completion_tokens: usage.completion,
-      total_tokens: usage.prompt + usage.completion,
-    },
+    usage: openaiUsage(usage),
   };
 }
 
@@ -290,7 +339,7 @@ export function openaiCompletion(
 export function openaiStream(
   model: string,
   move: ModelMove,
-  usage = { prompt: 40, completion: 12 },
+  usage: OpenAIUsage = { prompt: 40, completion: 12 },
   options: OpenAIReplyOptions = {},
 ): string[] {
   const events = [
@@ -340,11 +389,7 @@ export function openaiStream(
     sseEvent({
       ...openaiChunk(model, {}),
       choices: [],
-      usage: {
-        prompt_tokens: usage.prompt,
-        completion_tokens: usage.completion,
-        total_tokens: usage.prompt + usage.completion,
-      },
+      usage: openaiUsage(usage),
     }),
   );
   events.push(sseEvent("[DONE]"));
@@ -382,7 +427,10 @@ export function openaiModelReply(body: Record<string, unknown>): UpstreamReply {
   const tools = ((body.tools ?? []) as Array<{ function: { name: string } }>).map(
     (t) => t.function.name,
   );
-  const move = decideMove(messages, tools, model, messages.at(-1)?.role === "tool");
+  const lastTurn = [...messages]
+    .reverse()
+    .find((m) => m.role !== "system" && m.role !== "developer");
+  const move = decideMove(messages, tools, model, lastTurn?.role === "tool");
   return body.stream
     ? { kind: "sse", events: openaiStream(model, move) }
     : { kind: "json", body: openaiCompletion(model, move) };
@@ -390,11 +438,41 @@ export function openaiModelReply(body: Record<string, unknown>): UpstreamReply {
 
 // --- Anthropic messages -------------------------------------------------------------------------
 
+/**
+ * Token counts of a scripted Anthropic answer. With `cacheRead` or `cacheWrite` given, the usage
+ * carries Anthropic's prompt-cache fields: `input` is then, as Anthropic counts it, only the
+ * prompt tokens after the last cache breakpoint, and the cached ones come on top.
+ */
+export interface AnthropicUsage {
+  input: number;
+  output: number;
+  cacheRead?: number;
+  cacheWrite?: number;
+}
+
+/** Anthropic's `usage` object for `usage`, with `output` output tokens. */
+function anthropicUsage(usage: AnthropicUsage, output = usage.output) {
+  if (usage.cacheRead === undefined && usage.cacheWrite === undefined) {
+    return { input_tokens: usage.input, output_tokens: output };
+  }
+  return {
+    input_tokens: usage.input,
+    cache_creation_input_tokens: usage.cacheWrite ?? 0,
+    cache_read_input_tokens: usage.cacheRead ?? 0,
+    cache_creation: {
+      ephemeral_5m_input_tokens: usage.cacheWrite ?? 0,
+      ephemeral_1h_input_tokens: 0,
+    },
+    output_tokens: output,
+    service_tier: "standard",
+  };
+}
+
 /** A non-streamed Anthropic `message` for a move. */
 export function anthropicMessage(
   model: string,
   move: ModelMove,
-  usage = { input: 40, output: 12 },
+  usage: AnthropicUsage = { input: 40, output: 12 },
 ) {
   return {
     id: "msg_upstream",
@@ -407,15 +485,19 @@ export function anthropicMessage(
         : [{ type: "tool_use", id: "toolu_upstream_1", name: move.name, input: move.arguments }],
     stop_reason: move.kind === "text" ? "end_turn" : "tool_use",
     stop_sequence: null,
-    usage: { input_tokens: usage.input, output_tokens: usage.output },
+    usage: anthropicUsage(usage),
   };
 }
 
-/** The streamed form of a move, as Anthropic's event sequence. */
+/**
+ * The streamed form of a move, as Anthropic's event sequence: `message_start` carries the input
+ * counts (the prompt-cache ones too, when given), `message_delta` the output count, and with the
+ * prompt-cache fields the cumulative input counts again, as the current API sends them.
+ */
 export function anthropicStream(
   model: string,
   move: ModelMove,
-  usage = { input: 40, output: 12 },
+  usage: AnthropicUsage = { input: 40, output: 12 },
 ): string[] {
   const events = [
     sseEvent(
@@ -429,7 +511,7 @@ export function anthropicStream(
           model,
           stop_reason: null,
           stop_sequence: null,
-          usage: { input_tokens: usage.input, output_tokens: 1 },
+          usage: anthropicUsage(usage, 1),
         },
       },
       "message_start",
@@ -482,7 +564,15 @@ export function anthropicStream(
       {
         type: "message_delta",
         delta: { stop_reason: move.kind === "text" ? "end_turn" : "tool_use", stop_sequence: null },
-        usage: { output_tokens: usage.output },
+        usage:
+          usage.cacheRead === undefined && usage.cacheWrite === undefined
+            ? { output_tokens: usage.output }
+            : {
+                input_tokens: usage.input,
+                cache_creation_input_tokens: usage.cacheWrite ?? 0,
+                cache_read_input_tokens: usage.cacheRead ?? 0,
+                output_tokens: usage.output,
+              },
       },
       "message_delta",
     ),

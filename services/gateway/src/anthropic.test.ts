@@ -419,6 +419,33 @@ describe("messageFromRecord", () => {
     });
   });
 
+  it("counts cached prompt tokens apart from input_tokens, as Anthropic does", () => {
+    const cached = record(
+      {},
+      {
+        usage: [
+          testUsage({ stage: "classifier", input_tokens: 30, output_tokens: 2 }),
+          testUsage({
+            stage: "tool-executor",
+            tier: "mid",
+            input_tokens: 1_250,
+            cached_input_tokens: 1_000,
+            cache_write_tokens: 200,
+            output_tokens: 14,
+          }),
+        ],
+      },
+    );
+    const message = messageFromRecord(cached, "");
+    expect(AnthropicMessage.parse(message)).toEqual(message);
+    expect(message.usage).toEqual({
+      input_tokens: 80,
+      output_tokens: 16,
+      cache_creation_input_tokens: 200,
+      cache_read_input_tokens: 1_000,
+    });
+  });
+
   it("answers tool calls as tool_use blocks whose input is the parsed arguments", () => {
     const message = messageFromRecord(
       record({

@@ -8,6 +8,7 @@ import {
   HandoffRequestOptions,
   type JobRecord,
   type JobResult,
+  promptCacheTokens,
   type RequestMessage,
   type ToolCall,
   type ToolChoice,
@@ -170,7 +171,8 @@ export type AnthropicMessagesRequest = z.infer<typeof AnthropicMessagesRequest>;
 const UNSUPPORTED_FIELDS: Record<string, string> = {
   thinking: "extended thinking is not supported: the mesh's tiers answer without thinking blocks",
   top_k: "top_k is not supported: not every tier's model can honour it",
-  cache_control: "prompt caching (cache_control) is not supported",
+  cache_control:
+    "cache_control is not supported: the mesh marks the prompt cache of its Anthropic tiers itself (a deployment's prompt_cache)",
   service_tier: "service_tier is not supported: the mesh routes the request to its own tiers",
   mcp_servers: "MCP servers are not supported",
   container: "containers (server-side code execution) are not supported",
@@ -410,6 +412,20 @@ export const AnthropicStopReason = z.enum([
 ]);
 export type AnthropicStopReason = z.infer<typeof AnthropicStopReason>;
 
+/**
+ * Anthropic's `usage`, summed over every model call the job made. As Anthropic counts them,
+ * `input_tokens` leaves out the prompt tokens read from a prompt cache (`cache_read_input_tokens`)
+ * and written to one (`cache_creation_input_tokens`): the three add up to the prompt. The cache
+ * fields are there when any call read or wrote some.
+ */
+const AnthropicUsage = z.object({
+  input_tokens: z.number().int().nonnegative(),
+  output_tokens: z.number().int().nonnegative(),
+  cache_creation_input_tokens: z.number().int().nonnegative().optional(),
+  cache_read_input_tokens: z.number().int().nonnegative().optional(),
+});
+type AnthropicUsage = z.infer<typeof AnthropicUsage>;
+
 /** Anthropic's `message`, plus the `handoff` report of how it was made (as on the chat route). */
 export const AnthropicMessage = z.object({
   id: z.string(),
@@ -419,10 +435,7 @@ export const AnthropicMessage = z.object({
   content: z.array(ContentBlock),
   stop_reason: AnthropicStopReason.nullable(),
   stop_sequence: z.string().nullable(),
-  usage: z.object({
-    input_tokens: z.number().int().nonnegative(),
-    output_tokens: z.number().int().nonnegative(),
-  }),
+  usage: AnthropicUsage,
   handoff: HandoffInfo,
 });
 AnthropicMessage.register(docs, { id: "AnthropicMessage" });
@@ -488,10 +501,7 @@ export const AnthropicStreamEvent = z.discriminatedUnion("type", [
       stop_reason: AnthropicStopReason.nullable(),
       stop_sequence: z.string().nullable(),
     }),
-    usage: z.object({
-      input_tokens: z.number().int().nonnegative(),
-      output_tokens: z.number().int().nonnegative(),
-    }),
+    usage: AnthropicUsage,
     handoff: HandoffInfo,
   }),
   z.object({ type: z.literal("message_stop") }),
@@ -562,11 +572,21 @@ export function messageFromRecord(record: JobRecord, traceId: string): Anthropic
     ],
     stop_reason: toStopReason(result),
     stop_sequence: null,
-    usage: {
-      input_tokens: completion.usage.prompt_tokens,
-      output_tokens: completion.usage.completion_tokens,
-    },
+    usage: anthropicUsage(record, completion.usage.completion_tokens),
     handoff: completion.handoff,
+  };
+}
+
+/** A job's usage as Anthropic counts it: the cached prompt tokens apart from `input_tokens`. */
+function anthropicUsage(record: JobRecord, outputTokens: number): AnthropicUsage {
+  const prompt = record.usage.reduce((sum, u) => sum + u.input_tokens, 0);
+  const { read, written } = promptCacheTokens(record.usage);
+  return {
+    input_tokens: Math.max(0, prompt - read - written),
+    output_tokens: outputTokens,
+    ...(read > 0 || written > 0
+      ? { cache_creation_input_tokens: written, cache_read_input_tokens: read }
+      : {}),
   };
 }
 

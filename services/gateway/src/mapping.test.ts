@@ -300,6 +300,32 @@ describe("completionFromRecord", () => {
     expect(completion.usage).toEqual({ prompt_tokens: 60, completion_tokens: 6, total_tokens: 66 });
   });
 
+  it("reports the prompt tokens read from providers' caches as OpenAI does, summed like prompt_tokens", () => {
+    const usages = [
+      testUsage({ input_tokens: 1_200, cached_input_tokens: 1_000, output_tokens: 5 }),
+      testUsage({ stage: "tool-executor", tier: "mid", input_tokens: 300, output_tokens: 7 }),
+      testUsage({
+        stage: "heavy-reasoner",
+        tier: "heavy",
+        input_tokens: 2_000,
+        cached_input_tokens: 1_500,
+        cache_write_tokens: 400,
+        output_tokens: 9,
+      }),
+    ];
+    const completion = completionFromRecord(record({ usage: usages }), "t");
+    expect(completion.usage).toEqual({
+      prompt_tokens: 3_500,
+      completion_tokens: 21,
+      total_tokens: 3_521,
+      prompt_tokens_details: { cached_tokens: 2_500 },
+    });
+    expect(completion.handoff.usage[2]).toMatchObject({
+      cached_input_tokens: 1_500,
+      cache_write_tokens: 400,
+    });
+  });
+
   it("is not simulated when no hop used the sim provider", () => {
     const real = [testUsage({ provider: "openai-compatible", simulated: false })];
     expect(completionFromRecord(record({ usage: real }), "t").handoff.simulated).toBe(false);

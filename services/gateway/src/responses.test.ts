@@ -448,6 +448,27 @@ describe("parseResponsesRequest and chatRequestFrom", () => {
 });
 
 describe("responseFromRecord", () => {
+  it("reports the prompt tokens providers read from and wrote to their caches", () => {
+    const cached = {
+      ...record(),
+      usage: [
+        testUsage({ input_tokens: 1_200, cached_input_tokens: 1_024, output_tokens: 2 }),
+        testUsage({
+          stage: "tool-executor" as const,
+          tier: "mid" as const,
+          input_tokens: 500,
+          cache_write_tokens: 300,
+        }),
+      ],
+    };
+    const response = responseFromRecord(cached, TRACE, parse());
+    expect(ResponseObject.parse(response)).toEqual(response);
+    expect(response.usage).toMatchObject({
+      input_tokens: 1_700,
+      input_tokens_details: { cached_tokens: 1_024, cache_write_tokens: 300 },
+    });
+  });
+
   it("writes a text answer as a completed response with one message, usage and the handoff report", () => {
     const body = parse({ instructions: "Be exact.", metadata: { k: "v" }, temperature: 0.1 });
     const response = responseFromRecord(record(), TRACE, body);

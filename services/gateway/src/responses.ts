@@ -7,6 +7,7 @@ import {
   HandoffRequestOptions,
   type JobRecord,
   type JobResult,
+  promptCacheTokens,
   type RequestMessage,
   type ToolCall,
   type ToolDefinition,
@@ -511,7 +512,10 @@ const ResponseError = z.object({
 
 const ResponseUsage = z.object({
   input_tokens: z.number().int(),
-  /** The mesh does not see its models' caches: reported as 0. */
+  /**
+   * Of `input_tokens`, those the providers read from their prompt caches (`cached_tokens`) and
+   * wrote to them (`cache_write_tokens`), over every model call the job made.
+   */
   input_tokens_details: z.object({
     cached_tokens: z.number().int(),
     cache_write_tokens: z.number().int(),
@@ -661,6 +665,7 @@ export function responseFromRecord(
     });
   });
   const { prompt_tokens: input, completion_tokens: generated } = completion.usage;
+  const cached = promptCacheTokens(record.usage);
   return {
     ...pendingResponse(record.id, record.created_at, body),
     status,
@@ -670,7 +675,7 @@ export function responseFromRecord(
     output,
     usage: {
       input_tokens: input,
-      input_tokens_details: { cached_tokens: 0, cache_write_tokens: 0 },
+      input_tokens_details: { cached_tokens: cached.read, cache_write_tokens: cached.written },
       output_tokens: generated,
       output_tokens_details: { reasoning_tokens: 0 },
       total_tokens: input + generated,

@@ -1,9 +1,9 @@
 import { simProfile } from "@handoff/config";
-import { type Enrichment, JobEnvelope, type Route } from "@handoff/contracts";
-import { ModelRouter } from "@handoff/providers";
+import { type Enrichment, JobEnvelope, type Message, type Route } from "@handoff/contracts";
+import { type ChatRequest, createModel, ModelRouter } from "@handoff/providers";
 import { testStageContext } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
-import { contextMessage } from "./context.js";
+import { contextMessage, heavyMessages } from "./context.js";
 import { heavyReasonerHandler } from "./service.js";
 
 const QUESTION = "Prove rigorously that 17 * 23 is odd.";
@@ -145,6 +145,64 @@ describe("heavyReasonerHandler", () => {
     const content = out.result?.message.content ?? "";
     expect(content).toContain("[simulated sim-heavy]");
     expect(content).not.toContain("Findings");
+  });
+
+  it("puts the context after the client's messages, which stay first and unchanged", async () => {
+    const conversation = [
+      { role: "system" as const, content: "You are a careful mathematician." },
+      { role: "user" as const, content: "Is 91 prime?" },
+      { role: "assistant" as const, content: "No: 91 = 7 * 13." },
+      { role: "user" as const, content: QUESTION },
+    ];
+    const job = envelope({ route, enrichments });
+    job.input.messages = conversation;
+    const messages = heavyMessages(job);
+    expect(messages.slice(0, conversation.length)).toEqual(conversation);
+    expect(messages.at(-1)).toEqual(contextMessage(job));
+    expect(messages).toHaveLength(conversation.length + 1);
+  });
+
+  it("sends two jobs that share a conversation the same prompt prefix, whatever they found", async () => {
+    // A provider's prompt cache keys on the prefix: the conversation must open both prompts.
+    const sent: ChatRequest[] = [];
+    const recording = new ModelRouter(simProfile, (d) => {
+      const model = createModel(d);
+      return {
+        provider: model.provider,
+        model: model.model,
+        simulated: model.simulated,
+        chat: (request, options) => {
+          sent.push(request);
+          return model.chat(request, options);
+        },
+        stream: (request, options) => model.stream(request, options),
+      };
+    });
+    const run = heavyReasonerHandler(recording);
+    const conversation: Message[] = [
+      { role: "system", content: "You are a careful mathematician." },
+      { role: "user", content: "Is 91 prime?" },
+      { role: "assistant", content: "No: 91 = 7 * 13." },
+      { role: "user", content: QUESTION },
+    ];
+    const job = (id: string, found: Enrichment[], why: Route) => {
+      const e = envelope({ id, route: why, enrichments: found });
+      e.input.messages = structuredClone(conversation);
+      return e;
+    };
+    await run(job("job_heavy_0001", enrichments, route), stageContext());
+    await run(
+      job("job_heavy_0002", enrichments.slice(0, 1), { ...route, confidence: 0.6, reason: "x" }),
+      stageContext(),
+    );
+    const [first, second] = sent;
+    const prefix = (request: ChatRequest | undefined) =>
+      JSON.stringify(request?.messages.slice(0, conversation.length));
+    expect(prefix(first)).toBe(JSON.stringify(conversation));
+    expect(prefix(second)).toBe(prefix(first));
+    // What differs between the jobs comes only after the client's messages.
+    expect(first?.messages.at(-1)).not.toEqual(second?.messages.at(-1));
+    expect(first?.messages.at(-1)?.role).toBe("system");
   });
 
   it("counts the context message in the input tokens", async () => {

@@ -11,7 +11,7 @@ import {
 } from "@handoff/mesh";
 import { callCacheOf, chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { Logger } from "pino";
-import { contextMessage } from "./context.js";
+import { heavyMessages } from "./context.js";
 
 export interface HeavyReasonerDeps {
   /** The NATS connection, or a function that opens one (retried at start: see `createStageService`). */
@@ -27,9 +27,7 @@ export interface HeavyReasonerDeps {
 export function heavyReasonerHandler(router: ModelRouter) {
   return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
     const { input } = envelope;
-    const context = contextMessage(envelope);
-    const messages = context ? [context, ...input.messages] : input.messages;
-    const call = await router.chat("heavy", chatRequestFor(input, messages), {
+    const call = await router.chat("heavy", chatRequestFor(input, heavyMessages(envelope)), {
       stage: "heavy-reasoner",
       signal: ctx.signal,
       // Over budget, a cheaper tier answers rather than none.

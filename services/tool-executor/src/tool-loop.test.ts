@@ -5,7 +5,12 @@ import { testStageContext } from "@handoff/testkit";
 import { builtinTools, LocalToolSource, Toolbox } from "@handoff/tools";
 import { describe, expect, it } from "vitest";
 import { toolExecutorHandler, toolPolicy } from "./service.js";
-import { runToolLoop, type ToolLoopInput, type ToolLoopOutcome } from "./tool-loop.js";
+import {
+  runToolLoop,
+  TOOL_LOOP_INSTRUCTION,
+  type ToolLoopInput,
+  type ToolLoopOutcome,
+} from "./tool-loop.js";
 
 const router = new ModelRouter(simProfile);
 const FIXED = new Date("2024-03-15T20:00:00.000Z");
@@ -76,6 +81,41 @@ describe("runToolLoop", () => {
     expect(outcome.last.finishReason).toBe("stop");
     expect(outcome.last.message.content).toContain("391");
     expect(outcome.last.message.content).toBe("17 * 23 = 391.");
+  });
+
+  it("sends the client's messages first, unchanged, and its instruction after them", async () => {
+    const sent: Message[][] = [];
+    const recording = new ModelRouter(simProfile, (d) => {
+      const model = createModel(d);
+      return {
+        provider: model.provider,
+        model: model.model,
+        simulated: model.simulated,
+        chat: (request, options) => {
+          sent.push([...request.messages]);
+          return model.chat(request, options);
+        },
+        stream: (request, options) => model.stream(request, options),
+      };
+    });
+    const messages: Message[] = [
+      { role: "system", content: "You are a terse assistant." },
+      { role: "user", content: "Hi" },
+      { role: "assistant", content: "Hello." },
+      { role: "user", content: "What is 17 * 23?" },
+    ];
+    const outcome = await loop({ router: recording, messages });
+    expect(outcome.kind).toBe("answer");
+    expect(sent).toHaveLength(2);
+    for (const turn of sent) {
+      // The client's conversation is the prompt's prefix, byte for byte, on every turn.
+      expect(JSON.stringify(turn.slice(0, messages.length))).toBe(JSON.stringify(messages));
+      expect(turn[messages.length]).toEqual({ role: "system", content: TOOL_LOOP_INSTRUCTION });
+    }
+    // The second turn extends the first: its prompt starts with the whole first prompt.
+    const [first, second] = sent;
+    expect(second?.slice(0, first?.length)).toEqual(first);
+    expect(second?.slice(first?.length).map((m) => m.role)).toEqual(["assistant", "tool"]);
   });
 
   it("runs the clock with the loop's clock", async () => {

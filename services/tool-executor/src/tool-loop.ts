@@ -49,10 +49,16 @@ export type ToolLoopOutcome =
   /** The step limit came before an answer. */
   | { kind: "exhausted"; last: ChatResult; usage: Usage[]; runs: ToolRun[]; steps: number };
 
-const SYSTEM_PROMPT =
-  "You are the tool-using tier of a model mesh. Use the tools when they give a more exact answer " +
-  "than you can (arithmetic, the current time, data only a tool holds); then answer briefly, " +
-  "citing the tool results.";
+/**
+ * The loop's instruction to the model. It goes after the client's messages, not in front: the
+ * client's conversation stays the prompt's prefix, byte for byte, as the other tiers' calls send
+ * it, so a provider's prompt cache of it serves this stage too; the loop's turns (tool calls and
+ * results) then extend the same prefix turn by turn.
+ */
+export const TOOL_LOOP_INSTRUCTION =
+  "You are the tool-using tier of a model mesh answering the conversation above. Use the tools " +
+  "when they give a more exact answer than you can (arithmetic, the current time, data only a " +
+  "tool holds); then answer briefly, citing the tool results.";
 
 /**
  * The tool loop: ask the mid-tier model, run the tools it calls, feed the results back, until it
@@ -72,7 +78,10 @@ export async function runToolLoop(input: ToolLoopInput): Promise<ToolLoopOutcome
     clientNames.size > 0 &&
     (choice === "required" ||
       (typeof choice === "object" && clientNames.has(choice.function.name)));
-  const messages: Message[] = [{ role: "system", content: SYSTEM_PROMPT }, ...input.messages];
+  const messages: Message[] = [
+    ...input.messages,
+    { role: "system", content: TOOL_LOOP_INSTRUCTION },
+  ];
   const usage: Usage[] = [];
   const runs: ToolRun[] = [];
 

@@ -198,7 +198,14 @@ describe("AnthropicModel requests", () => {
     expect(got?.body).toEqual({
       model: "claude-sonnet-4-5",
       max_tokens: 512,
-      system: "You are a weather bot.\n\nUse Celsius.",
+      // The system prompt and the last tool carry the default prompt-cache breakpoints.
+      system: [
+        {
+          type: "text",
+          text: "You are a weather bot.\n\nUse Celsius.",
+          cache_control: { type: "ephemeral" },
+        },
+      ],
       messages: [
         {
           role: "user",
@@ -237,6 +244,7 @@ describe("AnthropicModel requests", () => {
           name: "get_time",
           description: "The current time.",
           input_schema: { type: "object", properties: {} },
+          cache_control: { type: "ephemeral" },
         },
       ],
       tool_choice: { type: "any" },
@@ -376,7 +384,12 @@ describe("AnthropicModel.chat answers", () => {
     });
 
     expect(server.received[0]?.body.tools).toEqual([
-      { name: "weather_report", description: "A weather report.", input_schema: schema },
+      {
+        name: "weather_report",
+        description: "A weather report.",
+        input_schema: schema,
+        cache_control: { type: "ephemeral" },
+      },
     ]);
     expect(server.received[0]?.body.tool_choice).toEqual({ type: "tool", name: "weather_report" });
     expect(result).toEqual({
@@ -409,6 +422,269 @@ describe("AnthropicModel.chat answers", () => {
       .chat({ messages: [user("hi")] })
       .catch((e: unknown) => e);
     expect(failureOf(error).failure).toBe("malformed");
+  });
+});
+
+describe("AnthropicModel prompt caching", () => {
+  const EPHEMERAL = { type: "ephemeral" };
+
+  /** A conversation with history: a system prompt, a tool round, and a new question. */
+  const conversation: Message[] = [
+    { role: "system", content: "You are a weather bot." },
+    user("What is the weather in Paris?"),
+    {
+      role: "assistant",
+      content: null,
+      tool_calls: [
+        {
+          id: "toolu_01A",
+          type: "function",
+          function: { name: "get_weather", arguments: '{"location":"Paris"}' },
+        },
+      ],
+    },
+    { role: "tool", tool_call_id: "toolu_01A", content: "15 degrees, cloudy" },
+    { role: "assistant", content: "It is 15 degrees and cloudy in Paris." },
+    user("And in Lyon?"),
+  ];
+
+  /** Every block of a request body that carries `cache_control`, by where it is. */
+  function breakpoints(body: Record<string, unknown>): string[] {
+    const found: string[] = [];
+    const visit = (where: string, blocks: unknown) => {
+      if (!Array.isArray(blocks)) return;
+      blocks.forEach((block: { cache_control?: unknown }, i) => {
+        if (block.cache_control !== undefined) {
+          expect(block.cache_control).toEqual(EPHEMERAL);
+          found.push(`${where}[${i}]`);
+        }
+      });
+    };
+    visit("tools", body.tools);
+    visit("system", body.system);
+    (body.messages as Array<{ content: unknown }>).forEach((m, i) => {
+      visit(`messages[${i}].content`, m.content);
+    });
+    return found;
+  }
+
+  it("marks the last tool and the system prompt by default, not the conversation", async () => {
+    const server = await serve(json(200, plainAnswer));
+    await model(server.url).chat({ messages: conversation, tools: [weatherTool, timeTool] });
+    const body = server.received[0]?.body ?? {};
+    expect(breakpoints(body)).toEqual(["tools[1]", "system[0]"]);
+    expect(body.system).toEqual([
+      { type: "text", text: "You are a weather bot.", cache_control: EPHEMERAL },
+    ]);
+  });
+
+  it("with prompt_cache.conversation, marks the last block before the final user turn too", async () => {
+    const server = await serve(json(200, plainAnswer));
+    const m = model(server.url, { prompt_cache: { conversation: true } });
+    await m.chat({ messages: conversation, tools: [weatherTool, timeTool] });
+    const body = server.received[0]?.body ?? {};
+    const messages = body.messages as Array<{ role: string; content: unknown[] }>;
+    // user, assistant (tool_use), user (tool_result), assistant (text), user: the history ends
+    // with the assistant's answer, whose last block carries the breakpoint.
+    expect(messages.map((t) => t.role)).toEqual(["user", "assistant", "user", "assistant", "user"]);
+    expect(messages[3]?.content.at(-1)).toEqual({
+      type: "text",
+      text: "It is 15 degrees and cloudy in Paris.",
+      cache_control: EPHEMERAL,
+    });
+    expect(breakpoints(body)).toEqual(["tools[1]", "system[0]", "messages[3].content[0]"]);
+    expect(breakpoints(body).length).toBeLessThanOrEqual(4);
+  });
+
+  it("marks a tool_use block when the history ends in a tool call, as the tool loop's does", async () => {
+    const server = await serve(json(200, plainAnswer));
+    const m = model(server.url, { prompt_cache: { conversation: true } });
+    await m.chat({ messages: conversation.slice(0, 4), tools: [weatherTool] });
+    const messages = server.received[0]?.body.messages as Array<{ content: unknown[] }>;
+    expect(messages[1]?.content.at(-1)).toMatchObject({
+      type: "tool_use",
+      id: "toolu_01A",
+      cache_control: EPHEMERAL,
+    });
+  });
+
+  it("marks nothing for a single question without system prompt or tools", async () => {
+    const server = await serve(json(200, plainAnswer));
+    await model(server.url, { prompt_cache: { conversation: true } }).chat({
+      messages: [user("Hello, Claude")],
+    });
+    expect(server.received[0]?.body).toEqual({
+      model: "claude-sonnet-4-5",
+      max_tokens: 4096,
+      messages: [{ role: "user", content: [{ type: "text", text: "Hello, Claude" }] }],
+    });
+  });
+
+  it("marks nothing with prompt_cache: false, and only what an object names", async () => {
+    const server = await serve(json(200, plainAnswer));
+    await model(server.url, { prompt_cache: false }).chat({
+      messages: conversation,
+      tools: [weatherTool],
+    });
+    const off = server.received[0]?.body ?? {};
+    expect(breakpoints(off)).toEqual([]);
+    expect(off.system).toBe("You are a weather bot.");
+    await model(server.url, { prompt_cache: { tools: false } }).chat({
+      messages: conversation,
+      tools: [weatherTool],
+    });
+    expect(breakpoints(server.received[1]?.body ?? {})).toEqual(["system[0]"]);
+  });
+
+  it("streams with the same breakpoints", async () => {
+    const server = await serve(sse(TEXT_STREAM));
+    await collect(model(server.url).stream({ messages: conversation, tools: [weatherTool] }));
+    expect(breakpoints(server.received[0]?.body ?? {})).toEqual(["tools[0]", "system[0]"]);
+  });
+
+  it("keeps a system message after the conversation in the last user turn, so the prefix stays", async () => {
+    // What the mesh adds (the heavy tier's context, the tool loop's instruction) comes after the
+    // client's messages; two jobs with different additions share everything before them.
+    const server = await serve(json(200, plainAnswer));
+    const m = model(server.url, { prompt_cache: { conversation: true } });
+    for (const note of ["- Routed heavy by rules", "- Tool calculator returned: 391"]) {
+      await m.chat({
+        messages: [...conversation, { role: "system", content: note }],
+        tools: [weatherTool],
+      });
+    }
+    const [first, second] = server.received.map((r) => r.body);
+    expect(first?.system).toEqual(second?.system);
+    expect(first?.tools).toEqual(second?.tools);
+    const turns = (body: Record<string, unknown> | undefined) =>
+      body?.messages as Array<{ role: string; content: Array<{ type: string; text?: string }> }>;
+    expect(JSON.stringify(turns(first)?.slice(0, -1))).toBe(
+      JSON.stringify(turns(second)?.slice(0, -1)),
+    );
+    expect(turns(first)?.at(-1)).toEqual({
+      role: "user",
+      content: [
+        { type: "text", text: "And in Lyon?" },
+        { type: "text", text: "- Routed heavy by rules" },
+      ],
+    });
+    expect(first?.system).toEqual([
+      { type: "text", text: "You are a weather bot.", cache_control: EPHEMERAL },
+    ]);
+  });
+
+  it("reads the cache counts of a recorded answer into a whole-prompt input count", async () => {
+    // Anthropic's input_tokens leave out the cached tokens; the mesh counts the whole prompt.
+    const server = await serve(
+      json(200, {
+        ...plainAnswer,
+        usage: {
+          input_tokens: 21,
+          cache_creation_input_tokens: 188,
+          cache_read_input_tokens: 1800,
+          cache_creation: { ephemeral_5m_input_tokens: 188, ephemeral_1h_input_tokens: 0 },
+          output_tokens: 393,
+          service_tier: "standard",
+        },
+      }),
+    );
+    const result = await model(server.url).chat({ messages: [user("Hello, Claude")] });
+    expect(result.usage).toEqual({
+      inputTokens: 21 + 188 + 1800,
+      outputTokens: 393,
+      cachedInputTokens: 1800,
+      cacheWriteTokens: 188,
+    });
+  });
+
+  it("reads null cache counts as none", async () => {
+    const server = await serve(
+      json(200, {
+        ...plainAnswer,
+        usage: {
+          input_tokens: 2095,
+          cache_creation_input_tokens: null,
+          cache_read_input_tokens: null,
+          output_tokens: 503,
+        },
+      }),
+    );
+    const result = await model(server.url).chat({ messages: [user("Hello, Claude")] });
+    expect(result.usage).toEqual({ inputTokens: 2095, outputTokens: 503 });
+  });
+
+  /** A text stream whose message_start reports cache counts; message_delta as given. */
+  function cachedStream(deltaUsage: Record<string, unknown>): string {
+    return (
+      event({
+        type: "message_start",
+        message: {
+          id: "msg_cache",
+          type: "message",
+          role: "assistant",
+          model: "claude-sonnet-4-5-20250929",
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          usage: {
+            input_tokens: 12,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 2048,
+            cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 },
+            output_tokens: 1,
+            service_tier: "standard",
+          },
+        },
+      }) +
+      event({ type: "content_block_start", index: 0, content_block: { type: "text", text: "" } }) +
+      event({
+        type: "content_block_delta",
+        index: 0,
+        delta: { type: "text_delta", text: "Hello!" },
+      }) +
+      event({ type: "content_block_stop", index: 0 }) +
+      event({
+        type: "message_delta",
+        delta: { stop_reason: "end_turn", stop_sequence: null },
+        usage: deltaUsage,
+      }) +
+      event({ type: "message_stop" })
+    );
+  }
+
+  it("streams: keeps message_start's cache counts when message_delta gives the output only", async () => {
+    const server = await serve(sse(cachedStream({ output_tokens: 9 })));
+    const { events, error } = await collect(model(server.url).stream({ messages: [user("Hi")] }));
+    expect(error).toBeUndefined();
+    const done = events.at(-1);
+    expect(done?.type === "done" ? done.result.usage : undefined).toEqual({
+      inputTokens: 12 + 2048,
+      outputTokens: 9,
+      cachedInputTokens: 2048,
+    });
+  });
+
+  it("streams: takes message_delta's cumulative counts, cache counts included", async () => {
+    const server = await serve(
+      sse(
+        cachedStream({
+          input_tokens: 12,
+          cache_creation_input_tokens: 300,
+          cache_read_input_tokens: 2048,
+          output_tokens: 9,
+        }),
+        { pieceSize: 11 },
+      ),
+    );
+    const { events, error } = await collect(model(server.url).stream({ messages: [user("Hi")] }));
+    expect(error).toBeUndefined();
+    const done = events.at(-1);
+    expect(done?.type === "done" ? done.result.usage : undefined).toEqual({
+      inputTokens: 12 + 300 + 2048,
+      outputTokens: 9,
+      cachedInputTokens: 2048,
+      cacheWriteTokens: 300,
+    });
   });
 });
 

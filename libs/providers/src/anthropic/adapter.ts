@@ -1,5 +1,5 @@
 import type { Deployment } from "@handoff/config";
-import { deploymentId } from "@handoff/config";
+import { deploymentId, promptCacheOf } from "@handoff/config";
 import { HandoffError, type ToolCall } from "@handoff/contracts";
 import { z } from "zod";
 import {
@@ -14,9 +14,11 @@ import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamEvent }
 import {
   type AnthropicRequest,
   AnthropicResponse,
+  type PromptCacheMarks,
   readContent,
   toAnthropicRequest,
   toAssistant,
+  toTokenUsage,
 } from "./translate.js";
 
 /** The API version the adapter speaks; the request and event shapes below are this version's. */
@@ -45,6 +47,8 @@ export class AnthropicModel implements ChatModel {
   readonly deployment: string;
   /** The full messages endpoint. */
   readonly url: string;
+  /** The prompt-cache breakpoints its requests carry (the deployment's `prompt_cache`). */
+  readonly promptCache: PromptCacheMarks;
   readonly #headers: Headers;
   readonly #fetch: typeof fetch;
 
@@ -56,6 +60,7 @@ export class AnthropicModel implements ChatModel {
     this.model = deployment.model;
     this.deployment = deploymentId(deployment);
     this.url = messagesUrl(deployment.base_url ?? DEFAULT_ANTHROPIC_BASE_URL);
+    this.promptCache = promptCacheOf(deployment);
     this.#fetch = options.fetch ?? globalThis.fetch;
 
     const env = options.env ?? process.env;
@@ -82,7 +87,7 @@ export class AnthropicModel implements ChatModel {
 
   async chat(request: ChatRequest, options: CallOptions = {}): Promise<ChatResult> {
     const { signal } = options;
-    const { body, answerTool } = toAnthropicRequest(request, this.model);
+    const { body, answerTool } = toAnthropicRequest(request, this.model, false, this.promptCache);
     const res = await this.#post(body, signal);
 
     let text: string;
@@ -113,10 +118,7 @@ export class AnthropicModel implements ChatModel {
     return {
       message,
       finishReason,
-      usage: {
-        inputTokens: parsed.data.usage.input_tokens,
-        outputTokens: parsed.data.usage.output_tokens,
-      },
+      usage: toTokenUsage(parsed.data.usage),
       model: parsed.data.model,
     };
   }
@@ -129,7 +131,7 @@ export class AnthropicModel implements ChatModel {
    */
   async *stream(request: ChatRequest, options: CallOptions = {}): AsyncIterable<ChatStreamEvent> {
     const { signal } = options;
-    const { body, answerTool } = toAnthropicRequest(request, this.model, true);
+    const { body, answerTool } = toAnthropicRequest(request, this.model, true, this.promptCache);
     const res = await this.#post(body, signal);
     if (!res.body) throw this.#error("the streamed response has no body", "malformed");
 
@@ -257,10 +259,17 @@ function streamFailure(type: string): ProviderFailure {
 
 // ---- streaming ----
 
+/**
+ * Token counts of `message_start` and `message_delta`. Those of `message_delta` are cumulative
+ * totals, and any of them may be absent or null there (older API versions sent output only).
+ */
 const Usage = z.looseObject({
   input_tokens: z.number().int().nonnegative().nullish(),
   output_tokens: z.number().int().nonnegative().nullish(),
+  cache_creation_input_tokens: z.number().int().nonnegative().nullish(),
+  cache_read_input_tokens: z.number().int().nonnegative().nullish(),
 });
+type WireUsage = z.infer<typeof Usage>;
 
 /** The stream events the assembler reads, validated only as far as it reads them. */
 const StreamEvent = z.discriminatedUnion("type", [
@@ -324,8 +333,8 @@ class StreamAssembler {
   #answer: Extract<Block, { kind: "answer" }> | undefined;
   #text = "";
   #model: string | undefined;
-  #inputTokens = 0;
-  #outputTokens = 0;
+  /** Anthropic's counts as they stand: `message_start`'s, overwritten by `message_delta`'s. */
+  readonly #usage: WireUsage = {};
   #stopReason: string | null = null;
 
   constructor(answerTool: string | undefined) {
@@ -360,8 +369,7 @@ class StreamAssembler {
     switch (event.type) {
       case "message_start":
         this.#model = event.message.model;
-        this.#inputTokens = event.message.usage.input_tokens ?? 0;
-        this.#outputTokens = event.message.usage.output_tokens ?? 0;
+        this.#count(event.message.usage);
         return { kind: "events", events: [] };
       case "content_block_start":
         return this.#start(event.index, event.content_block);
@@ -372,8 +380,7 @@ class StreamAssembler {
       case "message_delta":
         if (event.delta.stop_reason != null) this.#stopReason = event.delta.stop_reason;
         // message_delta usage counts are cumulative totals, not increments.
-        if (event.usage?.output_tokens != null) this.#outputTokens = event.usage.output_tokens;
-        if (event.usage?.input_tokens != null) this.#inputTokens = event.usage.input_tokens;
+        if (event.usage) this.#count(event.usage);
         return { kind: "events", events: [] };
       case "message_stop":
         return { kind: "done", events: [] };
@@ -385,6 +392,19 @@ class StreamAssembler {
           failure: streamFailure(event.error.type),
           message: `stream error ${event.error.type}: ${event.error.message ?? "(no message)"}`,
         };
+    }
+  }
+
+  /** Keeps the counts `usage` gives; those it leaves out or sends as null stand as they were. */
+  #count(usage: WireUsage): void {
+    for (const field of [
+      "input_tokens",
+      "output_tokens",
+      "cache_creation_input_tokens",
+      "cache_read_input_tokens",
+    ] as const) {
+      const value = usage[field];
+      if (value != null) this.#usage[field] = value;
     }
   }
 
@@ -544,7 +564,7 @@ class StreamAssembler {
     return {
       message,
       finishReason,
-      usage: { inputTokens: this.#inputTokens, outputTokens: this.#outputTokens },
+      usage: toTokenUsage(this.#usage),
       model: this.#model,
     };
   }

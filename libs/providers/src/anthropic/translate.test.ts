@@ -1,14 +1,19 @@
 import type { Message, ToolDefinition } from "@handoff/contracts";
 import { describe, expect, it } from "vitest";
 import {
+  type AnthropicRequest,
+  cacheBreakpoints,
   DEFAULT_MAX_TOKENS,
   JSON_OBJECT_INSTRUCTION,
+  MAX_CACHE_BREAKPOINTS,
+  markPromptCache,
   readContent,
   toAnthropicMessages,
   toAnthropicRequest,
   toAnthropicToolChoice,
   toAssistant,
   toFinishReason,
+  toTokenUsage,
 } from "./translate.js";
 
 const weather: ToolDefinition = {
@@ -165,6 +170,125 @@ describe("toAnthropicRequest", () => {
     expect(body.system).toBe(
       "When you have the final answer, call the get_weather_2 tool with it instead of replying in text.",
     );
+  });
+});
+
+describe("system messages and the prompt prefix", () => {
+  it("hoists the opening system and developer messages, and keeps later ones in their place", () => {
+    const messages: Message[] = [
+      { role: "system", content: "Be terse." },
+      { role: "developer", content: "Use Celsius." },
+      { role: "user", content: "weather?" },
+      { role: "assistant", content: "Sunny." },
+      { role: "system", content: "The user is in Paris." },
+      { role: "user", content: "and tomorrow?" },
+      { role: "system", content: "- Routed heavy by rules" },
+    ];
+    const { body } = toAnthropicRequest({ messages }, "m");
+    expect(body.system).toBe("Be terse.\n\nUse Celsius.");
+    expect(body.messages).toEqual([
+      { role: "user", content: [{ type: "text", text: "weather?" }] },
+      { role: "assistant", content: [{ type: "text", text: "Sunny." }] },
+      {
+        role: "user",
+        content: [
+          { type: "text", text: "The user is in Paris." },
+          { type: "text", text: "and tomorrow?" },
+          { type: "text", text: "- Routed heavy by rules" },
+        ],
+      },
+    ]);
+  });
+
+  it("puts a system message after tool results behind them in the same user turn", () => {
+    const messages: Message[] = [
+      { role: "user", content: "go" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "t1", type: "function", function: { name: "calc", arguments: "{}" } }],
+      },
+      { role: "tool", tool_call_id: "t1", content: "4" },
+      { role: "system", content: "Answer briefly." },
+    ];
+    expect(toAnthropicMessages(messages).at(-1)).toEqual({
+      role: "user",
+      content: [
+        { type: "tool_result", tool_use_id: "t1", content: "4" },
+        { type: "text", text: "Answer briefly." },
+      ],
+    });
+  });
+
+  it("marks the parts asked for, and no more than Anthropic's four breakpoints", () => {
+    const all = { tools: true, system: true, conversation: true };
+    const { body } = toAnthropicRequest(
+      {
+        messages: [
+          { role: "system", content: "Be terse." },
+          { role: "user", content: "a" },
+          { role: "assistant", content: "b" },
+          { role: "user", content: "c" },
+        ],
+        tools: [weather],
+      },
+      "m",
+      false,
+      all,
+    );
+    expect(cacheBreakpoints(body)).toBe(3);
+    expect(body.tools?.[0]?.cache_control).toEqual({ type: "ephemeral" });
+    expect(body.system).toEqual([
+      { type: "text", text: "Be terse.", cache_control: { type: "ephemeral" } },
+    ]);
+    expect(body.messages[1]?.content[0]).toEqual({
+      type: "text",
+      text: "b",
+      cache_control: { type: "ephemeral" },
+    });
+    expect(body.messages[2]?.content[0]).toEqual({ type: "text", text: "c" });
+
+    // A body that already carries breakpoints gets only as many more as the limit leaves.
+    const marked = (text: string) => ({
+      type: "text" as const,
+      text,
+      cache_control: { type: "ephemeral" as const },
+    });
+    const body3: AnthropicRequest = {
+      model: "m",
+      max_tokens: 1,
+      messages: [
+        { role: "user", content: [marked("0"), marked("1"), marked("2")] },
+        { role: "assistant", content: [{ type: "text", text: "ok" }] },
+        { role: "user", content: [{ type: "text", text: "next" }] },
+      ],
+      tools: [{ name: "t", input_schema: { type: "object" } }],
+      system: "s",
+    };
+    markPromptCache(body3, all);
+    expect(cacheBreakpoints(body3)).toBe(MAX_CACHE_BREAKPOINTS);
+    expect(body3.tools?.[0]?.cache_control).toEqual({ type: "ephemeral" });
+    expect(body3.system).toBe("s");
+  });
+
+  it("counts Anthropic's cached tokens into the whole prompt", () => {
+    expect(
+      toTokenUsage({
+        input_tokens: 50,
+        output_tokens: 20,
+        cache_read_input_tokens: 1000,
+        cache_creation_input_tokens: 200,
+      }),
+    ).toEqual({
+      inputTokens: 1250,
+      outputTokens: 20,
+      cachedInputTokens: 1000,
+      cacheWriteTokens: 200,
+    });
+    expect(toTokenUsage({ input_tokens: 50, output_tokens: 20 })).toEqual({
+      inputTokens: 50,
+      outputTokens: 20,
+    });
   });
 });
 

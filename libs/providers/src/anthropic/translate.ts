@@ -6,7 +6,7 @@ import type {
   ToolDefinition,
 } from "@handoff/contracts";
 import { z } from "zod";
-import type { ChatRequest, ToolChoice } from "../types.js";
+import type { ChatRequest, TokenUsage, ToolChoice } from "../types.js";
 
 /**
  * Translation between the mesh's OpenAI-shaped chat vocabulary and Anthropic's Messages API
@@ -21,19 +21,30 @@ export const DEFAULT_MAX_TOKENS = 4096;
 export const JSON_OBJECT_INSTRUCTION =
   "Answer with a single JSON object and nothing else: no prose, no Markdown code fences.";
 
+/**
+ * A prompt-cache breakpoint: the prompt up to and including the block that carries it (tools,
+ * then system, then messages, in that order) is cached, for five minutes from its last use.
+ */
+export type CacheControl = { type: "ephemeral" };
+
+/** Anthropic allows at most this many `cache_control` breakpoints in one request. */
+export const MAX_CACHE_BREAKPOINTS = 4;
+
 /** Anthropic content blocks the adapter sends. */
-export type AnthropicTextBlock = { type: "text"; text: string };
+export type AnthropicTextBlock = { type: "text"; text: string; cache_control?: CacheControl };
 export type AnthropicToolUseBlock = {
   type: "tool_use";
   id: string;
   name: string;
   input: Record<string, unknown>;
+  cache_control?: CacheControl;
 };
 export type AnthropicToolResultBlock = {
   type: "tool_result";
   tool_use_id: string;
   content?: string;
   is_error?: boolean;
+  cache_control?: CacheControl;
 };
 export type AnthropicBlock = AnthropicTextBlock | AnthropicToolUseBlock | AnthropicToolResultBlock;
 
@@ -46,6 +57,7 @@ export interface AnthropicTool {
   name: string;
   description?: string;
   input_schema: Record<string, unknown>;
+  cache_control?: CacheControl;
 }
 
 /**
@@ -62,7 +74,8 @@ export type AnthropicToolChoice =
 export interface AnthropicRequest {
   model: string;
   max_tokens: number;
-  system?: string;
+  /** A string, or text blocks when the system prompt carries a cache breakpoint. */
+  system?: string | AnthropicTextBlock[];
   messages: AnthropicMessage[];
   tools?: AnthropicTool[];
   tool_choice?: AnthropicToolChoice;
@@ -82,20 +95,37 @@ export interface TranslatedRequest {
   answerTool?: string;
 }
 
-/** Builds the Anthropic request body for an OpenAI-shaped request. */
+/**
+ * Which parts of the prompt to mark with a `cache_control` breakpoint (see the deployment's
+ * `prompt_cache`): the last tool, the system prompt, and the last block before the final user
+ * turn. None by default.
+ */
+export interface PromptCacheMarks {
+  tools: boolean;
+  system: boolean;
+  conversation: boolean;
+}
+
+const NO_MARKS: PromptCacheMarks = { tools: false, system: false, conversation: false };
+
+/**
+ * Builds the Anthropic request body for an OpenAI-shaped request, with prompt-cache breakpoints
+ * where `cache` asks for them.
+ */
 export function toAnthropicRequest(
   request: ChatRequest,
   model: string,
   stream = false,
+  cache: PromptCacheMarks = NO_MARKS,
 ): TranslatedRequest {
   const params = request.params ?? {};
   const system: string[] = [];
-  for (const m of request.messages) {
-    // Anthropic has no system role inside `messages`: instructions go to the top-level `system`,
-    // wherever they appeared in the conversation.
-    if ((m.role === "system" || m.role === "developer") && m.content.trim() !== "") {
-      system.push(m.content);
-    }
+  // Anthropic has no system role inside `messages`. The system and developer messages the
+  // conversation opens with are its system prompt (top-level `system`); later ones stay where they
+  // were said (see `toAnthropicMessages`). Hoisting them would change the system prompt, and with
+  // it the prefix of the whole prompt that Anthropic's cache keys on.
+  for (const m of leadingInstructions(request.messages)) {
+    if (m.content.trim() !== "") system.push(m.content);
   }
 
   const body: AnthropicRequest = {
@@ -161,8 +191,62 @@ export function toAnthropicRequest(
     if (toolChoice) body.tool_choice = toolChoice;
   }
   if (system.length > 0) body.system = system.join("\n\n");
+  markPromptCache(body, cache);
   if (stream) body.stream = true;
   return answerTool === undefined ? { body } : { body, answerTool };
+}
+
+/** The system and developer messages before the conversation's first turn of another role. */
+function leadingInstructions(
+  messages: readonly Message[],
+): Array<Extract<Message, { role: "system" | "developer" }>> {
+  const out: Array<Extract<Message, { role: "system" | "developer" }>> = [];
+  for (const m of messages) {
+    if (m.role !== "system" && m.role !== "developer") break;
+    out.push(m);
+  }
+  return out;
+}
+
+/**
+ * Marks the prompt's stable prefix for Anthropic's prompt cache, in prompt order: the last tool
+ * definition, the system prompt (as one text block), and the last block of the turn before the
+ * final user turn: the conversation's history, which the next request of the same conversation
+ * starts with too. Never more than {@link MAX_CACHE_BREAKPOINTS} in the body, those it already
+ * carries counted. Anthropic caches nothing for a prefix under its minimum length (1,024 to 4,096
+ * tokens, by model), and charges nothing extra then.
+ */
+export function markPromptCache(body: AnthropicRequest, cache: PromptCacheMarks): void {
+  let left = Math.max(0, MAX_CACHE_BREAKPOINTS - cacheBreakpoints(body));
+  const mark = <T extends { cache_control?: CacheControl }>(block: T | undefined) => {
+    if (!block || left === 0) return;
+    block.cache_control = { type: "ephemeral" };
+    left--;
+  };
+  if (cache.tools && body.tools && body.tools.length > 0) {
+    const last = body.tools.length - 1;
+    body.tools = body.tools.map((tool, i) => (i === last ? { ...tool } : tool));
+    mark(body.tools[last]);
+  }
+  if (cache.system && typeof body.system === "string" && left > 0) {
+    const block: AnthropicTextBlock = { type: "text", text: body.system };
+    mark(block);
+    body.system = [block];
+  }
+  if (cache.conversation) {
+    const finalUser = body.messages.findLastIndex((m) => m.role === "user");
+    mark(body.messages[finalUser - 1]?.content.at(-1));
+  }
+}
+
+/** The `cache_control` breakpoints of a request body, for tests and checks. */
+export function cacheBreakpoints(body: AnthropicRequest): number {
+  const blocks: Array<{ cache_control?: CacheControl }> = [
+    ...(body.tools ?? []),
+    ...(Array.isArray(body.system) ? body.system : []),
+    ...body.messages.flatMap((m) => m.content),
+  ];
+  return blocks.filter((b) => b.cache_control !== undefined).length;
 }
 
 /** OpenAI's tool definition as an Anthropic tool. */
@@ -190,7 +274,10 @@ export function toAnthropicToolChoice(
 /**
  * The conversation as Anthropic wants it: user and assistant turns only, strictly alternating.
  * Tool results travel as `tool_result` blocks inside a user turn, assistant tool calls as
- * `tool_use` blocks, and neighbouring turns of one role are merged into one.
+ * `tool_use` blocks, and neighbouring turns of one role are merged into one. The system and
+ * developer messages the conversation opens with are left out (they are the system prompt); one
+ * after the first turn (an instruction the mesh adds after the client's messages, say) stays in
+ * its place, as a text block of a user turn.
  */
 export function toAnthropicMessages(messages: readonly Message[]): AnthropicMessage[] {
   const out: AnthropicMessage[] = [];
@@ -201,11 +288,15 @@ export function toAnthropicMessages(messages: readonly Message[]): AnthropicMess
     else out.push({ role, content: blocks });
   };
 
+  let opening = true;
   for (const m of messages) {
+    if (m.role !== "system" && m.role !== "developer") opening = false;
     switch (m.role) {
       case "system":
       case "developer":
-        break; // hoisted into `system`
+        // The opening ones are hoisted into `system`; a later one is said where it was.
+        if (!opening) append("user", textBlocks(m.content));
+        break;
       case "user":
         append("user", textBlocks(m.content));
         break;
@@ -298,9 +389,33 @@ export const AnthropicResponse = z.object({
   usage: z.looseObject({
     input_tokens: z.number().int().nonnegative(),
     output_tokens: z.number().int().nonnegative(),
+    cache_creation_input_tokens: z.number().int().nonnegative().nullish(),
+    cache_read_input_tokens: z.number().int().nonnegative().nullish(),
   }),
 });
 export type AnthropicResponse = z.infer<typeof AnthropicResponse>;
+
+/**
+ * Anthropic's token counts in the mesh's terms. Anthropic's `input_tokens` are only the prompt
+ * tokens after its last cache breakpoint: those it read from the cache
+ * (`cache_read_input_tokens`) and wrote to it (`cache_creation_input_tokens`) come on top. The
+ * mesh's `inputTokens` is the whole prompt, as OpenAI counts it, with the two as parts of it.
+ */
+export function toTokenUsage(usage: {
+  input_tokens?: number | null | undefined;
+  output_tokens?: number | null | undefined;
+  cache_creation_input_tokens?: number | null | undefined;
+  cache_read_input_tokens?: number | null | undefined;
+}): TokenUsage {
+  const read = usage.cache_read_input_tokens ?? 0;
+  const written = usage.cache_creation_input_tokens ?? 0;
+  return {
+    inputTokens: (usage.input_tokens ?? 0) + read + written,
+    outputTokens: usage.output_tokens ?? 0,
+    ...(read > 0 ? { cachedInputTokens: read } : {}),
+    ...(written > 0 ? { cacheWriteTokens: written } : {}),
+  };
+}
 
 /** Anthropic's stop_reason as OpenAI's finish_reason. */
 export function toFinishReason(stopReason: string | null | undefined): FinishReason {

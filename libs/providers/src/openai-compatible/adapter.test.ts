@@ -1198,6 +1198,102 @@ const LOGPROBS_STREAM = [
   DONE,
 ];
 
+describe("OpenAICompatibleModel prompt caching", () => {
+  // OpenAI reports the prompt tokens it read from its prompt cache as a part of prompt_tokens.
+  const CACHED_COMPLETION = {
+    ...PLAIN_COMPLETION,
+    usage: {
+      prompt_tokens: 2006,
+      completion_tokens: 300,
+      total_tokens: 2306,
+      prompt_tokens_details: { cached_tokens: 1920, audio_tokens: 0 },
+      completion_tokens_details: {
+        reasoning_tokens: 0,
+        audio_tokens: 0,
+        accepted_prediction_tokens: 0,
+        rejected_prediction_tokens: 0,
+      },
+    },
+  };
+
+  it("reads prompt_tokens_details.cached_tokens as a part of the prompt", async () => {
+    const server = await replay(json(200, CACHED_COMPLETION));
+    const result = await model({ base_url: server.base }).chat(hello);
+    expect(result.usage).toEqual({ inputTokens: 2006, outputTokens: 300, cachedInputTokens: 1920 });
+  });
+
+  it("reads cached_tokens: 0, a null or a malformed details object as none", async () => {
+    for (const details of [
+      { cached_tokens: 0, audio_tokens: 0 },
+      null,
+      { cached_tokens: "many" },
+      "cached",
+    ]) {
+      const server = await replay(
+        json(200, {
+          ...PLAIN_COMPLETION,
+          usage: { ...PLAIN_COMPLETION.usage, prompt_tokens_details: details },
+        }),
+      );
+      const result = await model({ base_url: server.base }).chat(hello);
+      expect(result.usage).toEqual({ inputTokens: 19, outputTokens: 10 });
+    }
+  });
+
+  it("caps a cached count above the prompt to the prompt", async () => {
+    const server = await replay(
+      json(200, {
+        ...PLAIN_COMPLETION,
+        usage: {
+          prompt_tokens: 10,
+          completion_tokens: 2,
+          prompt_tokens_details: { cached_tokens: 64 },
+        },
+      }),
+    );
+    const result = await model({ base_url: server.base }).chat(hello);
+    expect(result.usage).toEqual({ inputTokens: 10, outputTokens: 2, cachedInputTokens: 10 });
+  });
+
+  it("reads the cached tokens of the include_usage chunk that ends a stream", async () => {
+    const usage = {
+      ...usageChunk(1200, 6),
+      usage: {
+        prompt_tokens: 1200,
+        completion_tokens: 6,
+        total_tokens: 1206,
+        prompt_tokens_details: { cached_tokens: 1024, audio_tokens: 0 },
+        completion_tokens_details: {
+          reasoning_tokens: 0,
+          audio_tokens: 0,
+          accepted_prediction_tokens: 0,
+          rejected_prediction_tokens: 0,
+        },
+      },
+    };
+    const server = await replay(sse([...TEXT_STREAM.slice(0, 5), data(usage), DONE]));
+    const { events, error } = await drain(model({ base_url: server.base }).stream(hello));
+    expect(error).toBeUndefined();
+    const done = events.at(-1);
+    expect(done?.type === "done" ? done.result.usage : undefined).toEqual({
+      inputTokens: 1200,
+      outputTokens: 6,
+      cachedInputTokens: 1024,
+    });
+  });
+
+  it("marks nothing in the request: OpenAI caches prefixes on its own", async () => {
+    const server = await replay(json(200, CACHED_COMPLETION));
+    await model({ base_url: server.base }).chat({
+      messages: [
+        { role: "system", content: "Be terse." },
+        { role: "user", content: "Hello!" },
+      ],
+    });
+    expect(JSON.stringify(server.received[0]?.body)).not.toContain("cache");
+  });
+});
+
 describe("OpenAICompatibleModel logprobs", () => {
   it("sends logprobs: true only when the request asks for it", async () => {
     const server = await replay(json(200, PLAIN_COMPLETION));

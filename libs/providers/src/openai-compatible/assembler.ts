@@ -22,7 +22,12 @@ export function syntheticCallId(): string {
   return `call_${randomUUID().replace(/-/g, "").slice(0, 24)}`;
 }
 
-/** Token counts from the server, with the tokenizer-free estimate for whatever it left out. */
+/**
+ * Token counts from the server, with the tokenizer-free estimate for whatever it left out. The
+ * prompt tokens read from the server's prompt cache (`prompt_tokens_details.cached_tokens`) are
+ * already among `prompt_tokens`, as the mesh counts them; without a `prompt_tokens` to be part of,
+ * they are not counted.
+ */
 export function usageOf(
   usage: WireUsage | null | undefined,
   request: ChatRequest,
@@ -30,9 +35,12 @@ export function usageOf(
 ): ChatResult["usage"] {
   const outputText =
     (message.content ?? "") + (message.tool_calls ?? []).map((c) => c.function.arguments).join("");
+  const cached = usage?.prompt_tokens_details?.cached_tokens ?? 0;
+  const prompt = usage?.prompt_tokens;
   return {
-    inputTokens: usage?.prompt_tokens ?? estimateInputTokens(request.messages, request.tools),
+    inputTokens: prompt ?? estimateInputTokens(request.messages, request.tools),
     outputTokens: usage?.completion_tokens ?? estimateTokens(outputText),
+    ...(prompt !== undefined && cached > 0 ? { cachedInputTokens: Math.min(cached, prompt) } : {}),
   };
 }
 

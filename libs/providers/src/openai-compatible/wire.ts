@@ -136,10 +136,19 @@ function toWireTool(tool: ToolDefinition): Record<string, unknown> {
   };
 }
 
-/** Token counts; compatible servers sometimes send only one of them. */
+/**
+ * Token counts; compatible servers sometimes send only one of them. `prompt_tokens` includes
+ * `prompt_tokens_details.cached_tokens`, the prompt tokens OpenAI (and vLLM with prefix caching)
+ * read from its prompt cache. The details are advisory: a shape no server should send reads as
+ * absent rather than failing the answer.
+ */
 const WireUsage = z.object({
   prompt_tokens: z.number().int().nonnegative().optional(),
   completion_tokens: z.number().int().nonnegative().optional(),
+  prompt_tokens_details: z
+    .object({ cached_tokens: z.number().int().nonnegative().nullish() })
+    .nullish()
+    .catch(undefined),
 });
 export type WireUsage = z.infer<typeof WireUsage>;
 

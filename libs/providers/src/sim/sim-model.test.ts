@@ -71,6 +71,27 @@ describe("SimModel tool calls", () => {
     expect(second.message.content).toBe("17 * 23 = 391.");
   });
 
+  it("still answers from the tool results when an instruction follows them", async () => {
+    // The mesh adds its instructions after the conversation, tool results included.
+    const first = await sim().chat({
+      messages: [user("What is 17 * 23?")],
+      tools: [calculatorTool],
+    });
+    const call = first.message.tool_calls?.[0];
+    if (!call) throw new Error("expected a tool call");
+    const second = await sim().chat({
+      messages: [
+        user("What is 17 * 23?"),
+        first.message,
+        { role: "tool", tool_call_id: call.id, content: "391" },
+        { role: "system", content: "- Routed heavy by rules (confidence 0.90): proof" },
+      ],
+      tools: [calculatorTool],
+    });
+    expect(second.message.tool_calls).toBeUndefined();
+    expect(second.message.content).toBe("17 * 23 = 391.");
+  });
+
   it("reports a failed tool as a failure", async () => {
     const response = await sim().chat({
       messages: [

@@ -67,7 +67,10 @@ export class SimModel implements ChatModel {
   respond(request: ChatRequest): ChatResult {
     const tools = request.toolChoice === "none" ? [] : (request.tools ?? []);
     const params = request.params ?? {};
-    const answered = answerFromToolResults(request.messages);
+    // Instructions after the last turn (the mesh puts its own there) do not change what that
+    // turn was: tool results are still waiting for their answer.
+    const turns = withoutTrailingInstructions(request.messages);
+    const answered = answerFromToolResults(turns);
     let message =
       answered ??
       chooseToolCalls(request.messages, tools, request.toolChoice, params.parallel_tool_calls) ??
@@ -77,7 +80,7 @@ export class SimModel implements ChatModel {
         ...message,
         content: formatAnswer(params.response_format, {
           text: oneLine(message.content ?? ""),
-          numbers: answered ? toolNumbers(request.messages) : [],
+          numbers: answered ? toolNumbers(turns) : [],
           question: lastUserText(request.messages),
         }),
       };
@@ -121,6 +124,18 @@ export class SimModel implements ChatModel {
     }
     return { role: "assistant", content: lines.join("\n") };
   }
+}
+
+/** The conversation up to its last turn: without the system and developer messages after it. */
+function withoutTrailingInstructions(messages: readonly Message[]): readonly Message[] {
+  let end = messages.length;
+  while (
+    end > 0 &&
+    (messages[end - 1]?.role === "system" || messages[end - 1]?.role === "developer")
+  ) {
+    end--;
+  }
+  return end === messages.length ? messages : messages.slice(0, end);
 }
 
 /** After tool calls, the simulated model reads the tool messages that answered them. */
