@@ -66,7 +66,7 @@ const cases: Case[] = [
   },
   {
     name: "learned",
-    what: "domain check, hashed n-grams + shape, logistic, calibrated",
+    what: "domain check, kind-of-question features + hashed n-grams, one logistic model, calibrated",
     inputs: queries,
     run: (q) => learned.assessNow(q.input).score,
   },

@@ -64,7 +64,12 @@ describe("handoff router train", () => {
     );
     await train();
     expect(readFileSync(model, "utf8")).toBe(bytes);
-    expect(JSON.parse(bytes).trained).toMatchObject({ data: { rows: 80 }, seed: 1, folds: 4 });
+    expect(JSON.parse(bytes).trained).toMatchObject({
+      data: { rows: 80 },
+      seed: 1,
+      folds: 4,
+      features: "ngram+kind",
+    });
   });
 
   it("refuses data without labels, and bad options, naming them", async () => {
@@ -84,6 +89,12 @@ describe("handoff router train", () => {
       code: 2,
       err: '--folds must be a whole number from 2 to 20, got "1"',
     });
+    expect(await cli("train", "--data", data, "--out", model, "--features", "shape")).toMatchObject(
+      {
+        code: 2,
+        err: '--features is ngram+kind (the default), ngram+shape or ngram (n-grams alone, the plain baseline), got "shape"',
+      },
+    );
     expect(await cli("train", "--data", data)).toMatchObject({ code: 2, err: "--out is required" });
     expect(await cli("train", "--data", join(dir, "missing.jsonl"), "--out", model)).toMatchObject({
       code: 2,

@@ -29,10 +29,10 @@ export const SHAPE_FEATURES = [
 ] as const;
 
 /**
- * The kind-of-question features: what sort of question a prompt asks, whatever its topic. On an
- * unseen subject this is most of what a prompt says about the need for the strong model (a word
- * problem with rates, a "which of the following" over long options, a Statement I/II question),
- * where the n-grams mostly name the topic. Each is a count's logarithm, a share or a 0/1 flag;
+ * The kind-of-question features: what sort of question a prompt asks, whatever its topic (how
+ * its options read, a word problem full of quantities, a "which of the following"). On an unseen
+ * subject this is most of what a prompt says about the need for the strong model, where the
+ * n-grams mostly name the topic. Each is a count's logarithm, a share or a 0/1 flag;
  * "question" is the prompt without its option lines. What a shape feature already says (options
  * present, question length, how many numbers, operators, negations, Statement I/II, line count)
  * is not repeated.
@@ -260,7 +260,8 @@ export function denseFeatures(text: string, count: number): number[] {
   if (count === 0) return [];
   const layout = layoutOf(text);
   const shape = shapeOf(layout);
-  return count <= SHAPE_FEATURES.length ? shape.slice(0, count) : [...shape, ...kindOf(layout)];
+  const dense = count <= SHAPE_FEATURES.length ? shape : [...shape, ...kindOf(layout)];
+  return dense.length > count ? dense.slice(0, count) : dense;
 }
 
 export interface FeatureSpace {

@@ -2,7 +2,17 @@ import { describe, expect, it } from "vitest";
 import { fitPlatt } from "./calibration.js";
 import { trainVerifier, verify } from "./cascade-verifier.js";
 import type { AnswerRow, RoutingRow } from "./dataset.js";
-import { featurize, fnv1a, shapeFeatures, tokenize } from "./features.js";
+import {
+  DENSE_FEATURES,
+  denseFeatures,
+  featurize,
+  fitDenseScaling,
+  fnv1a,
+  SHAPE_FEATURES,
+  type SparseVector,
+  shapeFeatures,
+  tokenize,
+} from "./features.js";
 import { assignFolds, groupKeys, seededRandom, shuffled } from "./folds.js";
 import { LearnedScorer, trainLearned } from "./learned.js";
 import { fitLogistic, sigmoid } from "./logistic.js";
@@ -137,6 +147,29 @@ describe("logistic regression", () => {
     expect(platt.a).toBeCloseTo(0.5, 1);
     expect(Math.abs(platt.b)).toBeLessThan(0.05);
   });
+
+  it("fits Platt scaling on logits in tight clusters, where a full Newton step diverges", () => {
+    // Out-of-fold logits of a dense model on a small corpus: every easy prompt in one cluster,
+    // the hard ones in a few others. Full Newton steps from (1, prior) sent the slope to 10^11.
+    const logits: number[] = [];
+    const labels: number[] = [];
+    const cluster = (z: number, positives: number, negatives: number) => {
+      for (let i = 0; i < positives + negatives; i++) {
+        logits.push(z);
+        labels.push(i < positives ? 1 : 0);
+      }
+    };
+    cluster(-5.55, 0, 40);
+    cluster(0.3, 2, 0);
+    cluster(0.4, 12, 6);
+    cluster(0.82, 11, 6);
+    cluster(0.88, 1, 2);
+    const platt = fitPlatt(logits, labels);
+    expect(platt.a).toBeGreaterThan(0.1);
+    expect(platt.a).toBeLessThan(2);
+    expect(sigmoid(platt.a * -5.55 + platt.b)).toBeLessThan(0.05);
+    expect(sigmoid(platt.a * 0.82 + platt.b)).toBeCloseTo(0.65, 1);
+  });
 });
 
 describe("folds and splits", () => {
@@ -188,16 +221,104 @@ describe("training the learned router", () => {
     expect(easy).toBeGreaterThan(0);
   });
 
-  it("trains the same model twice from the same data and seed", () => {
-    const a = trainRouter(corpus(), undefined, { ...options, dataDigest: "x" });
-    const b = trainRouter(corpus(), undefined, { ...options, dataDigest: "x" });
-    expect(JSON.stringify(a.model.file)).toBe(JSON.stringify(b.model.file));
+  it("trains the same model twice from the same data and seed, whatever the recipe", () => {
+    for (const features of ["ngram+kind", "ngram+shape", "ngram"] as const) {
+      const a = trainRouter(corpus(), undefined, { ...options, features, dataDigest: "x" });
+      const b = trainRouter(corpus(), undefined, { ...options, features, dataDigest: "x" });
+      expect(JSON.stringify(a.model.file)).toBe(JSON.stringify(b.model.file));
+    }
   });
 
   it("refuses rows without labels", () => {
     const rows = corpus();
     rows[3] = { id: "x", prompt: "no labels" };
     expect(() => trainRouter(rows, undefined, { ...options, dataDigest: "x" })).toThrow(/row "x"/);
+  });
+});
+
+describe("the two-stage ngram+kind fit", () => {
+  /**
+   * What needs the strong model is the kind of question ("which of the following"), whatever the
+   * topic: 80% of those questions are strong wins, 20% of the others, exactly.
+   */
+  function kindCorpus(): RoutingRow[] {
+    return Array.from({ length: 160 }, (_, i): RoutingRow => {
+      const which = i % 2 === 0;
+      const win = which ? i % 10 !== 0 : i % 10 === 1;
+      return {
+        id: `k/${i}`,
+        source: "quiz",
+        domain: `d${i % 8}`,
+        prompt: which
+          ? `Which of the following holds for case ${i % 4}?\nA. one\nB. two`
+          : `Name the case ${i % 4}.\nA. one\nB. two`,
+        weak_correct: !win,
+        strong_correct: true,
+      };
+    });
+  }
+  const options = { seed: 1, folds: 4, l2: 1, hashBits: 12, maxIterations: 100 };
+  const base = 2 ** options.hashBits;
+
+  it("fits the dense features first, alone: their weights are those of a dense-only model", () => {
+    const rows = kindCorpus();
+    const { spec } = trainLearned(rows, { ...options, features: "ngram+kind" });
+    expect(spec.denseMean).toHaveLength(DENSE_FEATURES.length);
+    expect(spec.weights).toHaveLength(base + DENSE_FEATURES.length);
+
+    const texts = rows.map((row) => row.prompt as string);
+    const { mean, scale } = fitDenseScaling(texts, DENSE_FEATURES.length);
+    const denseRows: SparseVector[] = texts.map((text) => ({
+      indices: Int32Array.from(DENSE_FEATURES, (_, j) => j),
+      values: Float64Array.from(
+        denseFeatures(text, DENSE_FEATURES.length),
+        (v, j) => (v - (mean[j] as number)) / (scale[j] as number),
+      ),
+    }));
+    const alone = fitLogistic(
+      denseRows,
+      rows.map((row) => (row.weak_correct ? 0 : 1)),
+      { width: DENSE_FEATURES.length, l2: options.l2, maxIterations: options.maxIterations },
+    );
+    Array.from(spec.weights.subarray(base)).forEach((w, j) => {
+      expect(w).toBeCloseTo(alone.weights[j] as number, 4);
+    });
+  });
+
+  it("fits the n-grams on top of the dense logit, learning only what it leaves unexplained", () => {
+    const rows = kindCorpus();
+    const twoStage = trainLearned(rows, { ...options, features: "ngram+kind" }).spec;
+    const ngramOnly = trainLearned(rows, { ...options, features: "ngram" }).spec;
+    // The words of "which of the following" carry the whole signal. Alone, the n-grams learn it;
+    // with the dense model's logit as their offset there is nothing left for them to learn.
+    const following = fnv1a("u:following") & (base - 1);
+    expect(Math.abs(ngramOnly.weights[following] as number)).toBeGreaterThan(0.3);
+    expect(Math.abs(twoStage.weights[following] as number)).toBeLessThan(
+      0.1 * Math.abs(ngramOnly.weights[following] as number),
+    );
+    // One linear model all the same: it scores the two kinds of question apart.
+    const scorer = new LearnedScorer(twoStage);
+    const which = scorer.score("Which of the following holds for case 9?\nA. one\nB. two");
+    const name = scorer.score("Name the case 9.\nA. one\nB. two");
+    expect(which).toBeCloseTo(0.8, 1);
+    expect(name).toBeCloseTo(0.2, 1);
+  });
+
+  it("records its recipe and dense features in the model file; the baseline's file has neither", () => {
+    const train = (features: "ngram+kind" | "ngram+shape" | "ngram") =>
+      trainRouter(kindCorpus(), undefined, { ...options, features, dataDigest: "d" }).model.file;
+    const kind = train("ngram+kind");
+    expect(kind.trained.features).toBe("ngram+kind");
+    expect(kind.learned.shape_features).toEqual([...DENSE_FEATURES]);
+    const shape = train("ngram+shape");
+    expect(shape.trained.features).toBe("ngram+shape");
+    expect(shape.learned.shape_features).toEqual([...SHAPE_FEATURES]);
+    const ngram = train("ngram");
+    expect(Object.keys(ngram.trained)).toEqual(["data", "seed", "folds", "l2", "prompts"]);
+    expect(ngram.learned.shape_features).toEqual([]);
+    for (const file of [kind, shape, ngram]) {
+      expect(() => fromModelFile(JSON.parse(JSON.stringify(file)), "m.json")).not.toThrow();
+    }
   });
 });
 
@@ -276,7 +397,7 @@ describe("the model file", () => {
     const broken = JSON.parse(JSON.stringify(model.file));
     broken.learned.weights = broken.learned.weights.slice(0, 40);
     expect(() => fromModelFile(broken, "m.json")).toThrow(
-      /m\.json: learned\.weights holds \d+ bytes, expected 1035 float32 weights/,
+      `expected ${1024 + DENSE_FEATURES.length} float32 weights`,
     );
     expect(() => fromModelFile({ ...model.file, format: "other" }, "m.json")).toThrow(
       /router model m\.json is invalid: format/,
@@ -287,6 +408,14 @@ describe("the model file", () => {
         "m.json",
       ),
     ).toThrow(/retrain/);
+    expect(() =>
+      fromModelFile(
+        { ...model.file, trained: { ...model.file.trained, features: "ngram+shape" } },
+        "m.json",
+      ),
+    ).toThrow(
+      "m.json: trained.features is ngram+shape, but learned.shape_features are those of ngram+kind",
+    );
     expect(model.file.format).toBe(MODEL_FORMAT);
   });
 });

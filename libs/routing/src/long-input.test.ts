@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { arithmeticClaims } from "./arithmetic.js";
-import { featurize, shapeFeatures } from "./features.js";
+import { DENSE_FEATURES, featurize, kindFeatures, shapeFeatures } from "./features.js";
 import { classifyByRules } from "./rules.js";
 import { inLearnedDomain } from "./strategies.js";
 import { hasAnswerOptions, isQuantitative, verifierFeatures } from "./verifier.js";
@@ -36,10 +36,26 @@ describe("routing on long and hostile text", () => {
     expect(shapeFeatures(prompt)).toHaveLength(11);
     const features = featurize(prompt, { hashBits: 10, denseMean: [], denseScale: [] });
     expect(features.indices.length).toBeGreaterThan(0);
+    const dense = DENSE_FEATURES.map(() => 0);
+    const all = featurize(prompt, { hashBits: 10, denseMean: dense, denseScale: dense });
+    expect(Array.from(all.values).every(Number.isFinite)).toBe(true);
     expect(inLearnedDomain(prompt)).toBe(false);
     const input = { model: "handoff", messages: [{ role: "user" as const, content: prompt }] };
     expect(classifyByRules({ ...input, tools: [] }).decision).toBeDefined();
     const answer = { text: `${"1 + ".repeat(1_000)}= 1000\n#### 1000` };
     expect(verifierFeatures(prompt, answer).every(Number.isFinite)).toBe(true);
+  }, 5_000);
+
+  it("reads the kind of question of a megabyte of repeated words, options or signs at once", () => {
+    // `/both .* and/` took 22 s on 200 kB of "both " (quadratic); a megabyte would take hours.
+    for (const prompt of [
+      `Which?\nA. ${"both ".repeat(MB / 5)}`,
+      "A. x\n".repeat(MB / 5),
+      "$a".repeat(MB / 2),
+      `${"? ".repeat(MB / 2)}Answer:`,
+      "_ ".repeat(MB / 2),
+    ]) {
+      expect(kindFeatures(prompt).every(Number.isFinite)).toBe(true);
+    }
   }, 5_000);
 });
