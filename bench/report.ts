@@ -484,5 +484,14 @@ export function renderReadme(report: Report): string {
       ? `The services logged ${report.serviceWarnings.length} warning(s) during the run, e.g. \`${report.serviceWarnings[0]}\`.`
       : "The services logged no warnings or errors during the run.",
   );
+  raw("## Other benchmarks");
+  text(
+    "Each writes its own report, rewritten by every run: `npm run bench:routing`, the time a routing",
+    "decision takes in-process, next to the rules ([routing.md](routing.md)); `npm run bench:cache`,",
+    "one workload with repeats replayed against a mesh caching nothing and one with the exact",
+    "response cache on: hit rate, upstream calls, dollars spent and saved, latency of hits and",
+    "misses, and checks that cached answers equal uncached ones and never cross tenants",
+    "([cache.md](cache.md)).",
+  );
   return `${blocks.join("\n\n")}\n`;
 }
