@@ -491,7 +491,10 @@ export function renderReadme(report: Report): string {
     "one workload with repeats replayed against a mesh caching nothing and one with the exact",
     "response cache on: hit rate, upstream calls, dollars spent and saved, latency of hits and",
     "misses, and checks that cached answers equal uncached ones and never cross tenants",
-    "([cache.md](cache.md)).",
+    "([cache.md](cache.md)); `npm run bench:handoff`, long multi-turn conversations with tool",
+    "outputs replayed forwarding everything and with a heavy-tier handoff budget: tokens sent to",
+    "the heavy tier, provider prefix-cache hits, dollars, and whether facts planted in early turns",
+    "still reach it ([handoff-tokens.md](handoff-tokens.md)).",
   );
   return `${blocks.join("\n\n")}\n`;
 }

@@ -37,6 +37,8 @@ const DEFAULT_LIMITS = {
   max_body_bytes: 1_048_576,
   max_deliveries: 5,
   ack_wait_ms: 30_000,
+  handoff_tokens: {},
+  handoff_compaction: "select",
 };
 
 function tiers(overrides: Record<string, unknown> = {}) {
@@ -101,6 +103,27 @@ describe("parseConfig", () => {
   it("uses every default limit when the section is missing", () => {
     const config = parseConfig(JSON.stringify(tiers()), "config.json");
     expect(config.limits).toEqual(DEFAULT_LIMITS);
+  });
+
+  it("reads the lean handoff's budgets and strategy, and rejects a tiny or unknown one", () => {
+    const limits = {
+      handoff_tokens: { heavy: 6_000, light: 2_000 },
+      handoff_compaction: "summarize",
+    };
+    const config = parseConfig(JSON.stringify({ ...tiers(), limits }), "c.json");
+    expect(config.limits).toMatchObject(limits);
+    const error = configError(
+      JSON.stringify({
+        ...tiers(),
+        limits: { handoff_tokens: { heavy: 10, huge: 1 }, handoff_compaction: "drop" },
+      }),
+      "c.json",
+    );
+    expect(error.issues?.map((i) => i.path).sort()).toEqual([
+      "limits.handoff_compaction",
+      "limits.handoff_tokens",
+      "limits.handoff_tokens.heavy",
+    ]);
   });
 
   it("defaults to one JetStream replica and rejects more than five", () => {

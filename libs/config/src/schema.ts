@@ -196,6 +196,28 @@ export const Limits = z.object({
   max_deliveries: z.number().int().min(1).max(100).default(5),
   /** How long a stage may hold a job without a heartbeat before JetStream redelivers it. */
   ack_wait_ms: z.number().int().min(1_000).default(30_000),
+  /**
+   * The lean handoff: the prompt tokens (estimated, about four characters a token) a hop may
+   * forward to a tier's model. The client's system messages and its last user turn always go;
+   * older turns beyond the budget are compacted (`handoff_compaction`), and tool outputs the
+   * heavy tier's context carries are cut to what the draft used. A tier left out gets
+   * everything, as before.
+   */
+  handoff_tokens: z
+    .object({
+      light: z.number().int().min(256).optional(),
+      mid: z.number().int().min(256).optional(),
+      heavy: z.number().int().min(256).optional(),
+    })
+    .strict()
+    .default({}),
+  /**
+   * How turns beyond a handoff budget are compacted: `select` keeps the old turns that share
+   * terms with the last user turn and puts one marker in place of the rest (no model call);
+   * `summarize` replaces them with a light-tier summary, falling back to `select` when the call
+   * fails or the job's budget forbids it.
+   */
+  handoff_compaction: z.enum(["select", "summarize"]).default("select"),
 });
 export type Limits = z.infer<typeof Limits>;
 

@@ -152,6 +152,39 @@ export const ToolRun = z.object({
 });
 export type ToolRun = z.infer<typeof ToolRun>;
 
+/**
+ * What a hop left out of the prompt it sent a tier's model to keep it within the tier's handoff
+ * budget (`limits.handoff_tokens`): the lean handoff. Tokens are the mesh's estimate (about four
+ * characters a token), before and after, of the whole prompt the hop built for that model.
+ */
+export const Compaction = z.object({
+  kind: z.literal("compaction"),
+  stage: Stage,
+  /** The tier whose prompt was compacted. */
+  tier: Tier,
+  /**
+   * `select`: old turns kept by relevance to the last user turn, one marker for the rest;
+   * `summarize`: the rest replaced by a light-tier summary; `none`: the prompt fit, only tool
+   * outputs may have been cut.
+   */
+  strategy: z.enum(["select", "summarize", "none"]),
+  /** The budget the prompt was fitted to. */
+  budget_tokens: z.number().int().nonnegative(),
+  tokens_before: z.number().int().nonnegative(),
+  tokens_after: z.number().int().nonnegative(),
+  /** Messages of the client's conversation left out (behind a marker, or summarised). */
+  turns_dropped: z.number().int().nonnegative(),
+  /** Of those, the ones a light-tier summary stands for. */
+  turns_summarised: z.number().int().nonnegative(),
+  /** Tool outputs in the context from earlier hops cut to what the draft used. */
+  tool_outputs_cut: z.number().int().nonnegative(),
+  /** Enrichments no later stage reads, dropped from the envelope the stage passed on, by kind. */
+  enrichments_dropped: z.array(z.string()).optional(),
+  /** Why `summarize` fell back to `select` (the call failed, the budget forbade it). */
+  fallback: z.string().optional(),
+});
+export type Compaction = z.infer<typeof Compaction>;
+
 /** What a stage learned, for the stages after it. */
 export const Enrichment = z.discriminatedUnion("kind", [
   z.object({
@@ -172,6 +205,7 @@ export const Enrichment = z.discriminatedUnion("kind", [
     content: z.string(),
     reason: z.string(),
   }),
+  Compaction,
 ]);
 export type Enrichment = z.infer<typeof Enrichment>;
 

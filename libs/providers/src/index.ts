@@ -3,6 +3,7 @@ export * from "./breaker.js";
 export * from "./budget.js";
 export * from "./cost.js";
 export * from "./errors.js";
+export * from "./handoff.js";
 export * from "./openai-compatible/index.js";
 export * from "./registry.js";
 export * from "./response-cache.js";

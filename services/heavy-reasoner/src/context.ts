@@ -36,6 +36,7 @@ export function contextMessage(envelope: JobEnvelope): Message | undefined {
         }
         break;
       case "classification":
+      case "compaction":
         break;
     }
   }

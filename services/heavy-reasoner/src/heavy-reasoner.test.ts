@@ -1,6 +1,11 @@
 import { simProfile } from "@handoff/config";
 import { type Enrichment, JobEnvelope, type Message, type Route } from "@handoff/contracts";
-import { type ChatRequest, createModel, ModelRouter } from "@handoff/providers";
+import {
+  type ChatRequest,
+  createModel,
+  estimateInputTokens,
+  ModelRouter,
+} from "@handoff/providers";
 import { testStageContext } from "@handoff/testkit";
 import { describe, expect, it } from "vitest";
 import { contextMessage, heavyMessages } from "./context.js";
@@ -209,5 +214,133 @@ describe("heavyReasonerHandler", () => {
     const bare = await handler(envelope(), stageContext());
     const rich = await handler(envelope({ route, enrichments }), stageContext());
     expect(rich.usage[0]?.input_tokens ?? 0).toBeGreaterThan(bare.usage[0]?.input_tokens ?? 0);
+  });
+});
+
+describe("heavyReasonerHandler with a handoff budget", () => {
+  /** A router over the sim models that keeps every request, by tier of the model asked. */
+  function recordingRouter() {
+    const sent: Array<{ model: string; request: ChatRequest }> = [];
+    const router = new ModelRouter(simProfile, (d) => {
+      const model = createModel(d);
+      return {
+        provider: model.provider,
+        model: model.model,
+        simulated: model.simulated,
+        chat: (request, options) => {
+          sent.push({ model: d.model, request });
+          return model.chat(request, options);
+        },
+        stream: (request, options) => model.stream(request, options),
+      };
+    });
+    return { router, sent };
+  }
+
+  const FACT = "Our staging cluster is called heron-12.";
+  function longJob(): JobEnvelope {
+    const messages: Message[] = [
+      { role: "system", content: "You are an SRE assistant." },
+      { role: "user", content: FACT },
+      { role: "assistant", content: "Noted." },
+    ];
+    for (let i = 0; i < 40; i++) {
+      messages.push({
+        role: "user",
+        content: `Log batch ${i}: ${"GET /healthz 200 ok ".repeat(30)}`,
+      });
+      messages.push({ role: "assistant", content: `Batch ${i} is healthy.` });
+    }
+    messages.push({ role: "user", content: "Which staging cluster name did I give you?" });
+    const table = Array.from({ length: 300 }, (_, i) => `row ${i}: value ${i * 11}`).join("\n");
+    const job = envelope({
+      route,
+      enrichments: [
+        enrichments[0] as Enrichment,
+        {
+          kind: "tool_results",
+          stage: "tool-executor",
+          steps: 1,
+          runs: [{ id: "c9", name: "query", arguments: "{}", output: table, latency_ms: 1 }],
+        },
+        { kind: "draft", stage: "tool-executor", content: "row 7 has value 77", reason: "heavy" },
+      ],
+    });
+    job.input.messages = messages;
+    return job;
+  }
+
+  it("sends the heavy model at most its budget, with the fact and the question, and reports it", async () => {
+    const { router, sent } = recordingRouter();
+    const run = heavyReasonerHandler(router, { budget: 1_500, strategy: "select" });
+    const out = await run(longJob(), stageContext());
+    const heavy = sent.filter((s) => s.model === "sim-heavy");
+    expect(heavy).toHaveLength(1);
+    const messages = heavy[0]?.request.messages ?? [];
+    expect(estimateInputTokens(messages)).toBeLessThanOrEqual(1_500);
+    expect(messages.some((m) => m.content === FACT)).toBe(true);
+    expect(messages.at(-2)?.content).toBe("Which staging cluster name did I give you?");
+    expect(messages.at(-1)?.content).toContain("row 7: value 77");
+    expect(messages.at(-1)?.content).not.toContain("row 8: value 88");
+    const compaction = out.enrichments.find((e) => e.kind === "compaction");
+    expect(compaction).toMatchObject({
+      kind: "compaction",
+      stage: "heavy-reasoner",
+      tier: "heavy",
+      strategy: "select",
+      budget_tokens: 1_500,
+      tool_outputs_cut: 1,
+      turns_summarised: 0,
+      enrichments_dropped: ["classification", "tool_results", "draft"],
+    });
+    if (compaction?.kind !== "compaction") throw new Error("no compaction");
+    expect(compaction.tokens_after).toBe(estimateInputTokens(messages));
+    expect(compaction.tokens_before).toBeGreaterThan(3 * compaction.tokens_after);
+    expect(compaction.turns_dropped).toBeGreaterThan(40);
+    // What no later stage reads is gone; what the record reads stays.
+    expect(out.enrichments.map((e) => e.kind)).toEqual(["compaction"]);
+    expect(out.route).toEqual(route);
+    expect(out.usage).toHaveLength(1);
+    expect(out.result?.stage).toBe("heavy-reasoner");
+    expect(JobEnvelope.safeParse(out).success).toBe(true);
+  });
+
+  it("summarises with one light call, whose usage lands on the envelope", async () => {
+    const { router, sent } = recordingRouter();
+    const run = heavyReasonerHandler(router, { budget: 1_500, strategy: "summarize" });
+    const out = await run(longJob(), stageContext());
+    expect(sent.map((s) => s.model)).toEqual(["sim-light", "sim-heavy"]);
+    expect(out.usage.map((u) => [u.stage, u.tier])).toEqual([
+      ["heavy-reasoner", "light"],
+      ["heavy-reasoner", "heavy"],
+    ]);
+    expect(out.enrichments.find((e) => e.kind === "compaction")).toMatchObject({
+      strategy: "summarize",
+    });
+  });
+
+  it("keeps the enrichments when a stage comes after the heavy-reasoner", async () => {
+    const { router } = recordingRouter();
+    const job = longJob();
+    job.plan = ["classifier", "heavy-reasoner", "tool-executor"];
+    job.step = 1;
+    const out = await heavyReasonerHandler(router, { budget: 1_500, strategy: "select" })(
+      job,
+      stageContext(),
+    );
+    expect(out.enrichments.map((e) => e.kind)).toEqual([
+      "classification",
+      "tool_results",
+      "draft",
+      "compaction",
+    ]);
+  });
+
+  it("changes nothing without a budget", async () => {
+    const { router, sent } = recordingRouter();
+    const job = longJob();
+    const out = await heavyReasonerHandler(router)(job, stageContext());
+    expect(sent[0]?.request.messages).toEqual(heavyMessages(job));
+    expect(out.enrichments.some((e) => e.kind === "compaction")).toBe(false);
   });
 });

@@ -11,7 +11,7 @@ import {
 } from "@handoff/mesh";
 import { callCacheOf, chatRequestFor, jobResult, ModelRouter } from "@handoff/providers";
 import type { Logger } from "pino";
-import { heavyMessages } from "./context.js";
+import { dropUnread, type LeanHandoff, leanHeavyMessages } from "./lean.js";
 
 export interface HeavyReasonerDeps {
   /** The NATS connection, or a function that opens one (retried at start: see `createStageService`). */
@@ -23,11 +23,24 @@ export interface HeavyReasonerDeps {
   router?: ModelRouter;
 }
 
-/** The heavy-reasoner's handler: the frontier model, given everything the earlier hops found. */
-export function heavyReasonerHandler(router: ModelRouter) {
+/** The lean handoff the config asks of the heavy tier (`limits.handoff_tokens`). */
+export function leanHandoffOf(config: HandoffConfig): LeanHandoff {
+  const { handoff_tokens: tokens, handoff_compaction: strategy } = config.limits;
+  return { budget: tokens.heavy, strategy, lightBudget: tokens.light };
+}
+
+/**
+ * The heavy-reasoner's handler: the frontier model, given everything the earlier hops found, or
+ * with a handoff budget, what of it fits (see `leanHeavyMessages`).
+ */
+export function heavyReasonerHandler(
+  router: ModelRouter,
+  lean: LeanHandoff = { strategy: "select" },
+) {
   return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
     const { input } = envelope;
-    const call = await router.chat("heavy", chatRequestFor(input, heavyMessages(envelope)), {
+    const messages = await leanHeavyMessages(envelope, router, lean, ctx.signal);
+    const call = await router.chat("heavy", chatRequestFor(input, messages), {
       stage: "heavy-reasoner",
       signal: ctx.signal,
       // Over budget, a cheaper tier answers rather than none.
@@ -38,6 +51,7 @@ export function heavyReasonerHandler(router: ModelRouter) {
     });
     envelope.usage.push(call.usage);
     envelope.result = jobResult("heavy-reasoner", call);
+    if (lean.budget !== undefined) dropUnread(envelope);
     return envelope;
   };
 }
@@ -49,7 +63,7 @@ export function createHeavyReasonerService(deps: HeavyReasonerDeps): MeshService
     stage: "heavy-reasoner",
     version: deps.version,
     description: "Answers complex jobs with the heavy model, using earlier hops' enrichments",
-    handler: heavyReasonerHandler(router),
+    handler: heavyReasonerHandler(router, leanHandoffOf(deps.config)),
     logger: deps.logger,
     limits: meshLimits(deps.config),
     signer: loadMeshSigner(deps.config.mesh),

@@ -10,12 +10,68 @@ import {
   openResponseCaches,
   type StageContext,
 } from "@handoff/mesh";
-import { callCacheOf, ModelRouter } from "@handoff/providers";
+import { callCacheOf, compactHandoff, estimateInputTokens, ModelRouter } from "@handoff/providers";
 import type { Toolbox, ToolPolicy } from "@handoff/tools";
 import { trace } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { MeshTools } from "./mesh-tools.js";
-import { runToolLoop } from "./tool-loop.js";
+import { runToolLoop, TOOL_LOOP_INSTRUCTION } from "./tool-loop.js";
+
+/**
+ * The client's messages within the mid tier's handoff budget (`limits.handoff_tokens.mid`), the
+ * loop's instruction and the client's tools counted in; the mesh's own tools and the loop's turns
+ * come on top. Puts a `compaction` enrichment on the envelope (and a summary call's usage) and
+ * `handoff.compaction.*` on the span when it compacted anything; without a budget, the messages
+ * as they are.
+ */
+async function leanMidMessages(
+  router: ModelRouter,
+  config: HandoffConfig,
+  envelope: JobEnvelope,
+  signal: AbortSignal,
+) {
+  const { input } = envelope;
+  const budget = config.limits.handoff_tokens.mid;
+  if (budget === undefined) return input.messages;
+  const base = estimateInputTokens([]);
+  const reserve =
+    estimateInputTokens([{ role: "system", content: TOOL_LOOP_INSTRUCTION }]) -
+    base +
+    (estimateInputTokens([], input.tools) - base);
+  const options = { budget, reserve, tier: "mid" as const };
+  const lightBudget = config.limits.handoff_tokens.light;
+  const compacted = await compactHandoff(input.messages, config.limits.handoff_compaction, {
+    ...options,
+    router,
+    ...(lightBudget !== undefined ? { lightBudget: lightBudget } : {}),
+    call: {
+      stage: "tool-executor",
+      signal,
+      budgetUsd: remainingBudget(envelope),
+      cache: callCacheOf(envelope),
+    },
+  });
+  if (compacted.usage) envelope.usage.push(compacted.usage);
+  const { report } = compacted;
+  if (report.strategy === "none") return input.messages;
+  envelope.enrichments.push({
+    kind: "compaction",
+    stage: "tool-executor",
+    tier: "mid",
+    ...report,
+    tool_outputs_cut: 0,
+  });
+  trace.getActiveSpan()?.setAttributes({
+    "handoff.compaction.strategy": report.strategy,
+    "handoff.compaction.budget_tokens": report.budget_tokens,
+    "handoff.compaction.tokens_before": report.tokens_before,
+    "handoff.compaction.tokens_after": report.tokens_after,
+    "handoff.compaction.turns_dropped": report.turns_dropped,
+    "handoff.compaction.turns_summarised": report.turns_summarised,
+    ...(report.fallback ? { "handoff.compaction.fallback": report.fallback } : {}),
+  });
+  return compacted.messages;
+}
 
 export interface ToolExecutorDeps {
   /** The NATS connection, or a function that opens one (retried at start: see `createStageService`). */
@@ -54,12 +110,13 @@ export function toolExecutorHandler(router: ModelRouter, toolbox: Toolbox, confi
   const maxSteps = config.limits.max_tool_steps;
   return async (envelope: JobEnvelope, ctx: StageContext): Promise<JobEnvelope> => {
     const { input } = envelope;
+    const messages = await leanMidMessages(router, config, envelope, ctx.signal);
     const outcome = await runToolLoop({
       router,
       toolbox,
       policy: (tier) => toolPolicy(config, envelope, tier),
       deadline: Date.parse(envelope.budget.deadline),
-      messages: input.messages,
+      messages,
       clientTools: input.tools,
       ...(input.tool_choice ? { toolChoice: input.tool_choice } : {}),
       params: input.params,

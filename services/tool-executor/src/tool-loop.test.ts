@@ -527,3 +527,32 @@ describe("toolPolicy", () => {
     });
   });
 });
+
+describe("toolExecutorHandler with a mid-tier handoff budget", () => {
+  it("compacts the client's conversation for the loop and reports it on the envelope", async () => {
+    const config = {
+      ...simProfile,
+      limits: { ...simProfile.limits, handoff_tokens: { mid: 600 } },
+    };
+    const job = envelope("What is 17 * 23?", ["classifier", "tool-executor"]);
+    const history: Message[] = [];
+    for (let i = 0; i < 30; i++) {
+      history.push({ role: "user", content: `Note ${i}: ${"nothing to see here ".repeat(10)}` });
+      history.push({ role: "assistant", content: `Noted ${i}.` });
+    }
+    job.input.messages = [...history, ...job.input.messages];
+    const out = await toolExecutorHandler(router, toolbox, config)(job, stageContext());
+    expect(out.result?.message.content).toBe("17 * 23 = 391.");
+    const compaction = out.enrichments.find((e) => e.kind === "compaction");
+    expect(compaction).toMatchObject({
+      stage: "tool-executor",
+      tier: "mid",
+      strategy: "select",
+      budget_tokens: 600,
+      tool_outputs_cut: 0,
+    });
+    if (compaction?.kind !== "compaction") throw new Error("no compaction");
+    expect(compaction.tokens_after).toBeLessThanOrEqual(600);
+    expect(compaction.turns_dropped).toBeGreaterThan(20);
+  });
+});
