@@ -1,5 +1,13 @@
 import { Buckets, type HandoffInfo, JobEnvelope } from "@handoff/contracts";
 import { Kvm } from "@nats-io/kv";
+import { context, propagation, trace } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import {
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+  TracerProvider,
+} from "@opentelemetry/sdk-trace";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -38,11 +46,17 @@ function conversation() {
   return messages;
 }
 
+const exporter = new InMemorySpanExporter();
+const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+
 let upstreams: Awaited<ReturnType<typeof startModelUpstreams>>;
 let full: InProcessMesh;
 let lean: InProcessMesh;
 
 beforeAll(async () => {
+  trace.setGlobalTracerProvider(provider);
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   upstreams = await startModelUpstreams();
   full = await startInProcessMesh(upstreamConfig(upstreams.openai.url, upstreams.anthropic.url), {
     env: UPSTREAM_KEYS,
@@ -59,6 +73,9 @@ afterAll(async () => {
   await lean?.stop();
   await full?.stop();
   await upstreams?.close();
+  trace.disable();
+  context.disable();
+  propagation.disable();
 });
 
 /** Asks `mesh` the conversation on the heavy tier; the job's handoff and the heavy request. */
@@ -113,6 +130,22 @@ describe("lean handoff", () => {
     expect(compaction.tokens_after).toBeLessThanOrEqual(1_000);
     expect(compaction.tokens_before).toBeGreaterThan(2 * compaction.tokens_after);
     expect(compaction.turns_dropped).toBeGreaterThan(20);
+    // The trace says it too: the heavy-reasoner's span of the job carries the compaction.
+    const span = exporter
+      .getFinishedSpans()
+      .find(
+        (s) =>
+          s.attributes["handoff.compaction.strategy"] !== undefined &&
+          s.spanContext().traceId === trimmed.handoff.trace_id,
+      );
+    expect(span?.name).toBe("process handoff.v1.jobs.heavy-reasoner");
+    expect(span?.attributes).toMatchObject({
+      "handoff.compaction.strategy": "select",
+      "handoff.compaction.budget_tokens": 1_000,
+      "handoff.compaction.tokens_before": compaction.tokens_before,
+      "handoff.compaction.tokens_after": compaction.tokens_after,
+      "handoff.compaction.turns_dropped": compaction.turns_dropped,
+    });
     // Nothing after the heavy-reasoner reads the route's signals: they were dropped.
     expect(last?.enrichments.some((e) => e.kind === "classification")).toBe(false);
     expect(trimmed.handoff.route).toBeDefined();
