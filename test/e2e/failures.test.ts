@@ -38,7 +38,10 @@ describe("the mesh under failure", () => {
   });
 
   it("redelivers a job when the tool-executor dies mid-call, and a replacement answers it", async () => {
-    mesh = await startMesh({ config: slowMid(2_500) });
+    // Each mid call takes 4 s, two calls a job: the kill, sent once the job is seen in flight,
+    // must land before the first process finishes, even on a loaded machine where each status
+    // poll (a new connection) is slow.
+    mesh = await startMesh({ config: slowMid(4_000) });
     const m = mesh;
     const pending = postChat(m.gatewayUrl, "What is 17 * 23?");
     await waitFor(
