@@ -29,7 +29,7 @@ import { type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core"
 import { Svcm } from "@nats-io/services";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 
 const logger = pino({ level: "silent" });
 const limits = { ackWaitMs: 1_000, maxDeliveries: 3, maxHops: 8 };
@@ -827,6 +827,34 @@ describe("job store", () => {
     expect((await store.get(later.id))?.stage).toBe("heavy-reasoner");
   });
 
+  it("writes against a record read earlier without reading it again, and never over a newer one", async () => {
+    const queued = record([], "queued");
+    await store.save(queued);
+    const seen = await store.read(queued.id);
+    expect(seen.record?.status).toBe("queued");
+
+    // Unchanged since the read: the write compare-and-sets against it, with no read of its own.
+    const reads = vi.spyOn(topology.jobs, "get");
+    try {
+      expect(await store.save({ ...queued, status: "running", hops: ["classifier"] }, seen)).toBe(
+        true,
+      );
+      expect(reads).not.toHaveBeenCalled();
+    } finally {
+      reads.mockRestore();
+    }
+
+    // The job ended after that read: the stale read loses the compare-and-set, the write reads
+    // again, and the ended record stays as it is.
+    await store.save({ ...queued, status: "succeeded", hops: ["classifier", "tool-executor"] });
+    expect(
+      await store.save(
+        { ...queued, status: "running", hops: ["classifier", "tool-executor", "heavy-reasoner"] },
+        seen,
+      ),
+    ).toBe(false);
+    expect((await store.get(queued.id))?.status).toBe("succeeded");
+  });
   it("fails a job known only by its id without wiping what its record knew", async () => {
     const job = testEnvelope();
     const queued = recordFromEnvelope({ ...job, owner: "team-a" }, "running", "trace-1");

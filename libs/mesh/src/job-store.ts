@@ -78,6 +78,12 @@ function lostRace(error: unknown): boolean {
   );
 }
 
+/** A job record as read, with the revision to compare-and-set against (0: never written). */
+export interface RecordSnapshot {
+  record: JobRecord | undefined;
+  revision: number;
+}
+
 /** How many times a write re-reads after losing a race before it gives up. */
 const MAX_RACES = 10;
 
@@ -89,9 +95,20 @@ export class JobStore {
   constructor(readonly kv: KV) {}
 
   async get(id: string): Promise<JobRecord | undefined> {
+    return (await this.read(id)).record;
+  }
+
+  /**
+   * The record with the revision a compare-and-set against it needs: a caller that read the
+   * record anyway hands this to {@link save} or {@link update}, which then write without reading
+   * it again.
+   */
+  async read(id: string): Promise<RecordSnapshot> {
     const entry = await this.kv.get(id);
-    if (entry?.operation !== "PUT" || entry.length === 0) return undefined;
-    return this.#parse(id, entry);
+    if (entry?.operation === "PUT" && entry.length > 0) {
+      return { record: this.#parse(id, entry), revision: entry.revision };
+    }
+    return { record: undefined, revision: entry?.revision ?? 0 };
   }
 
   /** Writes the first record of a new job in one round trip; false if the id is taken. */
@@ -111,12 +128,17 @@ export class JobStore {
    * skipped. The stored record's `owner` is kept whatever `record` says: a job's owner is set
    * once, at submission, and decides who may read it.
    */
-  save(record: JobRecord): Promise<boolean> {
-    return this.update(record.id, (current) => {
-      if (!current) return record;
-      if (isTerminal(current.status) || current.hops.length > record.hops.length) return undefined;
-      return keepOwner(record, current);
-    });
+  save(record: JobRecord, from?: RecordSnapshot): Promise<boolean> {
+    return this.update(
+      record.id,
+      (current) => {
+        if (!current) return record;
+        if (isTerminal(current.status) || current.hops.length > record.hops.length)
+          return undefined;
+        return keepOwner(record, current);
+      },
+      from,
+    );
   }
 
   /**
@@ -155,23 +177,25 @@ export class JobStore {
 
   /**
    * Read, decide, compare-and-set. `next` sees the stored record (undefined when there is none)
-   * and returns the record to write, or undefined to leave it. Only a lost race is retried; a
-   * stored record that does not validate is reported, never overwritten.
+   * and returns the record to write, or undefined to leave it. With `from` (what the caller read
+   * earlier), the first round decides on that and skips the read: a record changed since makes the
+   * compare-and-set fail, and the next round reads. Only a lost race is retried; a stored record
+   * that does not validate is reported, never overwritten.
    */
   async update(
     id: string,
     next: (current: JobRecord | undefined) => JobRecord | undefined,
+    from?: RecordSnapshot,
   ): Promise<boolean> {
     for (let race = 0; ; race++) {
-      const entry = await this.kv.get(id);
-      const stored = entry?.operation === "PUT" && entry.length > 0 ? entry : undefined;
-      const record = next(stored ? this.#parse(id, stored) : undefined);
+      const seen = race === 0 && from ? from : await this.read(id);
+      const record = next(seen.record);
       if (!record) return false;
+      const payload = JSON.stringify(record);
       try {
-        if (stored) await this.kv.update(id, JSON.stringify(record), stored.revision);
-        else if (entry)
-          await this.kv.put(id, JSON.stringify(record), { previousSeq: entry.revision });
-        else await this.kv.create(id, JSON.stringify(record));
+        if (seen.record) await this.kv.update(id, payload, seen.revision);
+        else if (seen.revision > 0) await this.kv.put(id, payload, { previousSeq: seen.revision });
+        else await this.kv.create(id, payload);
         return true;
       } catch (error) {
         if (!lostRace(error) || race + 1 >= MAX_RACES) throw error;

@@ -7,7 +7,7 @@ import {
   Subjects,
 } from "@handoff/contracts";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { type JobStore, recordFromEnvelope } from "./job-store.js";
+import { type JobStore, type RecordSnapshot, recordFromEnvelope } from "./job-store.js";
 import { MeshSigner } from "./signing.js";
 import { tracedHeaders, withProducerSpan } from "./trace-context.js";
 
@@ -23,15 +23,23 @@ export class JobOutcomes {
     private readonly signer: MeshSigner = MeshSigner.disabled(),
   ) {}
 
-  /** The job moved on to `next`. */
-  async progressed(envelope: JobEnvelope, next: Stage, traceId: string | undefined) {
-    await this.store.save(recordFromEnvelope(envelope, "running", traceId, next));
+  /**
+   * The job moved on to `next`. `from`, the record as the caller read it, saves a read: the write
+   * compare-and-sets against it (and reads only if the record has changed since).
+   */
+  async progressed(
+    envelope: JobEnvelope,
+    next: Stage,
+    traceId: string | undefined,
+    from?: RecordSnapshot,
+  ) {
+    await this.store.save(recordFromEnvelope(envelope, "running", traceId, next), from);
   }
 
-  /** The job ended, with `result` or `error` set on the envelope. */
-  async finished(envelope: JobEnvelope, traceId: string | undefined) {
+  /** The job ended, with `result` or `error` set on the envelope; `from` as for `progressed`. */
+  async finished(envelope: JobEnvelope, traceId: string | undefined, from?: RecordSnapshot) {
     const status = envelope.error ? "failed" : "succeeded";
-    await this.#publish(recordFromEnvelope(envelope, status, traceId));
+    await this.#publish(recordFromEnvelope(envelope, status, traceId), from);
   }
 
   /**
@@ -70,9 +78,9 @@ export class JobOutcomes {
   }
 
   // The record is written before it is announced, so a gateway that misses the message finds it.
-  async #publish(record: JobRecord) {
+  async #publish(record: JobRecord, from: RecordSnapshot | undefined) {
     // A job already recorded as finished is not announced twice.
-    if (!(await this.store.save(record))) return;
+    if (!(await this.store.save(record, from))) return;
     await this.announce(record);
   }
 }

@@ -3,7 +3,6 @@ import {
   isTerminal,
   type JobEnvelope,
   JobEnvelope as JobEnvelopeSchema,
-  type JobRecord,
   planStep,
   roundUsd,
   type Stage,
@@ -25,7 +24,7 @@ import { context, type Span, SpanKind } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { decodeEnvelope, encodeEnvelope } from "./codec.js";
 import { publishDeadLetter, salvageJobId, storedMessage } from "./dead-letters.js";
-import { JobStore } from "./job-store.js";
+import { JobStore, type RecordSnapshot } from "./job-store.js";
 import { MaxDeliveriesWatcher } from "./max-deliveries.js";
 import { JobOutcomes } from "./outcomes.js";
 import { publishJob } from "./publish.js";
@@ -366,8 +365,9 @@ export class StageRunner {
   ): Promise<void> {
     const { stage } = this.#o;
     const delivery = msg.info.deliveryCount;
-    if (await this.#replay(input, step, span, logger)) {
-      await this.#ack(msg, logger);
+    const seen = await this.#replay(input, step, span, logger);
+    if (seen === "replayed") {
+      this.#ack(msg);
       return;
     }
     const refused = this.#refuse(input, step);
@@ -465,8 +465,17 @@ export class StageRunner {
       async () => {
         // Back from an outage: claim the delivery again first, so it is not handed elsewhere.
         if (attempts++ > 0) this.#heartbeat(msg);
-        await this.#remember(out, step);
-        await this.#send(out, next, logger);
+        // The record as read at the start of this delivery spares the write a read; after an
+        // outage the write reads afresh.
+        const record = attempts === 1 ? seen : undefined;
+        if (next) {
+          await this.#remember(out, step);
+          await this.#send(out, next, logger, record);
+        } else {
+          // The job's last step: its ended record is what a redelivery finds (and re-announces),
+          // so the kept copy of the output need not land first; both writes go at once.
+          await Promise.all([this.#remember(out, step), this.#send(out, next, logger, record)]);
+        }
       },
       {
         limitMs: duplicateWindowMs(this.#o.limits),
@@ -483,7 +492,7 @@ export class StageRunner {
     if (next) this.#stats.forwarded++;
     else if (out.error) this.#stats.failed++;
     else this.#stats.finished++;
-    await this.#ack(msg, logger);
+    this.#ack(msg);
   }
 
   /**
@@ -492,13 +501,18 @@ export class StageRunner {
    * to it. Sending the same output twice is harmless: the forward carries the same dedupe id, and
    * a finished record is neither overwritten nor announced again.
    */
-  async #send(out: JobEnvelope, next: Stage | undefined, logger: Logger): Promise<void> {
+  async #send(
+    out: JobEnvelope,
+    next: Stage | undefined,
+    logger: Logger,
+    record?: RecordSnapshot,
+  ): Promise<void> {
     if (next) {
-      await this.#outcomes.progressed(out, next, activeTraceId());
+      await this.#outcomes.progressed(out, next, activeTraceId(), record);
       await publishJob(this.#js, out, next, this.#signer);
       logger.info({ next }, `forwarded to ${next}`);
     } else {
-      await this.#outcomes.finished(out, activeTraceId());
+      await this.#outcomes.finished(out, activeTraceId(), record);
       logger.info({ status: out.error ? "failed" : "succeeded" }, "job finished");
     }
   }
@@ -512,38 +526,48 @@ export class StageRunner {
    * A delivery of work already done: the job has ended (its record says so), or this stage has
    * already produced its output for this position of the plan (a crash or a lost ack after the
    * forward; a server that lost its acknowledgements in a restart). Re-sends what was produced,
-   * and reports true: the caller acks without running the handler, so no model is paid twice.
+   * and reports "replayed": the caller acks without running the handler, so no model is paid
+   * twice. Otherwise returns the job's record as read (undefined if unreadable), for the stage's
+   * own write to compare-and-set against without reading it again.
    */
-  async #replay(input: JobEnvelope, step: number, span: Span, logger: Logger): Promise<boolean> {
-    let record: JobRecord | undefined;
-    try {
-      record = await this.#store.get(input.id);
-    } catch (error) {
-      if (!(error instanceof HandoffError) || error.code !== "HANDOFF_ERR_INVALID_MESSAGE")
-        throw error;
-      logger.warn({ err: error }, "the job's record is unreadable; running the stage");
-    }
+  async #replay(
+    input: JobEnvelope,
+    step: number,
+    span: Span,
+    logger: Logger,
+  ): Promise<RecordSnapshot | "replayed" | undefined> {
+    if (!this.#outputs) throw new Error("the stage runner is not started");
+    // Both reads at once: they are independent, and this is every delivery's critical path.
+    const [read, entry] = await Promise.all([
+      this.#store.read(input.id).catch((error: unknown) => {
+        if (!(error instanceof HandoffError) || error.code !== "HANDOFF_ERR_INVALID_MESSAGE")
+          throw error;
+        logger.warn({ err: error }, "the job's record is unreadable; running the stage");
+        return undefined;
+      }),
+      this.#outputs.get(outputKey(input.id, step)),
+    ]);
+    const record = read?.record;
     if (record && isTerminal(record.status)) {
       span.setAttribute("handoff.replayed", "ended");
       this.#stats.replayed++;
       logger.info({ status: record.status }, "the job has already ended; acked without running");
       await this.#outcomes.announce(record);
-      return true;
+      return "replayed";
     }
-    const entry = await this.#outputs?.get(outputKey(input.id, step));
-    if (entry?.operation !== "PUT" || entry.length === 0) return false;
+    if (entry?.operation !== "PUT" || entry.length === 0) return read;
     const kept = decodeEnvelope(entry.string(), `${this.#o.stage} output of job ${input.id}`);
     if (!kept.ok) {
       logger.warn({ issues: kept.issues }, "the stage's kept output is unreadable; running again");
-      return false;
+      return read;
     }
     const out = kept.envelope;
     const next = out.result || out.error ? undefined : out.plan[step + 1];
     span.setAttribute("handoff.replayed", next ? "forward" : "result");
     this.#stats.replayed++;
     logger.info("this stage already did this job's work; re-sending what it produced");
-    await this.#send(out, next, logger);
-    return true;
+    await this.#send(out, next, logger, read);
+    return "replayed";
   }
 
   /**
@@ -685,7 +709,7 @@ export class StageRunner {
     this.#stats.failed++;
     logger.error({ err: error, code: error.code }, `job failed: ${error.message}`);
     if (reason === "max_deliveries") msg.term();
-    else await this.#ack(msg, logger);
+    else this.#ack(msg);
   }
 
   /** Resolves at the connection's next reconnect. */
@@ -734,12 +758,17 @@ export class StageRunner {
     }
   }
 
-  async #ack(msg: JsMsg, logger: Logger): Promise<void> {
+  /**
+   * Acks a delivery whose work is done and recorded. A plain ack, not a confirmed one: an ack
+   * that is lost (NATS going away at that moment) means a redelivery, which finds the output or
+   * the ended record and re-sends instead of running the handler; waiting for a confirmation
+   * would cost a round trip on every job to learn nothing the redelivery does not handle.
+   */
+  #ack(msg: JsMsg): void {
     try {
-      await msg.ackAck({ timeout: 5_000 });
-    } catch (error) {
-      // The work is done and recorded; a lost ack means a redelivery the dedupe window absorbs.
-      logger.warn({ err: error }, "ack not confirmed");
+      msg.ack();
+    } catch {
+      // Closed or reconnecting: the redelivery takes it from here.
     }
   }
 
