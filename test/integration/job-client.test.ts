@@ -1,7 +1,8 @@
-import { type JobRecord, Streams } from "@handoff/contracts";
+import { type JobEvent, type JobRecord, Streams } from "@handoff/contracts";
 import {
   ensureTopology,
   JobClient,
+  jobEventSubject,
   recordFromEnvelope,
   type StageHandler,
   StageRunner,
@@ -69,6 +70,15 @@ describe("a gateway waiting on a job", () => {
     expect(record?.status).toBe("failed");
     expect(record?.error?.code).toBe("HANDOFF_ERR_DEADLINE");
     expect((await client.store.get(job.id))?.status).toBe("failed");
+    // The job's events, published by this client: queued with the job, failed at the deadline.
+    const subject = jobEventSubject(undefined, job.id);
+    const types: string[] = [];
+    const info = await topology.jsm.streams.info(Streams.events, { subjects_filter: subject });
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+      const msg = await topology.jsm.streams.getMessage(Streams.events, { seq }).catch(() => null);
+      if (msg?.subject === subject) types.push(msg.json<JobEvent>().type);
+    }
+    expect(types).toEqual(["queued", "failed"]);
 
     // A replica that comes up later finds the job over: acked, the handler never called.
     let called = false;

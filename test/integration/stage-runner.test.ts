@@ -4,6 +4,7 @@ import {
   HandoffError,
   isTerminal,
   type JobEnvelope,
+  type JobEvent,
   type JobRecord,
   type Stage,
   Streams,
@@ -15,6 +16,7 @@ import {
   ensureTopology,
   JobOutcomes,
   JobStore,
+  jobEventSubject,
   MaxDeliveriesWatcher,
   MeshSigner,
   publishJob,
@@ -528,6 +530,75 @@ describe("exactly once: a job accepted is a job answered, once", () => {
   async function redeliver(job: JobEnvelope, stage: Stage): Promise<void> {
     await js.publish(Subjects.job(stage), JSON.stringify(job), { msgID: `again-${randomUUID()}` });
   }
+
+  /** The events stored for job `id`, in stream order, once there are at least `count`. */
+  async function eventsOf(id: string, count: number): Promise<JobEvent[]> {
+    const subject = jobEventSubject(undefined, id);
+    return waitFor(
+      async () => {
+        const info = await topology.jsm.streams.info(Streams.events, { subjects_filter: subject });
+        if ((info.state.subjects?.[subject] ?? 0) < count) return undefined;
+        const events: JobEvent[] = [];
+        for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+          const msg = await topology.jsm.streams
+            .getMessage(Streams.events, { seq })
+            .catch(() => null);
+          if (msg?.subject === subject) events.push(msg.json<JobEvent>());
+        }
+        return events;
+      },
+      { timeoutMs: 10_000, intervalMs: 50, what: `${count} events of job ${id}` },
+    );
+  }
+
+  it("the stages publish the job's events themselves, before they ack: no gateway runs here", async () => {
+    await startRunner("classifier", async (envelope) => ({
+      ...envelope,
+      plan: ["classifier", "tool-executor"],
+    }));
+    await startRunner("tool-executor", answer);
+    const job = { ...testEnvelope(), step: 0 };
+    await store.create(recordFromEnvelope(job, "queued", undefined, "classifier"));
+    await publishJob(js, job, "classifier");
+    expect((await finished(job.id)).status).toBe("succeeded");
+    const events = await eventsOf(job.id, 2);
+    expect(events.map((e) => e.type)).toEqual(["running", "succeeded"]);
+    expect(events[0]).toMatchObject({ stage: "tool-executor" });
+    const done = events[1];
+    if (done?.type !== "succeeded") throw new Error("no succeeded event");
+    expect(done.completion.choices[0]?.message.content).toBe("answered by tool-executor");
+  });
+
+  it("a redelivery of a job that ended publishes its final event again (stored once)", async () => {
+    await startRunner("classifier", answer);
+    const job = { ...testEnvelope(), step: 0 };
+    // The job ended, and the process that ended it died before its event went out.
+    await store.save({
+      ...recordFromEnvelope(
+        {
+          ...job,
+          result: {
+            message: { role: "assistant", content: "done" },
+            finish_reason: "stop",
+            stage: "classifier",
+            provider: "test",
+            model: "test",
+          },
+        },
+        "succeeded",
+        undefined,
+      ),
+    });
+    await publishJob(js, job, "classifier");
+    const first = await eventsOf(job.id, 1);
+    expect(first.map((e) => e.type)).toEqual(["succeeded"]);
+    // Again: the event is not stored twice.
+    await js.publish(Subjects.job("classifier"), JSON.stringify(job), {
+      msgID: `again-${randomUUID()}`,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await eventsOf(job.id, 1)).map((e) => e.type)).toEqual(["succeeded"]);
+  });
 
   it("a redelivery of work a stage already did re-sends its output and never runs the handler again", async () => {
     const classifier = counting(async (envelope) => ({

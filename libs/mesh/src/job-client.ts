@@ -10,6 +10,7 @@ import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import type { Logger } from "pino";
+import { publishRecordEvent } from "./job-events.js";
 import { JobStore, recordFromEnvelope } from "./job-store.js";
 import { publishJob } from "./publish.js";
 import { MeshSigner } from "./signing.js";
@@ -78,9 +79,14 @@ export class JobClient {
 
   /**
    * {@link submit}, for a job whose id its publisher chose: false, and nothing published, when a
-   * job with that id already exists (a request sent twice).
+   * job with that id already exists (a request sent twice). The job's `queued` event goes out with
+   * it, unless the caller published its own (`queuedEvent: false`).
    */
-  async submitNew(envelope: JobEnvelope, traceId: string | undefined): Promise<boolean> {
+  async submitNew(
+    envelope: JobEnvelope,
+    traceId: string | undefined,
+    options: { queuedEvent?: boolean } = {},
+  ): Promise<boolean> {
     const first = envelope.plan[0];
     if (!first) throw new HandoffError("HANDOFF_ERR_INTERNAL", "job has an empty plan");
     const record = recordFromEnvelope(envelope, "queued", traceId, first);
@@ -100,11 +106,22 @@ export class JobClient {
     }
     // A retried create that finds the record found its own first attempt.
     if (!created && attempts === 1) return false;
+    const announce = options.queuedEvent ?? true;
     try {
-      // The same message id on every attempt: a publish that landed unseen is not queued twice.
-      await retryTransient(() => publishJob(this.#js, envelope, first, this.#signer), retry);
+      // The same message ids on every attempt: a publish that landed unseen is not stored twice.
+      // The event leaves first, so a backend sees the job queued before anything runs it.
+      await retryTransient(
+        () =>
+          Promise.all([
+            announce && publishRecordEvent(this.#js, record, this.#signer),
+            publishJob(this.#js, envelope, first, this.#signer),
+          ]),
+        retry,
+      );
     } catch (error) {
-      throw await failUnpublished(this.store, record, error);
+      throw await failUnpublished(this.store, record, error, (failed) =>
+        publishRecordEvent(this.#js, failed, this.#signer),
+      );
     }
     return true;
   }
@@ -187,12 +204,14 @@ export class JobClient {
    * stands. A stage still working on it finds the record ended and stops there.
    */
   async #expire(envelope: JobEnvelope): Promise<JobRecord | undefined> {
-    await this.store.fail(envelope.id, undefined, {
+    const failed = await this.store.fail(envelope.id, undefined, {
       code: "HANDOFF_ERR_DEADLINE",
       message: `job ${envelope.id} passed its deadline (${envelope.budget.deadline}) before it finished`,
       retryable: false,
     });
-    return this.store.get(envelope.id);
+    const record = await this.store.get(envelope.id);
+    if (failed && record) await publishRecordEvent(this.#js, record, this.#signer);
+    return record;
   }
 
   /**

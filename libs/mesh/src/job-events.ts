@@ -1,24 +1,14 @@
 import {
-  Buckets,
   completionFromRecord,
   eventFromRecord,
   Headers,
   type JobEvent,
-  JobRecord,
+  type JobRecord,
   NO_TENANT,
   Subjects,
 } from "@handoff/contracts";
-import {
-  type ConsumerMessages,
-  type JetStreamClient,
-  type JsMsg,
-  jetstream,
-  type PubAck,
-} from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/nats-core";
-import type { Logger } from "pino";
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import { MeshSigner } from "./signing.js";
-import { EVENTS_CONSUMER } from "./topology.js";
 import { tracedHeaders } from "./trace-context.js";
 
 /**
@@ -50,85 +40,18 @@ export function publishJobEvent(
   });
 }
 
-export interface EventRelayOptions {
-  nc: NatsConnection;
-  logger: Logger;
-  signer?: MeshSigner;
-}
-
 /**
- * Turns every change of the job records into a job event. It reads the records bucket's own
- * stream through a durable consumer every gateway replica shares, so no change is lost while
- * gateways restart, and publishes each event before acking the change. A record overwritten
- * before any gateway read it (no gateway was running) yields only its latest state: `queued` or
- * `running` may then be skipped, never `succeeded` or `failed`.
+ * Publishes the event a change of a job's record makes (`eventFromRecord`): `queued`, `running`
+ * with the stage, `succeeded` with the answer exactly as `POST /v1/chat/completions` returns it,
+ * or `failed`. Whoever writes a record calls this after the write and before it acks or answers,
+ * so no change that makes an event goes unpublished; a repeat (a redelivery re-sending its
+ * output) is stored once, by its message id.
  */
-export class EventRelay {
-  readonly #o: EventRelayOptions;
-  readonly #js: JetStreamClient;
-  readonly #signer: MeshSigner;
-  #messages: ConsumerMessages | undefined;
-  #loop: Promise<void> | undefined;
-  #stopping = false;
-  /** Events published, for the service's stats. */
-  relayed = 0;
-
-  constructor(options: EventRelayOptions) {
-    this.#o = options;
-    this.#js = jetstream(options.nc);
-    this.#signer = options.signer ?? MeshSigner.disabled();
-  }
-
-  async start(): Promise<void> {
-    const consumer = await this.#js.consumers.get(`KV_${Buckets.jobs}`, EVENTS_CONSUMER);
-    this.#messages = await consumer.consume({ max_messages: 256 });
-    this.#loop = this.#run(this.#messages);
-  }
-
-  async stop(): Promise<void> {
-    this.#stopping = true;
-    this.#messages?.stop();
-    await this.#loop;
-  }
-
-  async #run(messages: ConsumerMessages): Promise<void> {
-    // One at a time: the events of one job keep the order of its record's changes.
-    for await (const msg of messages) {
-      if (this.#stopping) {
-        msg.nak();
-        continue;
-      }
-      try {
-        await this.#relay(msg);
-        msg.ack();
-      } catch (error) {
-        this.#o.logger.warn(
-          { err: error, subject: msg.subject },
-          "job event not published; retrying",
-        );
-        msg.nak(1_000);
-      }
-    }
-  }
-
-  async #relay(msg: JsMsg): Promise<void> {
-    const operation = msg.headers?.get("KV-Operation");
-    if ((operation && operation !== "PUT") || msg.data.length === 0) return;
-    let parsed: unknown;
-    try {
-      parsed = msg.json();
-    } catch {
-      parsed = undefined;
-    }
-    const record = JobRecord.safeParse(parsed);
-    if (!record.success) {
-      this.#o.logger.warn({ subject: msg.subject }, "unreadable job record; no event for it");
-      return;
-    }
-    // A succeeded job's answer, exactly as `POST /v1/chat/completions` returns it.
-    const event = eventFromRecord(record.data, (r) => completionFromRecord(r, r.trace_id ?? ""));
-    if (!event) return;
-    await publishJobEvent(this.#js, event, this.#signer);
-    this.relayed++;
-  }
+export async function publishRecordEvent(
+  js: JetStreamClient,
+  record: JobRecord,
+  signer: MeshSigner = MeshSigner.disabled(),
+): Promise<void> {
+  const event = eventFromRecord(record, (r) => completionFromRecord(r, r.trace_id ?? ""));
+  if (event) await publishJobEvent(js, event, signer);
 }

@@ -6,22 +6,29 @@ import {
   type Stage,
   Subjects,
 } from "@handoff/contracts";
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { publishRecordEvent } from "./job-events.js";
 import { type JobStore, type RecordSnapshot, recordFromEnvelope } from "./job-store.js";
 import { MeshSigner } from "./signing.js";
 import { tracedHeaders, withProducerSpan } from "./trace-context.js";
 
 /**
  * How a job's progress and end become visible: the KV record (durable, for `GET /v1/jobs/:id` and
- * for a gateway that missed the live message) and the same record published on
- * `handoff.v1.results.<jobId>` for the gateway waiting on it.
+ * for a gateway that missed the live message), the same record published on
+ * `handoff.v1.results.<jobId>` for the gateway waiting on it, and the job's event on
+ * `handoff.v1.events.<tenant>.<jobId>` for backends that follow it.
  */
 export class JobOutcomes {
+  readonly #js: JetStreamClient;
+
   constructor(
     private readonly nc: NatsConnection,
     private readonly store: JobStore,
     private readonly signer: MeshSigner = MeshSigner.disabled(),
-  ) {}
+  ) {
+    this.#js = jetstream(nc);
+  }
 
   /**
    * The job moved on to `next`. `from`, the record as the caller read it, saves a read: the write
@@ -32,8 +39,17 @@ export class JobOutcomes {
     next: Stage,
     traceId: string | undefined,
     from?: RecordSnapshot,
-  ) {
-    await this.store.save(recordFromEnvelope(envelope, "running", traceId, next), from);
+  ): Promise<JobRecord | undefined> {
+    const record = recordFromEnvelope(envelope, "running", traceId, next);
+    return (await this.store.save(record, from)) ? record : undefined;
+  }
+
+  /**
+   * Publishes the event of a record just written (`running`, after {@link progressed}): before
+   * the caller acks, so a crash in between means a redelivery that publishes it again.
+   */
+  published(record: JobRecord): Promise<void> {
+    return publishRecordEvent(this.#js, record, this.signer);
   }
 
   /** The job ended, with `result` or `error` set on the envelope; `from` as for `progressed`. */
@@ -60,7 +76,10 @@ export class JobOutcomes {
     if (record) await this.announce(record);
   }
 
-  /** Publishes a finished job's record for the gateway waiting on it (again, after a redelivery). */
+  /**
+   * Publishes a finished job's record for the gateway waiting on it, and its event (again, after a
+   * redelivery: the event is stored once).
+   */
   async announce(record: JobRecord) {
     const subject = Subjects.result(record.id);
     await withProducerSpan(
@@ -75,6 +94,7 @@ export class JobOutcomes {
         });
       },
     );
+    await this.published(record);
   }
 
   // The record is written before it is announced, so a gateway that misses the message finds it.

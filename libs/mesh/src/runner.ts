@@ -508,8 +508,12 @@ export class StageRunner {
     record?: RecordSnapshot,
   ): Promise<void> {
     if (next) {
-      await this.#outcomes.progressed(out, next, activeTraceId(), record);
-      await publishJob(this.#js, out, next, this.#signer);
+      const written = await this.#outcomes.progressed(out, next, activeTraceId(), record);
+      // The job's `running` event goes out first, then the forward: both before the ack.
+      await Promise.all([
+        written && this.#outcomes.published(written),
+        publishJob(this.#js, out, next, this.#signer),
+      ]);
       logger.info({ next }, `forwarded to ${next}`);
     } else {
       await this.#outcomes.finished(out, activeTraceId(), record);

@@ -52,22 +52,28 @@ export function unavailable(what: string, error: unknown): HandoffError {
 
 /**
  * After the job's record was created but its publish failed: nothing will ever run the job, so
- * its record must not stay `queued`. Marks it failed with the reason (or, if even that write
- * fails, removes it) and returns the retryable error for the client.
+ * its record must not stay `queued`. Marks it failed with the reason (and hands the failed record
+ * to `failed`, which publishes its event; or, if even that write fails, removes it) and returns
+ * the retryable error for the client.
  */
 export async function failUnpublished(
   store: JobStore,
   record: JobRecord,
   error: unknown,
+  failed?: (record: JobRecord) => Promise<void>,
 ): Promise<HandoffError> {
   const failure = unavailable("the job could not be queued on NATS; try again", error);
   try {
-    await store.save({
+    const ended: JobRecord = {
       ...record,
       status: "failed",
       updated_at: new Date().toISOString(),
       error: { code: failure.code, message: failure.message, retryable: failure.retryable },
-    });
+    };
+    if ((await store.save(ended)) && failed) {
+      // NATS is in trouble: the event is tried once; the record is what stays authoritative.
+      await failed(ended).catch(() => undefined);
+    }
   } catch {
     try {
       await store.kv.delete(record.id);

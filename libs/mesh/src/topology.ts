@@ -124,7 +124,10 @@ export interface Topology {
   idempotency?: KV;
 }
 
-/** Streams and the job-record bucket, created idempotently by every service at start. */
+/**
+ * Streams and the job-record bucket, created idempotently by every service at start. The events
+ * stream is among them: whoever writes a job's record publishes its event.
+ */
 export async function ensureTopology(
   nc: NatsConnection,
   options: TopologyOptions,
@@ -132,6 +135,7 @@ export async function ensureTopology(
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, jobStreamConfig(options));
   await ensureStream(jsm, deadLetterStreamConfig(options));
+  await ensureStream(jsm, eventStreamConfig(options));
   const jobs = await new Kvm(nc).create(Buckets.jobs, {
     history: 1,
     replicas: options.replicas ?? 1,
@@ -200,8 +204,11 @@ export async function ensureStageConsumer(
 
 /** The durable consumer the gateway takes NATS job requests in with. */
 export const INTAKE_CONSUMER = "intake";
-/** The durable consumer on the job records' stream that turns record changes into job events. */
-export const EVENTS_CONSUMER = "handoff-events";
+/**
+ * The durable consumer on the record bucket's stream that earlier gateways turned record changes
+ * into job events with; removed at start (see {@link ensureJobDoor}).
+ */
+export const LEGACY_EVENTS_CONSUMER = "handoff-events";
 
 /**
  * Job requests published straight onto NATS, `handoff.v1.requests.<tenant>`: a work queue the
@@ -243,16 +250,16 @@ export function eventStreamConfig(
 }
 
 /**
- * The job door's streams and the gateway's two consumers: the intake of NATS job requests, and
- * the relay that reads every change of the job records (the bucket's own stream) and publishes it
- * as an event. Only the gateway creates them.
+ * The job door's stream and consumer: the intake of NATS job requests. Only the gateway creates
+ * them. It also removes the durable consumer that earlier versions used to relay record changes
+ * into events ({@link LEGACY_EVENTS_CONSUMER}): events are now published by whoever writes the
+ * record, and a consumer nobody reads would only pile up pending messages.
  */
 export async function ensureJobDoor(
   jsm: JetStreamManager,
   options: TopologyOptions,
 ): Promise<void> {
   await ensureStream(jsm, requestStreamConfig(options));
-  await ensureStream(jsm, eventStreamConfig(options));
   await ensureConsumer(jsm, Streams.requests, {
     durable_name: INTAKE_CONSUMER,
     filter_subject: Subjects.allRequests,
@@ -264,17 +271,11 @@ export async function ensureJobDoor(
     max_ack_pending: 1_000,
     description: "Handoff gateway intake of job requests",
   });
-  await ensureConsumer(jsm, `KV_${Buckets.jobs}`, {
-    durable_name: EVENTS_CONSUMER,
-    filter_subject: `$KV.${Buckets.jobs}.>`,
-    ack_policy: AckPolicy.Explicit,
-    // From when the door first opens: records older than that have no events.
-    deliver_policy: DeliverPolicy.New,
-    ack_wait: nanos(options.ackWaitMs),
-    max_deliver: -1,
-    max_ack_pending: 10_000,
-    description: "Handoff gateway relay of job record changes into job events",
-  });
+  try {
+    await jsm.consumers.delete(`KV_${Buckets.jobs}`, LEGACY_EVENTS_CONSUMER);
+  } catch (error) {
+    if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
+  }
 }
 
 /** Creates a durable consumer, or brings its mutable settings up to date. */

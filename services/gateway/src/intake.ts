@@ -273,7 +273,8 @@ export class JobIntake {
     // The event first: a backend watching the job's subject sees it queued before anything runs.
     await publishJobEvent(this.#js, queued, this.#o.signer);
     try {
-      if (!(await this.#o.jobs.submitNew(envelope, undefined))) return duplicate();
+      if (!(await this.#o.jobs.submitNew(envelope, undefined, { queuedEvent: false })))
+        return duplicate();
     } catch (error) {
       await claim?.releaseUnlessStarted();
       if (isTransientNatsError(error) || (error instanceof HandoffError && error.retryable)) {

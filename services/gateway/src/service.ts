@@ -1,7 +1,6 @@
 import type { HandoffConfig } from "@handoff/config";
 import {
   connectWithRetry,
-  EventRelay,
   ensureJobDoor,
   ensureTopology,
   JobClient,
@@ -62,7 +61,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
   let service: Service | undefined;
   let jobs: JobClient | undefined;
   let intake: JobIntake | undefined;
-  let relay: EventRelay | undefined;
   let topologyReady = false;
   const counters = { requests: 0, in_flight: 0 };
   // stop() during start-up ends the retries.
@@ -112,9 +110,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
             ...limits,
             idempotencyWindowMs: deps.config.gateway.idempotency_window_ms,
           });
-          // The NATS door: job requests in, job events out.
+          // The NATS door: job requests in (its stream and the intake consumer).
           await ensureJobDoor(topology.jsm, limits);
           const client = new JobClient(conn, topology.jobs, { signer, logger: deps.logger });
+          // The NATS door's intake; job events are published by whoever writes a record.
           const door = {
             intake: new JobIntake({
               jobs: client,
@@ -122,20 +121,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
               logger: deps.logger,
               signer,
             }),
-            relay: new EventRelay({
-              nc: conn,
-              logger: deps.logger,
-              signer,
-            }),
           };
           const closeDoor = async () => {
             await door.intake.stop().catch(() => {});
-            await door.relay.stop().catch(() => {});
           };
           let registered: Service;
           try {
             await door.intake.start();
-            await door.relay.start();
             registered = await registerService(conn, {
               name: "gateway",
               version: deps.version,
@@ -143,7 +135,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
               stats: () => ({
                 ...counters,
                 nats_requests: { ...door.intake.stats },
-                events_relayed: door.relay.relayed,
               }),
             });
           } catch (error) {
@@ -157,7 +148,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
             throw new StartupAborted(what);
           }
           service = registered;
-          ({ intake, relay } = door);
+          ({ intake } = door);
           jobs = client;
         },
         { ...retry, what },
@@ -181,7 +172,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
       topologyReady = false;
       await app?.close();
       await intake?.stop();
-      await relay?.stop();
       await service?.stop();
     },
   };
