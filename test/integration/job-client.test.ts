@@ -1,7 +1,9 @@
-import { type JobEvent, type JobRecord, Streams } from "@handoff/contracts";
+import { Buckets, type JobEvent, type JobRecord, Streams } from "@handoff/contracts";
 import {
+  ensureJobDoor,
   ensureTopology,
   JobClient,
+  LEGACY_EVENTS_CONSUMER,
   jobEventSubject,
   recordFromEnvelope,
   type StageHandler,
@@ -9,6 +11,7 @@ import {
   type Topology,
 } from "@handoff/mesh";
 import { type NatsHandle, startNats, testEnvelope, waitFor } from "@handoff/testkit";
+import { AckPolicy } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
@@ -120,5 +123,22 @@ describe("a gateway waiting on a job", () => {
     const record = await client.store.get(job.id);
     expect(record?.status).toBe("queued");
     expect((await topology.jsm.streams.info(Streams.jobs)).state.messages).toBe(1);
+  });
+});
+
+describe("the job door's topology", () => {
+  it("removes the record-change consumer that earlier gateways relayed events from", async () => {
+    const stream = `KV_${Buckets.jobs}`;
+    await topology.jsm.consumers.add(stream, {
+      durable_name: LEGACY_EVENTS_CONSUMER,
+      filter_subject: `$KV.${Buckets.jobs}.>`,
+      ack_policy: AckPolicy.Explicit,
+    });
+    await ensureJobDoor(topology.jsm, limits);
+    await expect(topology.jsm.consumers.info(stream, LEGACY_EVENTS_CONSUMER)).rejects.toThrow(
+      /consumer not found/i,
+    );
+    // Starting again (a second gateway, a restart) finds nothing to remove and goes on.
+    await ensureJobDoor(topology.jsm, limits);
   });
 });
