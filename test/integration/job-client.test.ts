@@ -66,6 +66,19 @@ describe("a gateway waiting on a job", () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
+  it("stops waiting at once for a client that left before its job was submitted", async () => {
+    const client = new JobClient(nc, topology.jobs, { pollIntervalMs: 100 });
+    const job = { ...testEnvelope({ deadlineInMs: 20_000 }), step: 0 };
+    const left = new AbortController();
+    left.abort();
+    const started = Date.now();
+    // No stage runs here: without the check, the wait would last until the deadline.
+    expect(await client.run(job, undefined, { signal: left.signal })).toBeUndefined();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    // The job itself was submitted and goes on.
+    expect((await client.store.get(job.id))?.status).toBe("queued");
+  });
+
   it("records a job that passed its deadline as failed at once, and no stage runs it after", async () => {
     const client = new JobClient(nc, topology.jobs, { pollIntervalMs: 100 });
     const job = { ...testEnvelope({ deadlineInMs: 600 }), step: 0 };

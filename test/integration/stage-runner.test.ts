@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { queryObjects } from "node:v8";
 import {
   type DeadLetter,
   HandoffError,
@@ -416,6 +417,33 @@ describe("stage runner", () => {
     const record = await finished(job.id);
     expect(record.error?.code).toBe("HANDOFF_ERR_INTERNAL");
     expect(record.error?.message).toContain("plan");
+  });
+
+  it("keeps no timer of a job it finished: nothing of the job waits for its deadline", async () => {
+    const runner = await startRunner("classifier", answer);
+    const probe = setTimeout(() => {}, 0);
+    clearTimeout(probe);
+    // Counted from a new macrotask: objects a WeakRef was made to in the current one stay alive
+    // until it ends.
+    const live = async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      return queryObjects(probe.constructor, { format: "count" });
+    };
+    const run = async (count: number) => {
+      const jobs = Array.from({ length: count }, () => ({
+        ...testEnvelope({ deadlineInMs: 60_000 }),
+        step: 0,
+      }));
+      await Promise.all(jobs.map((job) => publishJob(js, job, "classifier")));
+      await Promise.all(jobs.map((job) => finished(job.id)));
+    };
+    await run(5);
+    const before = await live();
+    await run(100);
+    await waitFor(async () => (runner.stats().in_flight === 0 ? true : undefined));
+    // A deadline timer per delivery (`AbortSignal.timeout`) lived a minute after its job ended,
+    // keeping the delivery's span and context with it.
+    expect((await live()) - before).toBeLessThan(20);
   });
 
   it("drains on stop: in-flight work finishes and is acked before stop returns", async () => {

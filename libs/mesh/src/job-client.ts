@@ -166,6 +166,8 @@ export class JobClient {
         );
         onAbort = () => resolve(undefined);
         options.signal?.addEventListener("abort", onAbort, { once: true });
+        // A client that left before (or while) the job was submitted: nobody waits for it.
+        if (options.signal?.aborted) resolve(undefined);
         poller = setInterval(() => {
           this.store.get(envelope.id).then(
             (record) => {

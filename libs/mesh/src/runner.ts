@@ -631,7 +631,18 @@ export class StageRunner {
 
   async #runHandler(msg: JsMsg, envelope: JobEnvelope, logger: Logger): Promise<JobEnvelope> {
     const remaining = Math.max(1, Date.parse(envelope.budget.deadline) - Date.now());
-    const signal = AbortSignal.any([AbortSignal.timeout(remaining), this.#abort.signal]);
+    // Aborted at the deadline or when a draining runner gives up. Not `AbortSignal.timeout`: its
+    // timer would outlive the job until the deadline (a minute by default), keeping the delivery's
+    // span and context reachable; at hundreds of jobs a second, most of a stage's heap.
+    const deadline = new AbortController();
+    const timer = setTimeout(
+      () => deadline.abort(new DOMException("the job reached its deadline", "TimeoutError")),
+      remaining,
+    );
+    const stop = () => deadline.abort(this.#abort.signal.reason);
+    if (this.#abort.signal.aborted) stop();
+    else this.#abort.signal.addEventListener("abort", stop, { once: true });
+    const signal = deadline.signal;
     // Tell JetStream the job is alive well inside its ack wait, however long the model takes.
     const beat = setInterval(() => msg.working(), Math.max(250, this.#o.limits.ackWaitMs / 3));
     try {
@@ -645,6 +656,8 @@ export class StageRunner {
       });
     } finally {
       clearInterval(beat);
+      clearTimeout(timer);
+      this.#abort.signal.removeEventListener("abort", stop);
     }
   }
 
