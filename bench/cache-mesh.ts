@@ -1,7 +1,8 @@
 /**
  * The four services of the mesh as four processes from their built `services/<name>/dist/main.js`,
  * on a given nats-server and config file, ready when every one answers `/readyz`: what
- * `npm run bench:cache` starts for each of its runs (as `npm run bench` does for its mesh).
+ * `npm run bench:cache` starts for each of its runs (as `npm run bench` does for its mesh), and
+ * `BENCH_PEERS=1 npm run bench` for its meshes on a mock OpenAI upstream.
  */
 import { ServiceNames } from "@handoff/contracts";
 import { freePort, type ServiceProcess, spawnService, waitFor } from "@handoff/testkit";
@@ -27,6 +28,11 @@ export interface BenchMeshOptions {
   env: Record<string, string>;
   /** Called with the mesh's stop before the first process starts, so an interruption stops it. */
   onStop: (stop: () => Promise<void>) => void;
+  /**
+   * Optional: environment applied last, over the fixed settings (`undefined` removes a variable),
+   * e.g. `OTEL_TRACES_EXPORTER: "otlp"` and `OTEL_EXPORTER_OTLP_ENDPOINT` to export spans.
+   */
+  overrides?: Record<string, string | undefined>;
 }
 
 export async function startBenchMesh(options: BenchMeshOptions): Promise<BenchMesh> {
@@ -60,6 +66,7 @@ export async function startBenchMesh(options: BenchMeshOptions): Promise<BenchMe
         HOST: "127.0.0.1",
         PORT: String(gatewayPort),
         HEALTH_PORT: name === "gateway" ? undefined : String(healthPort),
+        ...options.overrides,
       },
     });
     processes.set(name, proc);

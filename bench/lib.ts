@@ -175,6 +175,19 @@ export function envInt(
   return value;
 }
 
+/**
+ * An optional on/off switch from the environment: off when unset or blank, `1`/`true`/`yes`/`on`
+ * for on and `0`/`false`/`no`/`off` for off (any case); anything else is an error naming the
+ * variable, so a typo never silently turns a mode off.
+ */
+export function envFlag(env: Readonly<Record<string, string | undefined>>, name: string): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === "") return false;
+  if (["1", "true", "yes", "on"].includes(raw)) return true;
+  if (["0", "false", "no", "off"].includes(raw)) return false;
+  throw new Error(`${name} must be 1 or 0 (or true/false, yes/no, on/off), got "${env[name]}"`);
+}
+
 /** `promise`, or a rejection naming `what` if it has not settled within `ms`. */
 export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -10,8 +10,14 @@
  * Each workload gets a warm-up, a measured run of BENCH_N operations at BENCH_CONCURRENCY in
  * flight, and a short serial run (one at a time) for the unloaded latency. Prints the tables and
  * writes bench/README.md. Any failed operation fails the whole run.
+ *
+ * With BENCH_PEERS=1 it then measures Handoff side by side with Portkey's open-source gateway
+ * (installed from npm into a temporary folder) against one mock OpenAI upstream: direct, through
+ * Portkey, and through a second mesh asked for `handoff/light`, with tracing off and on.
  */
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ServiceNames } from "@handoff/contracts";
 import {
   findNatsServer,
@@ -24,15 +30,41 @@ import {
 } from "@handoff/testkit";
 import { connect } from "@nats-io/transport-node";
 import { coreRequestReply, jetStreamWorkQueue, type Workload } from "./baselines.ts";
-import { classifySubject, envInt, runConcurrent, type Summary, summarize } from "./lib.ts";
-import { CpuMeter, childPids, machineFacts } from "./proc.ts";
-import { type Measurement, renderReadme, renderTables } from "./report.ts";
+import { startBenchMesh } from "./cache-mesh.ts";
+import { classifySubject, envFlag, envInt, runConcurrent, type Summary, summarize } from "./lib.ts";
+import {
+  type Child,
+  chatRequest,
+  installPortkey,
+  MOCK_KEY,
+  MOCK_KEY_ENV,
+  MOCK_MODELS,
+  PORTKEY_PACKAGE,
+  PORTKEY_RANGE,
+  type PortkeyInstall,
+  peerConfigYaml,
+  portkeyHeaders,
+  startMockUpstream,
+  startOtlpSink,
+  startPortkey,
+  statsOf,
+} from "./peers.ts";
+import { CpuMeter, childPids, machineBusyMs, machineFacts, rssOf } from "./proc.ts";
+import {
+  type Measurement,
+  type PeerKey,
+  type PeerMeasurement,
+  type PeerReport,
+  renderReadme,
+  renderTables,
+} from "./report.ts";
 
 const settings = {
   n: envInt(process.env, "BENCH_N", 2000),
   concurrency: envInt(process.env, "BENCH_CONCURRENCY", 16),
   warmup: envInt(process.env, "BENCH_WARMUP", 200, 0),
   serialN: envInt(process.env, "BENCH_SERIAL_N", 200, 0),
+  peers: envFlag(process.env, "BENCH_PEERS"),
 };
 
 /** Size of the JetStream baseline's message, about that of a job envelope between stages. */
@@ -253,10 +285,14 @@ async function startTap(url: string) {
   };
 }
 
+/**
+ * Warm-up, the measured run (CPU of every process in `pids` metered, their RSS read right after
+ * it) and the serial run of one workload. With `natsUrl`, the warm-up's NATS messages are counted.
+ */
 async function measure(
   name: string,
   workload: Workload,
-  natsUrl: string,
+  natsUrl: string | undefined,
   pids: ReadonlyMap<string, number>,
 ): Promise<Omit<Measurement, "key" | "label" | "what">> {
   const { n, concurrency, warmup, serialN } = settings;
@@ -265,20 +301,29 @@ async function measure(
     return workload.op(index);
   };
   process.stdout.write(`${name}: warm-up ${warmup}`);
-  const tap = await startTap(natsUrl);
+  const tap = natsUrl === undefined ? undefined : await startTap(natsUrl);
   let traffic: Measurement["traffic"];
   try {
     if (warmup > 0) await runConcurrent(warmup, concurrency, op);
   } finally {
-    const counts = await tap.stop();
-    traffic = warmup > 0 ? { ops: warmup, counts } : undefined;
+    const counts = await tap?.stop();
+    traffic = warmup > 0 && counts !== undefined ? { ops: warmup, counts } : undefined;
   }
 
   process.stdout.write(`, ${n} ops at concurrency ${concurrency}`);
   const meter = new CpuMeter(pids);
+  const machineBefore = machineBusyMs();
   meter.start();
   const loaded = summarize(await runConcurrent(n, concurrency, op));
   const cpuMs = meter.stop();
+  const machineAfter = machineBusyMs();
+  const rssBytes = rssOf(pids);
+  // What the rest of the machine (processes not in `pids`) kept busy meanwhile, in cores.
+  const ours = [...cpuMs.values()].reduce((sum, ms) => sum + ms, 0);
+  const otherCores =
+    machineBefore === undefined || machineAfter === undefined
+      ? undefined
+      : Math.max(0, machineAfter - machineBefore - ours) / loaded.elapsedMs;
 
   let serial: Summary | undefined;
   if (serialN > 0) {
@@ -288,7 +333,206 @@ async function measure(
   process.stdout.write(
     ` → ${loaded.opsPerSec.toFixed(0)} ops/s, p50 ${loaded.p50Ms.toFixed(2)} ms, p99 ${loaded.p99Ms.toFixed(2)} ms\n`,
   );
-  return { loaded, serial, cpuMs, traffic };
+  return { loaded, serial, cpuMs, rssBytes, otherCores, traffic };
+}
+
+// ---------------------------------------------------------------------------------------------
+// BENCH_PEERS=1: Handoff side by side with Portkey's gateway, on one mock OpenAI upstream.
+
+/** Installs Portkey's gateway into a temporary folder, removed at the end of the run. */
+async function installPeers(): Promise<PortkeyInstall> {
+  const dir = mkdtempSync(join(tmpdir(), "handoff-bench-portkey-"));
+  // Registered first among the peer clean-ups, so it runs after Portkey has stopped.
+  cleanups.push(async () => rmSync(dir, { recursive: true, force: true, maxRetries: 3 }));
+  process.stdout.write(
+    `BENCH_PEERS=1: npm install ${PORTKEY_PACKAGE}@${PORTKEY_RANGE} into ${dir}… `,
+  );
+  const install = await installPortkey(dir, interrupted.signal);
+  console.log(`${install.version}, ${install.summary} (${(install.ms / 1000).toFixed(1)} s)\n`);
+  return install;
+}
+
+/** Starts a nats-server of its own; returns it with its pid (for the CPU and memory figures). */
+async function freshNats(binary: string): Promise<{ nats: NatsHandle; pid: number | undefined }> {
+  const before = new Set(childPids(process.pid, "nats-server"));
+  const nats = await spawnNatsServer(binary);
+  cleanups.push(() => nats.stop());
+  const pid = childPids(process.pid, "nats-server").find((p) => !before.has(p));
+  return { nats, pid };
+}
+
+async function runPeers(
+  binary: string,
+  install: PortkeyInstall,
+  serviceWarnings: string[],
+): Promise<PeerReport> {
+  const started = performance.now();
+  const { warmup, n, serialN } = settings;
+  const opsPerWorkload = warmup + n + serialN;
+  const register = (child: Child) => cleanups.push(() => child.stop());
+  const dir = mkdtempSync(join(tmpdir(), "handoff-bench-peers-"));
+  cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+
+  console.log(
+    `\nSide by side with Portkey ${install.version}: the same request to one mock OpenAI upstream, at concurrency ${settings.concurrency}`,
+  );
+  process.stdout.write("starting the mock OpenAI upstream (its own process)… ");
+  const upstream = await startMockUpstream(await freePort(), register);
+  console.log(`ready on ${upstream.url}`);
+  const upstreamV1 = `${upstream.url}/v1`;
+  const basePids = new Map<string, number>([
+    ["bench (client)", process.pid],
+    ["mock upstream", upstream.child.pid],
+  ]);
+  const completions = async () =>
+    (await statsOf<{ completions: number }>(upstream.url)).completions;
+
+  const measurements: PeerMeasurement[] = [];
+  const run = async (
+    key: PeerKey,
+    label: string,
+    what: string,
+    workload: Workload,
+    pids: ReadonlyMap<string, number>,
+    check: () => void = () => {},
+  ) => {
+    const before = await completions();
+    const { loaded, serial, cpuMs, rssBytes, otherCores } = await measure(
+      label,
+      workload,
+      undefined,
+      pids,
+    );
+    check();
+    const calls = (await completions()) - before;
+    if (calls < opsPerWorkload) {
+      throw new Error(
+        `${label}: the upstream answered ${calls} completions for ${opsPerWorkload} requests`,
+      );
+    }
+    measurements.push({
+      key,
+      label,
+      what,
+      loaded,
+      serial,
+      cpuMs,
+      rssBytes,
+      otherCores,
+      upstreamCallsPerOp: calls / opsPerWorkload,
+    });
+  };
+  const timeouts = { timeoutMs: HTTP_TIMEOUT_MS, signal: interrupted.signal };
+
+  // (a) Straight to the upstream: the floor.
+  await run(
+    "direct",
+    "direct to the upstream",
+    "client → mock upstream",
+    chatRequest({
+      baseUrl: upstreamV1,
+      model: MOCK_MODELS.light,
+      headers: { authorization: `Bearer ${MOCK_KEY}` },
+      ...timeouts,
+    }),
+    basePids,
+  );
+
+  // (b) Through Portkey, routed to the upstream by headers.
+  process.stdout.write("starting Portkey's gateway (its own process, --headless)… ");
+  const portkey = await startPortkey(install.entry, await freePort(), register);
+  console.log(`ready on ${portkey.url}`);
+  await run(
+    "portkey",
+    `Portkey ${install.version}`,
+    "client → Portkey → mock upstream",
+    chatRequest({
+      baseUrl: `${portkey.url}/v1`,
+      model: MOCK_MODELS.light,
+      headers: portkeyHeaders(upstreamV1),
+      ...timeouts,
+    }),
+    new Map([...basePids, ["Portkey", portkey.child.pid]]),
+    () => {
+      if (/Unhandled|Error/.test(portkey.child.output())) {
+        throw new Error(`Portkey reported an error:\n${portkey.child.output().slice(-4000)}`);
+      }
+    },
+  );
+  await portkey.child.stop();
+
+  // (c, d) Through a mesh of its own, asked for handoff/light: tracing off, then on.
+  const configPath = join(dir, "handoff.yaml");
+  writeFileSync(configPath, peerConfigYaml(upstream.url));
+  let otlp: PeerReport["otlp"];
+  for (const traced of [false, true]) {
+    const label = `Handoff handoff/light, tracing ${traced ? "on" : "off"}`;
+    process.stdout.write(
+      `starting a mesh on the mock upstream (nats-server, 4 services${traced ? ", OTLP sink" : ""})… `,
+    );
+    const { nats, pid: natsPid } = await freshNats(binary);
+    const sink = traced ? await startOtlpSink(await freePort(), register) : undefined;
+    const mesh = await startBenchMesh({
+      natsUrl: nats.url,
+      configPath,
+      env: { [MOCK_KEY_ENV]: MOCK_KEY },
+      onStop: (stop) => cleanups.push(stop),
+      overrides: {
+        OTEL_TRACES_EXPORTER: sink ? "otlp" : "none",
+        OTEL_EXPORTER_OTLP_ENDPOINT: sink?.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL: sink ? "http/protobuf" : undefined,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: undefined,
+      },
+    });
+    console.log("ready");
+    const pids = new Map(basePids);
+    if (natsPid !== undefined) pids.set("nats-server", natsPid);
+    for (const [name, proc] of mesh.processes) pids.set(name, proc.pid);
+    if (sink) pids.set("OTLP sink", sink.child.pid);
+    await run(
+      traced ? "handoff-traced" : "handoff",
+      label,
+      `client → gateway → JetStream → classifier → mock upstream${traced ? ", spans → OTLP sink" : ""}`,
+      chatRequest({
+        baseUrl: `${mesh.gatewayUrl}/v1`,
+        model: "handoff/light",
+        route: ["classifier"],
+        ...timeouts,
+      }),
+      pids,
+      () => mesh.check(),
+    );
+    serviceWarnings.push(...mesh.warnings().map((line) => `${label}: ${line}`));
+    // Stopping the services flushes the spans they still hold, so the sink's count is complete.
+    await mesh.stop();
+    await nats.stop();
+    if (sink) {
+      const stats = await statsOf<{
+        exports: number;
+        bytes: number;
+        spans: number;
+        unreadable: number;
+      }>(sink.url);
+      if (stats.spans === 0) throw new Error("tracing on, but no spans reached the OTLP sink");
+      otlp = {
+        exports: stats.exports,
+        bytes: stats.bytes,
+        spans: stats.spans,
+        ops: opsPerWorkload,
+      };
+      console.log(
+        `  OTLP sink: ${stats.exports} exports, ${(stats.spans / opsPerWorkload).toFixed(1)} spans and ${(stats.bytes / opsPerWorkload / 1000).toFixed(1)} kB per request${stats.unreadable > 0 ? ` (${stats.unreadable} exports unreadable)` : ""}`,
+      );
+      await sink.child.stop();
+    }
+  }
+  await upstream.child.stop();
+  return {
+    portkey: { version: install.version, install: install.summary, installMs: install.ms },
+    measurements,
+    otlp,
+    durationMs: performance.now() - started + install.ms,
+  };
 }
 
 async function main(): Promise<void> {
@@ -304,6 +548,8 @@ async function main(): Promise<void> {
   console.log(
     `${machine.cpuModel}, ${machine.cores} cores (load average ${machine.loadAverage.toFixed(2)}), Node ${machine.node}, ${machine.natsServer}\n`,
   );
+  // Installed first: without the network, a peer run fails before spending time on the rest.
+  const portkeyInstall = settings.peers ? await installPeers() : undefined;
 
   // Always a fresh server of our own on a free port with a temporary store: never NATS_URL.
   const nats: NatsHandle = await spawnNatsServer(binary);
@@ -369,6 +615,14 @@ async function main(): Promise<void> {
   }
   const serviceWarnings = warnings(mesh);
 
+  let peers: PeerReport | undefined;
+  if (portkeyInstall !== undefined) {
+    // The peers get the machine to themselves: the main mesh and its server are done.
+    await mesh.stop();
+    await nats.stop();
+    peers = await runPeers(binary, portkeyInstall, serviceWarnings);
+  }
+
   const finishedAt = new Date();
   const report = {
     settings,
@@ -377,7 +631,8 @@ async function main(): Promise<void> {
     serviceWarnings,
     startedAt,
     finishedAt,
-    command: "npm run bench",
+    command: settings.peers ? "BENCH_PEERS=1 npm run bench" : "npm run bench",
+    peers,
   };
   console.log(`\n${renderTables(report)}`);
   if (serviceWarnings.length > 0) {

@@ -1,6 +1,7 @@
 /**
- * Machine facts and per-process CPU time from /proc (Linux), so the report can say where the CPU
- * went during a measured run. Everything degrades to "unknown" off Linux instead of failing.
+ * Machine facts, per-process CPU time and resident memory from /proc (Linux), so the report can
+ * say where the CPU went during a measured run and how much memory each process held after it.
+ * Everything degrades to "unknown" off Linux instead of failing.
  */
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
@@ -71,6 +72,61 @@ export function childPids(parent: number, comm: string): number[] {
     if (fields?.comm === comm && Number(fields.rest[1]) === parent) found.push(Number(entry));
   }
   return found;
+}
+
+/**
+ * The resident set size in a `/proc/<pid>/status` text, in bytes: its `VmRSS:` line, which the
+ * kernel gives in kB (KiB). Undefined when the line is missing (a kernel thread, a zombie).
+ */
+export function parseVmRss(status: string): number | undefined {
+  const match = /^VmRSS:\s+(\d+)\s*kB\s*$/m.exec(status);
+  return match ? Number(match[1]) * 1024 : undefined;
+}
+
+/** A process's resident set size now, in bytes; undefined if it cannot be read. */
+export function rssBytes(pid: number): number | undefined {
+  try {
+    return parseVmRss(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return pid === process.pid ? process.memoryUsage.rss() : undefined;
+  }
+}
+
+/** The resident set size of each named process now, in bytes; processes that vanished are left out. */
+export function rssOf(pids: ReadonlyMap<string, number>): Map<string, number> {
+  const rss = new Map<string, number>();
+  for (const [name, pid] of pids) {
+    const bytes = rssBytes(pid);
+    if (bytes !== undefined) rss.set(name, bytes);
+  }
+  return rss;
+}
+
+/**
+ * Busy CPU time in the first (`cpu`) line of a /proc/stat text, in clock ticks: every core, every
+ * process, less idle and iowait. Undefined if the line is not there.
+ */
+export function parseStatBusyTicks(stat: string): number | undefined {
+  const [label, ...fields] = (stat.split("\n")[0] ?? "").trim().split(/\s+/);
+  const ticks = fields.slice(0, 8).map(Number);
+  if (label !== "cpu" || ticks.length < 5 || ticks.some((t) => !Number.isFinite(t))) {
+    return undefined;
+  }
+  const total = ticks.reduce((a, b) => a + b, 0);
+  return total - (ticks[3] ?? 0) - (ticks[4] ?? 0);
+}
+
+/**
+ * CPU time the whole machine has spent busy so far, in ms; undefined off Linux. Next to the
+ * benchmark's own processes, it shows how much of the machine other work took during a run.
+ */
+export function machineBusyMs(): number | undefined {
+  try {
+    const ticks = parseStatBusyTicks(readFileSync("/proc/stat", "utf8"));
+    return ticks === undefined ? undefined : (ticks * 1000) / ticksPerSecond();
+  } catch {
+    return undefined;
+  }
 }
 
 /** CPU time of a set of named processes, sampled before and after a measured run. */

@@ -24,8 +24,46 @@ export interface Measurement {
   serial: Summary | undefined;
   /** CPU ms each process used during the measured run. */
   cpuMs: Map<string, number>;
+  /** Resident set size (VmRSS) of each process right after the measured run, in bytes. */
+  rssBytes: Map<string, number>;
+  /** Cores other processes on the machine kept busy during the measured run (/proc/stat). */
+  otherCores?: number | undefined;
   /** Messages through nats-server per operation, counted during the warm-up. */
   traffic: Traffic | undefined;
+}
+
+/** The four paths of the peer comparison, all to the same mock OpenAI upstream. */
+export type PeerKey = "direct" | "portkey" | "handoff" | "handoff-traced";
+
+/** One path of the peer comparison (`BENCH_PEERS=1`), measured like a main workload. */
+export interface PeerMeasurement {
+  key: PeerKey;
+  label: string;
+  /** What one request goes through. */
+  what: string;
+  loaded: Summary;
+  serial: Summary | undefined;
+  cpuMs: Map<string, number>;
+  rssBytes: Map<string, number>;
+  /** Cores other processes on the machine kept busy during the measured run (/proc/stat). */
+  otherCores?: number | undefined;
+  /** Completions the upstream answered per request (warm-up, measured and serial runs). */
+  upstreamCallsPerOp: number;
+}
+
+/** What `BENCH_PEERS=1` adds to a run: Handoff next to Portkey's gateway. */
+export interface PeerReport {
+  portkey: {
+    version: string;
+    /** npm's summary line of the install, e.g. "added 95 packages in 3s". */
+    install: string;
+    installMs: number;
+  };
+  measurements: PeerMeasurement[];
+  /** What the OTLP sink received during the traced run (until its mesh had stopped). */
+  otlp: { exports: number; bytes: number; spans: number; ops: number } | undefined;
+  /** Wall time the peer mode added to the run, the install included. */
+  durationMs: number;
 }
 
 export interface BenchSettings {
@@ -33,6 +71,8 @@ export interface BenchSettings {
   concurrency: number;
   warmup: number;
   serialN: number;
+  /** BENCH_PEERS: also measure Handoff next to Portkey's gateway. */
+  peers: boolean;
 }
 
 export interface Report {
@@ -43,16 +83,212 @@ export interface Report {
   startedAt: Date;
   finishedAt: Date;
   command: string;
+  /** The peer comparison, when the run had BENCH_PEERS=1. */
+  peers?: PeerReport | undefined;
 }
+
+/** The mesh's services, whose memory the issue's target is about. */
+export const SERVICES = ["gateway", "classifier", "tool-executor", "heavy-reasoner"] as const;
 
 const PROCESS_ORDER = [
   "bench (client)",
+  "mock upstream",
+  "Portkey",
   "nats-server",
-  "gateway",
-  "classifier",
-  "tool-executor",
-  "heavy-reasoner",
+  ...SERVICES,
+  "OTLP sink",
 ];
+
+/** The processes in `maps`, in report order (any unknown name last). */
+function processNames(maps: ReadonlyArray<ReadonlyMap<string, number>>): string[] {
+  const seen = new Set(maps.flatMap((m) => [...m.keys()]));
+  return [
+    ...PROCESS_ORDER.filter((name) => seen.has(name)),
+    ...[...seen].filter((name) => !PROCESS_ORDER.includes(name)),
+  ];
+}
+
+/** Megabytes (10^6 bytes), one decimal. */
+const mb = (bytes: number | undefined): string =>
+  bytes === undefined ? "" : fixed(bytes / 1e6, 1);
+
+/** RSS in MB of each process after each row's measured run. */
+function rssTable(rows: ReadonlyArray<{ label: string; rssBytes: Map<string, number> }>): string {
+  const names = processNames(rows.map((r) => r.rssBytes));
+  return formatTable(
+    ["workload", ...names],
+    rows.map((r) => [r.label, ...names.map((name) => mb(r.rssBytes.get(name)))]),
+    ["left", ...names.map(() => "right" as const)],
+  );
+}
+
+/** CPU ms per operation of each process, and how many cores were busy on average. */
+function cpuRows(
+  rows: ReadonlyArray<{ label: string; loaded: Summary; cpuMs: Map<string, number> }>,
+  names: readonly string[],
+  cores: number,
+): string {
+  return formatTable(
+    ["workload", ...names, "total", "cores busy"],
+    rows.map((m) => {
+      const total = [...m.cpuMs.values()].reduce((sum, ms) => sum + ms, 0);
+      return [
+        m.label,
+        ...names.map((name) => {
+          const ms = m.cpuMs.get(name);
+          return ms === undefined ? "" : fixed(ms / m.loaded.ops, 3);
+        }),
+        fixed(total / m.loaded.ops, 3),
+        `${fixed(total / m.loaded.elapsedMs, 2)} of ${cores}`,
+      ];
+    }),
+    ["left", ...names.map(() => "right" as const), "right", "right"],
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets: the issue's, each met or not.
+
+/** One target of the issue, and whether this run met it (undefined: not measured). */
+export interface Verdict {
+  measure: string;
+  /** This run's figure, as shown. */
+  value: string;
+  target: string;
+  met: boolean | undefined;
+}
+
+/** The issue's memory target: each service under 200 MB resident after the load run. */
+export const RSS_TARGET_BYTES = 200e6;
+
+export const verdictWord = (met: boolean | undefined): string =>
+  met === undefined ? "not measured" : met ? "met" : "not met";
+
+/**
+ * Each service under {@link RSS_TARGET_BYTES} after the load run: the largest service RSS after
+ * any of `rows`' measured runs decides.
+ */
+export function rssVerdict(
+  rows: ReadonlyArray<{ label: string; rssBytes: Map<string, number> }>,
+): Verdict {
+  let worst: { name: string; bytes: number } | undefined;
+  for (const row of rows) {
+    for (const name of SERVICES) {
+      const bytes = row.rssBytes.get(name);
+      if (bytes !== undefined && (worst === undefined || bytes > worst.bytes)) {
+        worst = { name, bytes };
+      }
+    }
+  }
+  return {
+    measure: "RSS per service after the load run",
+    value: worst === undefined ? "n/a" : `largest: ${worst.name}, ${mb(worst.bytes)} MB`,
+    target: `< ${fixed(RSS_TARGET_BYTES / 1e6, 0)} MB each`,
+    met: worst === undefined ? undefined : worst.bytes < RSS_TARGET_BYTES,
+  };
+}
+
+/** Unloaded p50 minus the direct path's unloaded p50: what a hop adds, without queueing. */
+export function overheadMs(m: PeerMeasurement, direct: PeerMeasurement | undefined): number {
+  return m.serial && direct?.serial ? m.serial.p50Ms - direct.serial.p50Ms : Number.NaN;
+}
+
+function peer(peers: PeerReport, key: PeerKey): PeerMeasurement | undefined {
+  return peers.measurements.find((m) => m.key === key);
+}
+
+/** The issue's four targets for Handoff next to Portkey, from the peer measurements. */
+export function peerVerdicts(peers: PeerReport): Verdict[] {
+  const direct = peer(peers, "direct");
+  const portkey = peer(peers, "portkey");
+  const handoff = peer(peers, "handoff");
+  const traced = peer(peers, "handoff-traced");
+  const rate = (m: PeerMeasurement | undefined) => m?.loaded.opsPerSec ?? Number.NaN;
+  const judge = (value: number, ok: (v: number) => boolean) =>
+    Number.isFinite(value) ? ok(value) : undefined;
+
+  const throughput = ratio(rate(handoff), rate(portkey));
+  const handoffOverhead = handoff ? overheadMs(handoff, direct) : Number.NaN;
+  const portkeyOverhead = portkey ? overheadMs(portkey, direct) : Number.NaN;
+  const overheadKnown = Number.isFinite(handoffOverhead) && Number.isFinite(portkeyOverhead);
+  const tracing = ratio(rate(traced), rate(handoff));
+  return [
+    {
+      measure: "Handoff `handoff/light` ÷ Portkey, requests per second",
+      value: fixed(throughput, 2),
+      target: "≥ 1.0",
+      met: judge(throughput, (v) => v >= 1),
+    },
+    {
+      measure: "Unloaded p50 overhead over direct: Handoff vs Portkey",
+      value: overheadKnown
+        ? `${fixed(handoffOverhead, 2)} ms vs ${fixed(portkeyOverhead, 2)} ms`
+        : "n/a (BENCH_SERIAL_N=0)",
+      target: "≤ Portkey's",
+      met: overheadKnown ? handoffOverhead <= portkeyOverhead : undefined,
+    },
+    {
+      measure: "Tracing on ÷ tracing off, requests per second",
+      value: fixed(tracing, 2),
+      target: "≥ 0.9",
+      met: judge(tracing, (v) => v >= 0.9),
+    },
+    rssVerdict([handoff, traced].filter((m): m is PeerMeasurement => m !== undefined)),
+  ];
+}
+
+function verdictTable(verdicts: readonly Verdict[]): string {
+  return formatTable(
+    ["target", "this run", "goal", "verdict"],
+    verdicts.map((v) => [v.measure, v.value, v.target, verdictWord(v.met)]),
+  );
+}
+
+/** The peer paths: throughput, latency loaded and unloaded, overhead over direct, upstream calls. */
+function peerResultsTable(peers: PeerReport): string {
+  const direct = peer(peers, "direct");
+  return formatTable(
+    [
+      "path",
+      "ops/s",
+      "p50 ms",
+      "p99 ms",
+      "unloaded p50 ms",
+      "overhead over direct ms",
+      "upstream calls per request",
+      "other load, cores",
+    ],
+    peers.measurements.map((m) => [
+      m.label,
+      fixed(m.loaded.opsPerSec, 0),
+      fixed(m.loaded.p50Ms, 2),
+      fixed(m.loaded.p99Ms, 2),
+      m.serial ? fixed(m.serial.p50Ms, 2) : "n/a",
+      m.key === "direct" ? "0 (base)" : fixed(overheadMs(m, direct), 2),
+      fixed(m.upstreamCallsPerOp, 2),
+      m.otherCores === undefined ? "n/a" : fixed(m.otherCores, 2),
+    ]),
+    ["left", "right", "right", "right", "right", "right", "right", "right"],
+  );
+}
+
+function peerCpuTable(peers: PeerReport, cores: number): string {
+  return cpuRows(peers.measurements, processNames(peers.measurements.map((m) => m.cpuMs)), cores);
+}
+
+/** The peer comparison as printed at the end of a run. */
+export function renderPeerTables(
+  peers: PeerReport,
+  settings: BenchSettings,
+  cores: number,
+): string {
+  return [
+    `Side by side with Portkey ${peers.portkey.version}: ${settings.n} requests, ${settings.concurrency} in flight, same mock upstream\n\n${peerResultsTable(peers)}`,
+    `Against the targets\n\n${verdictTable(peerVerdicts(peers))}`,
+    `CPU ms per request during the measured run\n\n${peerCpuTable(peers, cores)}`,
+    `RSS (MB) after the load run\n\n${rssTable(peers.measurements)}`,
+  ].join("\n\n");
+}
 
 function find(report: Report, key: WorkloadKey): Measurement | undefined {
   return report.measurements.find((m) => m.key === key);
@@ -126,22 +362,7 @@ function serialTable(report: Report): string | undefined {
 /** CPU ms per operation of each process, and how many cores were busy on average. */
 function cpuTable(report: Report): string {
   const names = PROCESS_ORDER.filter((name) => report.measurements.some((m) => m.cpuMs.has(name)));
-  return formatTable(
-    ["workload", ...names, "total", "cores busy"],
-    report.measurements.map((m) => {
-      const total = [...m.cpuMs.values()].reduce((sum, ms) => sum + ms, 0);
-      return [
-        m.label,
-        ...names.map((name) => {
-          const ms = m.cpuMs.get(name);
-          return ms === undefined ? "" : fixed(ms / m.loaded.ops, 3);
-        }),
-        fixed(total / m.loaded.ops, 3),
-        `${fixed(total / m.loaded.elapsedMs, 2)} of ${report.machine.cores}`,
-      ];
-    }),
-    ["left", ...names.map(() => "right" as const), "right", "right"],
-  );
+  return cpuRows(report.measurements, names, report.machine.cores);
 }
 
 /** Messages per operation through nats-server, by purpose, for each workload. */
@@ -193,9 +414,16 @@ export function renderTables(report: Report): string {
   const serial = serialTable(report);
   if (serial) sections.push(`Unloaded: ${serialN} operations, one at a time\n\n${serial}`);
   sections.push(`CPU ms per operation during the measured run\n\n${cpuTable(report)}`);
+  const memory = rssVerdict(report.measurements);
+  sections.push(
+    `RSS (MB) after the load run; each service under 200 MB: ${verdictWord(memory.met)} (${memory.value})\n\n${rssTable(report.measurements)}`,
+  );
   const traffic = trafficTable(report);
   if (traffic)
     sections.push(`NATS messages per operation (counted during the warm-up)\n\n${traffic}`);
+  if (report.peers) {
+    sections.push(renderPeerTables(report.peers, report.settings, report.machine.cores));
+  }
   return sections.join("\n\n");
 }
 
@@ -228,6 +456,141 @@ function need(report: Report, key: WorkloadKey): Measurement {
 }
 
 const WIDTH = 100;
+
+const PEER_HEADING = "## Side by side with Portkey (BENCH_PEERS=1)";
+
+/** Other load, in cores, above which the peer section warns that a path was disturbed. */
+const OTHER_LOAD_WARNING_CORES = 0.2;
+
+/**
+ * The README's peer section: the figures of `BENCH_PEERS=1` and the issue's targets, or, for a
+ * run without it, one sentence on how to get them.
+ */
+export function renderPeerSection(
+  peers: PeerReport | undefined,
+  settings: BenchSettings,
+  cores: number,
+): string {
+  if (peers === undefined) {
+    return [
+      PEER_HEADING,
+      wrap(
+        "This run had no peers: `BENCH_PEERS=1 npm run bench` also measures Handoff next to " +
+          "Portkey's open-source gateway on the same mock OpenAI upstream, with tracing off and " +
+          "on, and checks the issue's targets.",
+        WIDTH,
+      ),
+    ].join("\n\n");
+  }
+  const blocks: string[] = [PEER_HEADING];
+  const text = (...parts: string[]) => blocks.push(wrap(parts.join(" "), WIDTH));
+  const bullets = (...items: string[]) =>
+    blocks.push(items.map((item) => wrap(item, WIDTH, "- ", "  ")).join("\n"));
+  const direct = peer(peers, "direct");
+  const portkey = peer(peers, "portkey");
+  const handoff = peer(peers, "handoff");
+  const traced = peer(peers, "handoff-traced");
+  const ms = (value: number) => `${fixed(value, 2)} ms`;
+  const cpuIn = (m: PeerMeasurement | undefined, names: readonly string[]) =>
+    m === undefined
+      ? Number.NaN
+      : names.reduce((sum, name) => sum + (m.cpuMs.get(name) ?? 0), 0) / m.loaded.ops;
+  const otlp = peers.otlp;
+
+  text(
+    `Portkey's open-source AI gateway (\`@portkey-ai/gateway\` ${peers.portkey.version}, a`,
+    "stateless Node proxy) and Handoff, measured in this same run against the same mock OpenAI",
+    "upstream, one after the other, with the same client, the same request",
+    `("Hello there") and ${settings.concurrency} in flight. The upstream is a process of its own`,
+    "([mock-upstream.ts](mock-upstream.ts)) that answers every `POST /v1/chat/completions` at once",
+    "with a fixed `chat.completion`, so what is measured is each path's own cost:",
+  );
+  bullets(
+    "**direct**: the benchmark's client straight to the upstream, the floor.",
+    "**Portkey**: installed with `npm install --prefix <temporary folder>` " +
+      `(${peers.portkey.install}; ${fixed(peers.portkey.installMs / 1000, 1)} s) and started as ` +
+      "`node build/start-server.js --port=<port> --headless`, a process of its own with no config " +
+      "file; each request names its upstream in headers, `x-portkey-provider: openai` and " +
+      "`x-portkey-custom-host: http://127.0.0.1:<port>/v1`.",
+    "**Handoff, tracing off**: a second mesh (a fresh nats-server and the four services) whose " +
+      "tiers are `openai-compatible` deployments on the upstream, asked for `handoff/light`: " +
+      "gateway → JetStream → classifier → light model, one hop and one upstream call, with " +
+      "`OTEL_TRACES_EXPORTER=none` as in the main run (spans are made, not exported).",
+    "**Handoff, tracing on**: the same on another fresh mesh whose services export every span " +
+      "over OTLP/HTTP (protobuf, the SDK's default batching) to a sink process that answers 200 " +
+      "and keeps nothing ([otlp-sink.ts](otlp-sink.ts))" +
+      (otlp
+        ? `: it received ${otlp.exports} exports, ${fixed(otlp.spans / otlp.ops, 1)} spans and ${fixed(otlp.bytes / otlp.ops / 1000, 1)} kB per request.`
+        : "."),
+  );
+  text(
+    `Each path gets ${settings.warmup} requests of warm-up, ${settings.n} with`,
+    `${settings.concurrency} in flight and ${settings.serialN} one at a time; its *overhead over`,
+    "direct* is its unloaded p50 minus the direct path's. Every answer is checked (HTTP 200 and the",
+    "upstream's text in it), and the upstream's own count of completions gives the calls per",
+    "request. *Other load* is the CPU the rest of the machine used during the measured run (busy",
+    "time in `/proc/stat` less that of the processes measured), in cores: a path measured while",
+    "other work ran had fewer cores than the others, and its figures are not comparable.",
+  );
+  blocks.push(`### Throughput and latency, ${settings.concurrency} in flight`);
+  blocks.push(peerResultsTable(peers));
+  const disturbed = peers.measurements.filter(
+    (m) => (m.otherCores ?? 0) >= OTHER_LOAD_WARNING_CORES,
+  );
+  if (disturbed.length > 0) {
+    text(
+      "**Other work shared the machine:**",
+      disturbed.map((m) => `${fixed(m.otherCores ?? 0, 2)} cores during "${m.label}"`).join(", "),
+      `(of ${cores}), so those paths had fewer cores to themselves: run it again on a quiet`,
+      "machine before reading much into the ratios.",
+    );
+  }
+  blocks.push("### Against the targets");
+  blocks.push(verdictTable(peerVerdicts(peers)));
+  blocks.push("### CPU per request (ms) during the measured run");
+  text(
+    "CPU milliseconds each process spent per request; the client and the upstream run on the same",
+    "cores as the path under test.",
+  );
+  blocks.push(peerCpuTable(peers, cores));
+  blocks.push("### Memory after the load run (RSS, MB)");
+  blocks.push(rssTable(peers.measurements));
+
+  const meshNames = ["nats-server", ...SERVICES];
+  /** Cores the named processes kept busy on average during the measured run. */
+  const busy = (m: PeerMeasurement | undefined, names: readonly string[]) =>
+    m === undefined ? Number.NaN : cpuIn(m, names) * (m.loaded.ops / m.loaded.elapsedMs);
+  const portkeyCpu = cpuIn(portkey, ["Portkey"]);
+  const handoffCpu = cpuIn(handoff, meshNames);
+  text(
+    "**Reading it.** Portkey relays a request within one process; Handoff's `handoff/light`",
+    "path crosses its gateway, nats-server (a JetStream publish, a pull delivery, an ack and the",
+    "job record's KV writes) and the classifier, and answers from a durable job. Per request it",
+    `spent ${ms(handoffCpu)} of CPU in nats-server and the services against Portkey's`,
+    `${ms(portkeyCpu)} in its process (${fixed(ratio(handoffCpu, portkeyCpu), 1)}×). Under load`,
+    `Portkey's one event loop kept ${fixed(busy(portkey, ["Portkey"]), 2)} of a core busy while`,
+    `Handoff's processes together kept ${fixed(busy(handoff, meshNames), 2)} of ${cores} busy;`,
+    "with the client and the upstream on the same cores, CPU per request is what sets the",
+    "throughput ratio above.",
+    ...(direct?.serial && portkey?.serial && handoff?.serial
+      ? [
+          `Unloaded, Portkey added ${ms(overheadMs(portkey, direct))} to the direct path's`,
+          `${ms(direct.serial.p50Ms)} and Handoff ${ms(overheadMs(handoff, direct))}.`,
+        ]
+      : []),
+    ...(handoff && traced
+      ? [
+          "Exporting every span, Handoff served",
+          `${fixed(100 * ratio(traced.loaded.opsPerSec, handoff.loaded.opsPerSec), 0)} % of its`,
+          "tracing-off rate, and its CPU per request in the mesh went from",
+          `${ms(handoffCpu)} to ${ms(cpuIn(traced, meshNames))} (the sink took another`,
+          `${ms(cpuIn(traced, ["OTLP sink"]))}).`,
+        ]
+      : []),
+    `The peer mode added ${fixed(peers.durationMs / 1000, 0)} s to this run, the install included.`,
+  );
+  return blocks.join("\n\n");
+}
 
 /** bench/README.md for this run: method, command, machine, tables and what they say. */
 export function renderReadme(report: Report): string {
@@ -313,12 +676,21 @@ export function renderReadme(report: Report): string {
     "failed or wrong operation aborts the whole run: there are no numbers with errors in them.",
   );
   text(
-    "Two more things are recorded to explain the numbers: the **CPU time** each process used",
+    "Three more things are recorded to explain the numbers: the **CPU time** each process used",
     "during the measured run (from `/proc/<pid>/stat`; the benchmark itself from",
-    "`process.cpuUsage()`), and the **NATS messages** one operation costs, counted by purpose by a",
-    "wildcard subscriber (on `handoff.v1.>`, `$KV.>`, `$JS.API.>`, `$JS.ACK.>`, `_INBOX.>` …)",
-    "during the warm-up only, since copying every message to one more client would slow the",
-    "measured run.",
+    "`process.cpuUsage()`), the **resident memory** (RSS) of each process right after the measured",
+    "run (`VmRSS` in `/proc/<pid>/status`), and the **NATS messages** one operation costs, counted",
+    "by purpose by a wildcard subscriber (on `handoff.v1.>`, `$KV.>`, `$JS.API.>`, `$JS.ACK.>`,",
+    "`_INBOX.>` …) during the warm-up only, since copying every message to one more client would",
+    "slow the measured run.",
+  );
+  text(
+    "With `BENCH_PEERS=1` the run goes on to put Handoff **side by side with Portkey's open-source",
+    "gateway**: the benchmark installs `@portkey-ai/gateway` from npm into a temporary folder,",
+    "starts a mock OpenAI upstream in its own process, and measures the same request four ways,",
+    "each like the workloads above: straight to the upstream, through Portkey, and through a",
+    "second Handoff mesh asked for `handoff/light` with tracing off and with every span exported",
+    "over OTLP to a sink process. Its section below has the figures and the issue's targets.",
   );
 
   raw("## Run it");
@@ -326,6 +698,7 @@ export function renderReadme(report: Report): string {
     "```bash",
     "npm run bench                                   # builds, then runs bench/mesh.bench.ts",
     "BENCH_N=5000 BENCH_CONCURRENCY=32 npm run bench # more operations, more in flight",
+    "BENCH_PEERS=1 npm run bench                     # and Handoff next to Portkey's gateway",
     "```",
   );
   raw(
@@ -335,12 +708,14 @@ export function renderReadme(report: Report): string {
     "| `BENCH_CONCURRENCY` | 16 | operations in flight during the measured run |",
     "| `BENCH_WARMUP` | 200 | unmeasured operations before it (0 to skip) |",
     "| `BENCH_SERIAL_N` | 200 | operations one at a time, for unloaded latency (0 to skip) |",
+    "| `BENCH_PEERS` | 0 | `1`: also measure Handoff next to Portkey's gateway on a mock OpenAI upstream, tracing off and on (installs `@portkey-ai/gateway` from npm into a temporary folder, so it needs the registry; adds about half a minute) |",
   );
   text(
     "It needs `nats-server` and Node ≥ 22.18 (it runs the TypeScript directly); the services are",
     "the build output, so `npm run bench` builds first. Everything it starts (nats-server, the",
-    "four services, the temporary store) is stopped and removed at the end, also on failure or",
-    "Ctrl-C.",
+    "four services, the temporary store; with `BENCH_PEERS=1` also Portkey, the mock upstream, the",
+    "OTLP sink and the folder Portkey was installed into) is stopped and removed at the end, also",
+    "on failure or Ctrl-C.",
   );
 
   raw("## Machine");
@@ -377,6 +752,14 @@ export function renderReadme(report: Report): string {
     "the wall time of the run.",
   );
   raw(cpuTable(report));
+  const memory = rssVerdict(report.measurements);
+  raw("### Memory after the load run (RSS, MB)");
+  text(
+    "Resident set size of each process right after each measured run, in MB (10^6 bytes). The",
+    `issue's target, each service under ${fixed(RSS_TARGET_BYTES / 1e6, 0)} MB after the load run,`,
+    `was **${verdictWord(memory.met)}** (${memory.value}).`,
+  );
+  raw(rssTable(report.measurements));
   if (traffic) {
     raw("### NATS messages per operation (counted during the warm-up)");
     text(
@@ -484,6 +867,7 @@ export function renderReadme(report: Report): string {
       ? `The services logged ${report.serviceWarnings.length} warning(s) during the run, e.g. \`${report.serviceWarnings[0]}\`.`
       : "The services logged no warnings or errors during the run.",
   );
+  raw(renderPeerSection(report.peers, settings, machine.cores));
   raw("## Other benchmarks");
   text(
     "Each writes its own report, rewritten by every run; the figures below are from their last",
