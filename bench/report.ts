@@ -616,7 +616,6 @@ export function renderReadme(report: Report): string {
 
   // Job-record writes beyond the gateway's and one per stage visit are compare-and-set retries.
   const kvWrites = messagesPerOp(tools, "KV write ($KV)");
-  const kvRetries = kvWrites - 3;
   const envelopeToClassifier = meanBytes(tools, "JetStream publish (classifier)");
   const envelopeToTools = meanBytes(tools, "JetStream publish (tool-executor)");
   const resultBytes = meanBytes(tools, "result (core publish)");
@@ -804,20 +803,21 @@ export function renderReadme(report: Report): string {
     `**Where a request's work goes.** One arithmetic request costs`,
     `${fixed(messagesPerOp(tools), 0)} NATS messages, against ${fixed(messagesPerOp(js), 0)} for a`,
     `baseline JetStream message and ${fixed(messagesPerOp(core), 0)} for a core request-reply.`,
-    "Each mesh hop is a JetStream publish (and its PubAck), a pull delivery and an ack, plus a",
-    "write of the job record to the `handoff-jobs` KV bucket, which is a read and a",
-    "compare-and-set write: two round trips. The gateway adds its own record write (read +",
-    "create) and the job's first publish, and the last stage sends the result back over core NATS.",
-    "Around that, the gateway parses HTTP and validates the request with zod, every stage decodes",
-    "and validates the envelope with zod and validates its output again, and every publish and",
-    "stage makes OpenTelemetry spans.",
-    ...(Number.isFinite(kvRetries) && kvRetries >= 0.05
+    "The gateway creates the job's record in the `handoff-jobs` KV bucket, then publishes the job",
+    "and its `queued` event together. Each stage takes a pull delivery, reads the record and its",
+    "own kept output for the job at once (a redelivery finds what was already done), keeps its",
+    "output, writes the record with a compare-and-set against the revision it read (no second",
+    "read), then forwards the job with its `running` event, or, at the last stage, announces the",
+    "result over core NATS with its `succeeded` event, and acks (a plain ack). Every KV read and",
+    "write and every JetStream publish is a request with a reply on `_INBOX`, which is why replies",
+    "are the largest line of the message table. Around that, the gateway parses HTTP and validates",
+    "the request with zod, every stage decodes and validates the envelope with zod and validates",
+    "its output again, and every publish and stage makes OpenTelemetry spans.",
+    ...(Number.isFinite(kvWrites) && kvWrites > 5.05
       ? [
           `Of the ${fixed(kvWrites, 2)} KV writes per arithmetic request, about`,
-          `${fixed(kvRetries, 2)} were retries: the classifier writes its "running" record *after*`,
-          "forwarding the job, so the tool-executor's final write sometimes lands first, the",
-          "classifier's compare-and-set fails, and it re-reads the record, finds it finished and",
-          "gives up. Harmless, but wasted work.",
+          `${fixed(kvWrites - 5, 2)} were retries of a compare-and-set that lost a race (five are`,
+          "expected: the record's creation, and each stage's output and record).",
         ]
       : []),
   );
@@ -832,12 +832,12 @@ export function renderReadme(report: Report): string {
           `One at a time, the arithmetic request takes ${ms(tools.serial.p50Ms)} at p50`,
           `(${x(ratio(tools.serial.p50Ms, js.serial.p50Ms))} the JetStream baseline's`,
           `${ms(js.serial.p50Ms)}), the greeting ${light.serial ? ms(light.serial.p50Ms) : "n/a"}.`,
-          "That unloaded time is the real price of the path: about six round trips to nats-server",
-          "on the critical path (the gateway's record read, create and first publish; the",
-          "classifier's publish to the tool-executor; the tool-executor's record read and write",
-          "before it publishes the result), two pull deliveries, the HTTP request, and the",
-          "validation and tracing work above, across four processes. The classifier's own record",
-          "write and both acks happen off the critical path, but still cost CPU.",
+          "That unloaded time is the real price of the path: four round trips to nats-server on",
+          "the critical path of the greeting (the gateway's record creation, then its publish; the",
+          "classifier's two reads at once, then its output and record writes at once; the result",
+          "goes back without one), four for a stage that forwards (reads, output, record, forward),",
+          "the calculator's request, a pull delivery per hop, the HTTP request, and the validation",
+          "and tracing work above, across three or four processes.",
         ]
       : []),
   );
