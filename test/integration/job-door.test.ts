@@ -335,6 +335,34 @@ describe("the client library, over NATS and over HTTP", () => {
     }
   });
 
+  it("an abort that came before the wait began ends the wait at once, over NATS and HTTP", async () => {
+    const gone = AbortSignal.abort();
+    const { nc: conn } = await backend();
+    try {
+      const nats = natsClient({ nc: conn, tenant: "team-lib" });
+      // A job that never comes: before, its consumer waited for it for ever.
+      const waiting = nats.result(`never-${randomUUID()}`, { signal: gone });
+      const outcome = await Promise.race([
+        waiting.then(
+          () => "answered",
+          (error: unknown) => (error as HandoffClientError).code,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve("still waiting"), 3_000)),
+      ]);
+      expect(outcome).toBe("aborted");
+
+      const http = httpClient({ url: gatewayUrl });
+      const job = await http.submit(ask("Say hi."));
+      await http.result(job.id, { timeoutMs: 30_000 });
+      // Before, the stream was read (and the job followed) as if nothing had been aborted.
+      await expect(http.result(job.id, { signal: gone })).rejects.toMatchObject({
+        code: "aborted",
+      });
+    } finally {
+      await conn.close();
+    }
+  });
+
   it("HTTP: the same calls through the gateway, and the errors it answers", async () => {
     const client = httpClient({ url: gatewayUrl });
     const job = await client.submit(ask("What is 6 * 7?"));

@@ -1,3 +1,4 @@
+import { queryObjects } from "node:v8";
 import { type NatsHandle, startNats, waitFor } from "@handoff/testkit";
 import {
   builtinTools,
@@ -206,6 +207,41 @@ describe("tools as NATS services", () => {
     const gone = await found.call("echo", { text: "anyone?" }, inTime());
     expect(gone.error?.type).toBe("no_responders");
     expect(gone.output).toContain('no instance of the tool service for "echo" is running');
+  });
+
+  it("keep nothing of a call once it ended: memory does not grow with the calls made", async () => {
+    await serve([echo("a")]);
+    const found = await source();
+    const nc = await client();
+    // The class of a NATS message: each answered call got one, its reply.
+    const Message = (await nc.request(`${TOOL_SUBJECT_PREFIX}.echo`, '{"text":"x"}')).constructor;
+    const live = () => queryObjects(Message, { format: "count" });
+    for (let i = 0; i < 20; i++) await found.call("echo", { text: "warm" }, inTime());
+    const before = live();
+    for (let i = 0; i < 300; i++) {
+      expect(await found.call("echo", { text: String(i) }, inTime())).toEqual({ output: `a:${i}` });
+    }
+    // Racing each call against one promise that stays pending until the connection drops kept
+    // every call, its reply included, for as long as the connection lasted.
+    expect(live() - before).toBeLessThan(30);
+  });
+
+  it("keep no timer of a call they answered, on either side, until its deadline", async () => {
+    await serve([echo("a")]);
+    const found = await source();
+    const probe = setTimeout(() => {}, 0);
+    clearTimeout(probe);
+    const timers = async () => {
+      // An object a WeakRef was made to stays alive until the macrotask that made it ends.
+      await new Promise((resolve) => setImmediate(resolve));
+      return queryObjects(probe.constructor, { format: "count" });
+    };
+    for (let i = 0; i < 20; i++) await found.call("echo", { text: "warm" }, inTime(60_000));
+    const before = await timers();
+    for (let i = 0; i < 200; i++) await found.call("echo", { text: String(i) }, inTime(60_000));
+    // The serving side bounded each call with `AbortSignal.timeout`, whose timer (and the call's
+    // span, in the context it keeps) stayed until the caller's deadline, a minute later.
+    expect((await timers()) - before).toBeLessThan(20);
   });
 
   it("refuses to start a call whose deadline has passed", async () => {

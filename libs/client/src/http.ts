@@ -40,6 +40,8 @@ export function httpClient(options: HttpClientOptions): HandoffClient {
       wait.timeoutMs === undefined ? undefined : setTimeout(() => abort.abort(), wait.timeoutMs);
     const stop = () => abort.abort();
     wait.signal?.addEventListener("abort", stop, { once: true });
+    // Aborted before the wait began: it ends now, not when the job does.
+    if (wait.signal?.aborted) stop();
     let ended = false;
     try {
       const res = await fetch(`${base}/v1/jobs/${encodeURIComponent(id)}/events`, {

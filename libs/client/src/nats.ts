@@ -44,6 +44,10 @@ export function natsClient(options: NatsClientOptions): HandoffClient {
     const timer =
       wait.timeoutMs === undefined ? undefined : setTimeout(() => stop(), wait.timeoutMs);
     wait.signal?.addEventListener("abort", stop, { once: true });
+    // Aborted before the consumer was there (or before the wait began): its abort fired with no
+    // one listening, and the consumer would wait for the job's end (for ever, for a job that
+    // never comes, without a timeout).
+    if (wait.signal?.aborted) stop();
     let ended = false;
     try {
       for await (const msg of messages) {

@@ -1,3 +1,4 @@
+import { queryObjects } from "node:v8";
 import { type Deployment, type HandoffConfig, parseConfig, simProfile } from "@handoff/config";
 import { HandoffError, type Message } from "@handoff/contracts";
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
@@ -574,5 +575,29 @@ describe("jobResult", () => {
     const result = jobResult("tool-executor", call);
     expect(result.finish_reason).toBe("tool_calls");
     expect(result.message.tool_calls?.[0]?.function.arguments).toBe('{"expression":"2 + 2"}');
+  });
+});
+
+describe("memory", () => {
+  it("keeps no timer of a call that ended, so nothing of it waits for timeout_ms", async () => {
+    const router = new ModelRouter(simProfile);
+    const probe = setTimeout(() => {}, 0);
+    clearTimeout(probe);
+    // Counted from a new macrotask: objects a WeakRef was made to in the current one stay alive
+    // until it ends.
+    const live = async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      return queryObjects(probe.constructor, { format: "count" });
+    };
+    const job = new AbortController();
+    for (let i = 0; i < 5; i++)
+      await router.chat("light", { messages: hello }, { stage: "classifier" });
+    const before = await live();
+    for (let i = 0; i < 200; i++) {
+      await router.chat("light", { messages: hello }, { stage: "classifier", signal: job.signal });
+    }
+    // `AbortSignal.timeout` kept each call's timer, and the span and context it was made in,
+    // for the deployment's whole timeout_ms (60 s here) after the call ended.
+    expect((await live()) - before).toBeLessThan(20);
   });
 });

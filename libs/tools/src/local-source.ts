@@ -1,3 +1,4 @@
+import { timeoutSignal } from "./deadline.js";
 import type { SourceCallContext, SourceOutcome, SourceTool, ToolSource } from "./source.js";
 import { type Tool, ToolRegistry } from "./tool.js";
 
@@ -30,7 +31,8 @@ export class LocalToolSource implements ToolSource {
     args: Record<string, unknown>,
     ctx: SourceCallContext,
   ): Promise<SourceOutcome> {
-    const timeout = AbortSignal.timeout(Math.max(1, ctx.deadline - Date.now()));
+    const deadline = timeoutSignal(ctx.deadline - Date.now());
+    const timeout = deadline.signal;
     const signal = AbortSignal.any([ctx.signal, timeout]);
     try {
       const outcome = await this.#registry.execute(
@@ -49,6 +51,8 @@ export class LocalToolSource implements ToolSource {
         return { output: `error: ${message}`, error: { type: "timeout", message } };
       }
       throw error;
+    } finally {
+      deadline.clear();
     }
   }
 

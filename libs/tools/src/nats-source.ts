@@ -70,9 +70,9 @@ export class NatsToolSource implements ToolSource {
   #drops = 0;
   /** True between a drop of the connection and its return. */
   #disconnected = false;
-  /** Resolved at the next drop, and at the next reconnect: what a waiting call listens for. */
-  #dropped = signal();
-  #reconnected = signal();
+  /** The next drop, and the next reconnect: what a waiting call listens for. */
+  readonly #dropped = new Moment();
+  readonly #reconnected = new Moment();
   #statuses: (AsyncIterable<{ type: string }> & { stop?: () => void }) | undefined;
   /** Warnings said once per cause, not at every poll. */
   readonly #warned = new Set<string>();
@@ -210,6 +210,7 @@ export class NatsToolSource implements ToolSource {
     | { kind: "failed"; message: string }
   > {
     const headers = tracedHeaders({ [DEADLINE_HEADER]: String(Math.floor(ctx.deadline)) });
+    const drop = this.#dropped.wait();
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(ctx.signal.reason);
@@ -221,7 +222,7 @@ export class NatsToolSource implements ToolSource {
         this.#nc
           .request(subject, payload, { timeout, headers })
           .then((reply) => ({ kind: "reply" as const, reply })),
-        this.#dropped.promise.then(() => ({ kind: "dropped" as const })),
+        drop.promise.then(() => ({ kind: "dropped" as const })),
         aborted,
       ]);
     } catch (error) {
@@ -232,6 +233,7 @@ export class NatsToolSource implements ToolSource {
       }
       return { kind: "failed", message: (error as Error).message };
     } finally {
+      drop.cancel();
       if (onAbort) ctx.signal.removeEventListener("abort", onAbort);
     }
   }
@@ -245,6 +247,7 @@ export class NatsToolSource implements ToolSource {
     const backoff = Math.min(1_000, 50 * 2 ** Math.min(attempt - 1, 10));
     if (left <= backoff) return false;
     const timers: NodeJS.Timeout[] = [];
+    const back = this.#disconnected ? this.#reconnected.wait() : undefined;
     const after = (ms: number, value: boolean) =>
       new Promise<boolean>((resolve) => {
         timers.push(setTimeout(() => resolve(value), ms));
@@ -252,7 +255,7 @@ export class NatsToolSource implements ToolSource {
     let onAbort: (() => void) | undefined;
     try {
       return await Promise.race([
-        this.#disconnected ? this.#reconnected.promise.then(() => true) : after(backoff, true),
+        back ? back.promise.then(() => true) : after(backoff, true),
         after(left, false),
         new Promise<never>((_, reject) => {
           onAbort = () => reject(ctx.signal.reason);
@@ -261,6 +264,7 @@ export class NatsToolSource implements ToolSource {
       ]);
     } finally {
       for (const timer of timers) clearTimeout(timer);
+      back?.cancel();
       if (onAbort) ctx.signal.removeEventListener("abort", onAbort);
     }
   }
@@ -272,14 +276,10 @@ export class NatsToolSource implements ToolSource {
       if (status.type === "disconnect") {
         this.#drops++;
         this.#disconnected = true;
-        const dropped = this.#dropped;
-        this.#dropped = signal();
-        dropped.resolve();
+        this.#dropped.happen();
       } else if (status.type === "reconnect") {
         this.#disconnected = false;
-        const back = this.#reconnected;
-        this.#reconnected = signal();
-        back.resolve();
+        this.#reconnected.happen();
         // What changed while the connection was down is found now, not at the next poll.
         this.#soon();
       }
@@ -412,13 +412,32 @@ export class NatsToolSource implements ToolSource {
   }
 }
 
-/** A promise with its resolver, for "the next time X happens". */
-function signal(): { promise: Promise<void>; resolve: () => void } {
-  let resolve = () => {};
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
+/**
+ * "The next time X happens", for any number of waiters. Each waiter gets a promise of its own and
+ * gives it up when it is done waiting (`cancel`), so a call that ended leaves nothing here. (Racing
+ * every call against one shared promise instead, which stays pending until the connection drops,
+ * perhaps for days, kept a reaction on it per call, and through it the whole call, reply included:
+ * memory that grew with every tool call.)
+ */
+class Moment {
+  readonly #waiters = new Set<() => void>();
+
+  /** A promise resolved the next time it happens, and how to stop waiting for it. */
+  wait(): { promise: Promise<void>; cancel: () => void } {
+    let wake = () => {};
+    const promise = new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    this.#waiters.add(wake);
+    return { promise, cancel: () => void this.#waiters.delete(wake) };
+  }
+
+  /** Wakes every waiter; later waiters wait for the next time. */
+  happen(): void {
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const wake of waiters) wake();
+  }
 }
 
 function failure(

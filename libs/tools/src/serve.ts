@@ -2,6 +2,7 @@ import { extractContext } from "@handoff/mesh";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { type Service, type ServiceMsg, Svcm } from "@nats-io/services";
 import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { timeoutSignal } from "./deadline.js";
 import {
   DEADLINE_HEADER,
   TOOL_PROTOCOL_VERSION,
@@ -153,13 +154,13 @@ async function answer(
           msg.respondError(ToolErrorCode.deadline, text);
           return;
         }
-        const signal = AbortSignal.timeout(remaining);
+        const timeout = timeoutSignal(remaining);
         let outcome: Awaited<ReturnType<ToolRegistry["execute"]>>;
         try {
           outcome = await context.with(trace.setSpan(context.active(), span), () =>
             registry.execute(
               { id: "", type: "function", function: { name, arguments: msg.string() } },
-              { signal, now: options.now },
+              { signal: timeout.signal, now: options.now },
             ),
           );
         } catch {
@@ -167,6 +168,8 @@ async function answer(
           reply("error", ToolErrorCode.deadline, text);
           msg.respondError(ToolErrorCode.deadline, text);
           return;
+        } finally {
+          timeout.clear();
         }
         if (outcome.error !== undefined) {
           const code =

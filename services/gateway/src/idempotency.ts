@@ -325,7 +325,9 @@ export async function waitForJob(
   }
   const stop = () => watch.stop();
   const timer = setTimeout(stop, Math.max(0, timeoutMs));
-  signal?.addEventListener("abort", stop, { once: true });
+  // Aborted while the watch was being opened (the client left): nobody waits any more.
+  if (signal?.aborted) stop();
+  else signal?.addEventListener("abort", stop, { once: true });
   try {
     for await (const entry of watch) {
       if (entry.operation !== "PUT") continue;

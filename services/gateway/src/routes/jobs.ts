@@ -239,7 +239,10 @@ export function registerJobs(app: FastifyInstance, deps: JobRouteDeps): void {
         const sse = openSse(reply);
         // The watch delivers the current record first, then every change.
         const watch = await jobs.store.kv.watch({ key: id });
-        sse.signal.addEventListener("abort", () => watch.stop(), { once: true });
+        // A client that left while the watch was being opened is gone already: its abort fired
+        // before anyone listened, and the watch would follow the job for nobody until it ended.
+        if (sse.signal.aborted) watch.stop();
+        else sse.signal.addEventListener("abort", () => watch.stop(), { once: true });
         try {
           for await (const entry of watch) {
             if (entry.operation !== "PUT") continue;
