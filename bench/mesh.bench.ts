@@ -15,7 +15,7 @@
  * (installed from npm into a temporary folder) against one mock OpenAI upstream: direct, through
  * Portkey, and through a second mesh asked for `handoff/light`, with tracing off and on.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ServiceNames } from "@handoff/contracts";
@@ -633,6 +633,7 @@ async function main(): Promise<void> {
     finishedAt,
     command: settings.peers ? "BENCH_PEERS=1 npm run bench" : "npm run bench",
     peers,
+    appendix: readFileSync(new URL("bench/hot-path.md", root), "utf8"),
   };
   console.log(`\n${renderTables(report)}`);
   if (serviceWarnings.length > 0) {
