@@ -597,6 +597,30 @@ describe("exactly once: a job accepted is a job answered, once", () => {
     expect(done.completion.choices[0]?.message.content).toBe("answered by tool-executor");
   });
 
+  it("acks only after the job's event is stored: an event that cannot be published holds the ack", async () => {
+    await startRunner("classifier", answer);
+    await topology.jsm.streams.delete(Streams.events);
+    try {
+      const job = { ...testEnvelope(), step: 0 };
+      await publishJob(js, job, "classifier");
+      // The answer is recorded, but the event has nowhere to go: the delivery stays unacked.
+      expect((await finished(job.id)).status).toBe("succeeded");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect((await pending("classifier")).unacked).toBe(1);
+
+      // The stream is back: the held write, retried, publishes the event (the record already
+      // ended, by its own first attempt), and only then the delivery is acked.
+      await ensureTopology(nc, limits);
+      expect((await eventsOf(job.id, 1)).map((e) => e.type)).toEqual(["succeeded"]);
+      await waitFor(async () => ((await pending("classifier")).unacked === 0 ? true : undefined), {
+        timeoutMs: 10_000,
+        what: "the delivery to be acked",
+      });
+    } finally {
+      await ensureTopology(nc, limits);
+    }
+  });
+
   it("a redelivery of a job that ended publishes its final event again (stored once)", async () => {
     await startRunner("classifier", answer);
     const job = { ...testEnvelope(), step: 0 };

@@ -1,6 +1,7 @@
 import {
   type HandoffError,
   Headers,
+  isTerminal,
   type JobEnvelope,
   type JobRecord,
   type Stage,
@@ -99,8 +100,14 @@ export class JobOutcomes {
 
   // The record is written before it is announced, so a gateway that misses the message finds it.
   async #publish(record: JobRecord, from: RecordSnapshot | undefined) {
-    // A job already recorded as finished is not announced twice.
-    if (!(await this.store.save(record, from))) return;
-    await this.announce(record);
+    if (await this.store.save(record, from)) {
+      await this.announce(record);
+      return;
+    }
+    // A job already recorded as finished is not announced twice, but its event is published
+    // again: this may be a retry after the write landed and the event did not (NATS went away in
+    // between), and the events stream stores an event once.
+    const stored = await this.store.get(record.id);
+    if (stored && isTerminal(stored.status)) await this.published(stored);
   }
 }
