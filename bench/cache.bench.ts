@@ -22,7 +22,7 @@ import {
   type RunRecord,
   type UpstreamCall,
 } from "./cache-analysis.ts";
-import { startBenchMesh } from "./cache-mesh.ts";
+import { startBenchMesh } from "./bench-mesh.ts";
 import { type CacheReport, renderCacheMarkdown, renderCacheTables } from "./cache-report.ts";
 import {
   answerText,

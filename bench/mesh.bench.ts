@@ -18,19 +18,10 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ServiceNames } from "@handoff/contracts";
-import {
-  findNatsServer,
-  freePort,
-  type NatsHandle,
-  type ServiceProcess,
-  spawnNatsServer,
-  spawnService,
-  waitFor,
-} from "@handoff/testkit";
+import { findNatsServer, freePort, type NatsHandle, spawnNatsServer } from "@handoff/testkit";
 import { connect } from "@nats-io/transport-node";
 import { coreRequestReply, jetStreamWorkQueue, type Workload } from "./baselines.ts";
-import { startBenchMesh } from "./cache-mesh.ts";
+import { startBenchMesh } from "./bench-mesh.ts";
 import { classifySubject, envFlag, envInt, runConcurrent, type Summary, summarize } from "./lib.ts";
 import {
   type Child,
@@ -70,7 +61,6 @@ const settings = {
 /** Size of the JetStream baseline's message, about that of a job envelope between stages. */
 const ENVELOPE_BYTES = 1536;
 const HTTP_TIMEOUT_MS = 30_000;
-const READY_TIMEOUT_MS = 30_000;
 const root = new URL("..", import.meta.url);
 
 // ---------------------------------------------------------------------------------------------
@@ -100,106 +90,6 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     interrupted.abort(new Error(`interrupted by ${signal}`));
     void cleanup().finally(() => process.exit(130));
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// The mesh: four services, four processes.
-
-interface RunningMesh {
-  gatewayUrl: string;
-  processes: Map<string, ServiceProcess>;
-  /** Throws if a service exited, or logged an error, since the last check. */
-  check(): void;
-  stop(): Promise<void>;
-}
-
-async function startMesh(natsUrl: string): Promise<RunningMesh> {
-  const gatewayPort = await freePort();
-  const processes = new Map<string, ServiceProcess>();
-  const problems: string[] = [];
-  let stopping = false;
-
-  const stop = async () => {
-    stopping = true;
-    await Promise.all([...processes.values()].map((p) => p.stop(15_000)));
-  };
-  // Registered before the first spawn, so an interruption during start-up stops them too.
-  cleanups.push(stop);
-
-  const start = async (name: string) => {
-    const healthPort = name === "gateway" ? gatewayPort : await freePort();
-    const proc = spawnService({
-      name,
-      entry: new URL(`services/${name}/dist/main.js`, root).pathname,
-      env: {
-        NATS_URL: natsUrl,
-        HANDOFF_CONFIG: undefined,
-        HANDOFF_CONCURRENCY: undefined,
-        LOG_LEVEL: "warn",
-        OTEL_SERVICE_NAME: undefined,
-        OTEL_TRACES_EXPORTER: "none",
-        OTEL_METRICS_EXPORTER: "none",
-        OTEL_LOGS_EXPORTER: "none",
-        OTEL_EXPORTER_OTLP_ENDPOINT: undefined,
-        HOST: "127.0.0.1",
-        PORT: String(gatewayPort),
-        HEALTH_PORT: name === "gateway" ? undefined : String(healthPort),
-      },
-    });
-    processes.set(name, proc);
-    void proc.exited.then((exit) => {
-      if (!stopping) {
-        problems.push(
-          `${name} exited during the run (code ${exit.code}, signal ${exit.signal}):\n${proc.output().slice(-4000)}`,
-        );
-      }
-    });
-    // At LOG_LEVEL=warn there is no "ready" log line: ask /readyz (workers via HEALTH_PORT).
-    const ready = waitFor(
-      async () => (await fetch(`http://127.0.0.1:${healthPort}/readyz`)).status === 200,
-      { timeoutMs: READY_TIMEOUT_MS, intervalMs: 100, what: `${name} /readyz` },
-    );
-    const died = proc.exited.then((exit) => {
-      throw new Error(
-        `${name} exited before it was ready (code ${exit.code}, signal ${exit.signal}):\n${proc.output().slice(-4000)}`,
-      );
-    });
-    await Promise.race([ready, died]);
-  };
-
-  try {
-    await Promise.all(ServiceNames.map(start));
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-
-  return {
-    gatewayUrl: `http://127.0.0.1:${gatewayPort}`,
-    processes,
-    check() {
-      for (const [name, proc] of processes) {
-        const errors = proc.logs().filter((line) => Number(line.level) >= 50);
-        if (errors.length > 0) {
-          problems.push(
-            `${name} logged ${errors.length} error(s), e.g. ${JSON.stringify(errors[0])}`,
-          );
-        }
-      }
-      if (problems.length > 0) throw new Error(problems.join("\n"));
-    },
-    stop,
-  };
-}
-
-/** Warnings (pino level 40) the services logged: reported, since they hint at trouble. */
-function warnings(mesh: RunningMesh): string[] {
-  return [...mesh.processes].flatMap(([name, proc]) =>
-    proc
-      .logs()
-      .filter((line) => Number(line.level) === 40)
-      .map((line) => `${name}: ${String(line.msg)}`),
-  );
 }
 
 interface ChatKind {
@@ -585,7 +475,10 @@ async function main(): Promise<void> {
   }
 
   process.stdout.write("starting the mesh (4 processes)… ");
-  const mesh = await startMesh(nats.url);
+  const mesh = await startBenchMesh({
+    natsUrl: nats.url,
+    onStop: (stop) => cleanups.push(stop),
+  });
   console.log("ready");
   const meshPids = new Map(pids);
   for (const [name, proc] of mesh.processes) meshPids.set(name, proc.pid);
@@ -613,7 +506,7 @@ async function main(): Promise<void> {
     mesh.check();
     measurements.push({ key, label, what, ...result });
   }
-  const serviceWarnings = warnings(mesh);
+  const serviceWarnings = mesh.warnings();
 
   let peers: PeerReport | undefined;
   if (portkeyInstall !== undefined) {

@@ -18,7 +18,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { ServiceNames } from "@handoff/contracts";
 import { findNatsServer, type NatsHandle, spawnNatsServer } from "@handoff/testkit";
-import { type BenchMesh, startBenchMesh } from "./cache-mesh.ts";
+import { type BenchMesh, startBenchMesh } from "./bench-mesh.ts";
 import { envInt, runConcurrent, summarize } from "./lib.ts";
 import { childPids, machineFacts } from "./proc.ts";
 import {

@@ -1,8 +1,7 @@
 /**
  * The four services of the mesh as four processes from their built `services/<name>/dist/main.js`,
- * on a given nats-server and config file, ready when every one answers `/readyz`: what
- * `npm run bench:cache` starts for each of its runs (as `npm run bench` does for its mesh), and
- * `BENCH_PEERS=1 npm run bench` for its meshes on a mock OpenAI upstream.
+ * on a given nats-server and config file (or the built-in default), ready when every one answers
+ * `/readyz`: every benchmark's mesh (`npm run bench`, its peer meshes, `bench:cache`, `bench:soak`).
  */
 import { ServiceNames } from "@handoff/contracts";
 import { freePort, type ServiceProcess, spawnService, waitFor } from "@handoff/testkit";
@@ -22,10 +21,10 @@ export interface BenchMesh {
 
 export interface BenchMeshOptions {
   natsUrl: string;
-  /** Path of the config file (HANDOFF_CONFIG). */
-  configPath: string;
+  /** Path of the config file (HANDOFF_CONFIG); none for the built-in default (every tier `sim`). */
+  configPath?: string | undefined;
   /** More environment: the API keys and the upstream key the config names. */
-  env: Record<string, string>;
+  env?: Record<string, string>;
   /** Called with the mesh's stop before the first process starts, so an interruption stops it. */
   onStop: (stop: () => Promise<void>) => void;
   /**
