@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ChatCompletion } from "@handoff/contracts";
 import { findNatsServer, spawnNatsServer } from "@handoff/testkit";
+import { startBenchMesh } from "./bench-mesh.ts";
 import {
   type AnswerRecord,
   analyseCacheRuns,
@@ -22,7 +23,6 @@ import {
   type RunRecord,
   type UpstreamCall,
 } from "./cache-analysis.ts";
-import { startBenchMesh } from "./bench-mesh.ts";
 import { type CacheReport, renderCacheMarkdown, renderCacheTables } from "./cache-report.ts";
 import {
   answerText,
