@@ -1,5 +1,6 @@
 import { HandoffError } from "@handoff/contracts";
 import { redactSecrets } from "@handoff/telemetry";
+import type { ReplyHeaders } from "./http.js";
 
 /** Why a provider call failed, as far as the resilience layer cares. */
 export type ProviderFailure =
@@ -71,7 +72,7 @@ export function providerDetails(error: unknown): ProviderErrorDetails | undefine
  * `Retry-After` (seconds or an HTTP date) or `retry-after-ms`, in milliseconds; undefined when
  * absent or unreadable. Capped at ten minutes so a hostile header cannot park a job forever.
  */
-export function retryAfterMs(headers: Headers, now = Date.now()): number | undefined {
+export function retryAfterMs(headers: ReplyHeaders, now = Date.now()): number | undefined {
   const cap = 600_000;
   const ms = headers.get("retry-after-ms");
   if (ms !== null && ms.trim() !== "" && Number.isFinite(Number(ms))) {

@@ -9,6 +9,7 @@ import {
   providerError,
   retryAfterMs,
 } from "../errors.js";
+import { fetchPost, type HttpPost, type HttpReply, headerRecord, undiciPost } from "../http.js";
 import { readSse } from "../sse.js";
 import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamEvent } from "../types.js";
 import {
@@ -29,7 +30,10 @@ export const DEFAULT_ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY";
 export interface AnthropicModelOptions {
   /** Where the API key variable is looked up; `process.env` by default. */
   env?: NodeJS.ProcessEnv;
-  /** The fetch to use; the global one by default. */
+  /**
+   * A `fetch` to send requests with instead of the adapters' own HTTP client (undici's `request`,
+   * see `../http.ts`): tests and proxies substitute their own.
+   */
   fetch?: typeof fetch;
 }
 
@@ -49,8 +53,8 @@ export class AnthropicModel implements ChatModel {
   readonly url: string;
   /** The prompt-cache breakpoints its requests carry (the deployment's `prompt_cache`). */
   readonly promptCache: PromptCacheMarks;
-  readonly #headers: Headers;
-  readonly #fetch: typeof fetch;
+  readonly #headers: Readonly<Record<string, string>>;
+  readonly #post: HttpPost;
 
   /**
    * Throws `HANDOFF_ERR_CONFIG` when the API key variable (`api_key_env`, by default
@@ -61,7 +65,7 @@ export class AnthropicModel implements ChatModel {
     this.deployment = deploymentId(deployment);
     this.url = messagesUrl(deployment.base_url ?? DEFAULT_ANTHROPIC_BASE_URL);
     this.promptCache = promptCacheOf(deployment);
-    this.#fetch = options.fetch ?? globalThis.fetch;
+    this.#post = options.fetch ? fetchPost(options.fetch) : undiciPost;
 
     const env = options.env ?? process.env;
     const keyEnv = deployment.api_key_env ?? DEFAULT_ANTHROPIC_KEY_ENV;
@@ -73,7 +77,7 @@ export class AnthropicModel implements ChatModel {
       );
     }
 
-    this.#headers = new Headers({
+    const headers = new Headers({
       "x-api-key": key,
       "anthropic-version": ANTHROPIC_VERSION,
       "content-type": "application/json",
@@ -81,14 +85,15 @@ export class AnthropicModel implements ChatModel {
     // The deployment's own headers come last so a config can opt into a beta (`anthropic-beta`)
     // or a newer version without a code change.
     for (const [name, value] of Object.entries(deployment.headers ?? {})) {
-      this.#headers.set(name, value);
+      headers.set(name, value);
     }
+    this.#headers = headerRecord(headers);
   }
 
   async chat(request: ChatRequest, options: CallOptions = {}): Promise<ChatResult> {
     const { signal } = options;
     const { body, answerTool } = toAnthropicRequest(request, this.model, false, this.promptCache);
-    const res = await this.#post(body, signal);
+    const res = await this.#send(body, signal);
 
     let text: string;
     try {
@@ -132,8 +137,7 @@ export class AnthropicModel implements ChatModel {
   async *stream(request: ChatRequest, options: CallOptions = {}): AsyncIterable<ChatStreamEvent> {
     const { signal } = options;
     const { body, answerTool } = toAnthropicRequest(request, this.model, true, this.promptCache);
-    const res = await this.#post(body, signal);
-    if (!res.body) throw this.#error("the streamed response has no body", "malformed");
+    const res = await this.#send(body, signal);
 
     const assembler = new StreamAssembler(answerTool);
     try {
@@ -163,20 +167,22 @@ export class AnthropicModel implements ChatModel {
       if (error instanceof HandoffError) throw error;
       // The connection dropped mid-body: what arrived is a truncated stream.
       throw this.#error(`the stream broke off: ${describe(error)}`, "malformed", error);
+    } finally {
+      // Releases the connection on an error and when the consumer stops early.
+      res.discard();
     }
     throw this.#error("the stream ended without message_stop", "malformed");
   }
 
   /** Sends the request; resolves with a 2xx response, throws a classified error otherwise. */
-  async #post(body: AnthropicRequest, signal: AbortSignal | undefined): Promise<Response> {
+  async #send(body: AnthropicRequest, signal: AbortSignal | undefined): Promise<HttpReply> {
     signal?.throwIfAborted();
-    let res: Response;
+    let res: HttpReply;
     try {
-      res = await this.#fetch(this.url, {
-        method: "POST",
+      res = await this.#post(this.url, {
         headers: this.#headers,
         body: JSON.stringify(body),
-        signal: signal ?? null,
+        signal,
       });
     } catch (error) {
       // The caller's abort is not a provider failure: it propagates as it was raised.

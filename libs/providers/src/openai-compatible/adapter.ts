@@ -1,6 +1,7 @@
 import { type Deployment, deploymentId } from "@handoff/config";
 import { HandoffError } from "@handoff/contracts";
 import { httpFailure, providerError, retryAfterMs } from "../errors.js";
+import { fetchPost, type HttpPost, type HttpReply, headerRecord, undiciPost } from "../http.js";
 import { replayAsStream } from "../replay.js";
 import { SseLimitError, SseParser } from "../sse.js";
 import type { CallOptions, ChatModel, ChatRequest, ChatResult, ChatStreamEvent } from "../types.js";
@@ -22,7 +23,10 @@ export const OPENAI_BASE_URL = "https://api.openai.com/v1";
 export interface OpenAICompatibleOptions {
   /** Where `api_key_env` is looked up; `process.env` by default. */
   env?: NodeJS.ProcessEnv;
-  /** The HTTP client; the global `fetch` by default. Tests and proxies can substitute their own. */
+  /**
+   * A `fetch` to send requests with instead of the adapters' own HTTP client (undici's `request`,
+   * see `../http.ts`): tests and proxies substitute their own.
+   */
   fetch?: typeof fetch;
 }
 
@@ -57,13 +61,14 @@ export class OpenAICompatibleModel implements ChatModel {
   /** The deployment's id in logs and errors, e.g. `openai-compatible:gpt-4o-mini`. */
   readonly deployment: string;
   readonly #dialect: Dialect;
-  readonly #headers: Headers;
-  readonly #fetch: typeof fetch;
+  /** Every request's headers, but `accept`. */
+  readonly #headers: Readonly<Record<string, string>>;
+  readonly #post: HttpPost;
 
   constructor(deployment: Deployment, options: OpenAICompatibleOptions = {}) {
     this.model = deployment.model;
     this.deployment = deploymentId(deployment);
-    this.#fetch = options.fetch ?? globalThis.fetch;
+    this.#post = options.fetch ? fetchPost(options.fetch) : undiciPost;
     const env = options.env ?? process.env;
 
     let endpoint: URL;
@@ -98,12 +103,13 @@ export class OpenAICompatibleModel implements ChatModel {
       if (this.#dialect === "azure") headers.set("api-key", key);
       else headers.set("authorization", `Bearer ${key}`);
     }
-    this.#headers = headers;
+    if (!headers.has("content-type")) headers.set("content-type", "application/json");
+    this.#headers = headerRecord(headers);
   }
 
   /** One non-streamed completion. */
   async chat(request: ChatRequest, options: CallOptions = {}): Promise<ChatResult> {
-    const response = await this.#post(request, false, options.signal);
+    const response = await this.#send(request, false, options.signal);
     return this.#readCompletion(response, request, options.signal);
   }
 
@@ -113,7 +119,7 @@ export class OpenAICompatibleModel implements ChatModel {
    */
   async *stream(request: ChatRequest, options: CallOptions = {}): AsyncIterable<ChatStreamEvent> {
     const signal = options.signal;
-    const response = await this.#post(request, true, signal);
+    const response = await this.#send(request, true, signal);
 
     // A server that ignores `stream: true` answers with one JSON completion: replay it as events.
     const type = response.headers.get("content-type") ?? "";
@@ -121,17 +127,15 @@ export class OpenAICompatibleModel implements ChatModel {
       yield* replayAsStream(await this.#readCompletion(response, request, signal));
       return;
     }
-    if (!response.body) throw this.#malformed("the streamed response has no body");
-
     const assembler = new StreamAssembler(this.deployment, request, this.model);
     const parser = new SseParser();
     const decoder = new TextDecoder();
-    const reader = response.body.getReader();
+    const chunks = response.body[Symbol.asyncIterator]();
     try {
       while (!assembler.done) {
-        let read: Awaited<ReturnType<typeof reader.read>>;
+        let read: IteratorResult<Uint8Array>;
         try {
-          read = await reader.read();
+          read = await chunks.next();
         } catch (error) {
           if (signal?.aborted) throw signal.reason;
           throw this.#malformed(
@@ -156,29 +160,24 @@ export class OpenAICompatibleModel implements ChatModel {
       }
     } finally {
       // Releases the connection after [DONE], on an error, and when the consumer stops early.
-      reader.cancel().catch(() => {});
+      chunks.return?.()?.catch(() => {});
+      response.discard();
     }
     yield { type: "done", result: assembler.finish() };
   }
 
   /** POSTs the request; resolves with a 2xx response, or throws the classified failure. */
-  async #post(request: ChatRequest, stream: boolean, signal?: AbortSignal): Promise<Response> {
+  async #send(request: ChatRequest, stream: boolean, signal?: AbortSignal): Promise<HttpReply> {
     signal?.throwIfAborted();
     const body = toWireRequest(request, { model: this.model, dialect: this.#dialect, stream });
-    const headers = new Headers(this.#headers);
-    if (!headers.has("content-type")) headers.set("content-type", "application/json");
-    if (!headers.has("accept")) {
-      headers.set("accept", stream ? "text/event-stream" : "application/json");
-    }
+    const headers =
+      this.#headers.accept === undefined
+        ? { ...this.#headers, accept: stream ? "text/event-stream" : "application/json" }
+        : this.#headers;
 
-    let response: Response;
+    let response: HttpReply;
     try {
-      response = await this.#fetch(this.url, {
-        method: "POST",
-        headers,
-        body: JSON.stringify(body),
-        ...(signal ? { signal } : {}),
-      });
+      response = await this.#post(this.url, { headers, body: JSON.stringify(body), signal });
     } catch (error) {
       throw this.#transportError(error, signal);
     }
@@ -203,7 +202,7 @@ export class OpenAICompatibleModel implements ChatModel {
   }
 
   async #readCompletion(
-    response: Response,
+    response: HttpReply,
     request: ChatRequest,
     signal: AbortSignal | undefined,
   ): Promise<ChatResult> {
