@@ -11,8 +11,8 @@ import type { CountingUpstream } from "./upstream.js";
 /**
  * g. A burst of jobs (3,000 by default, `FAULTS_BURST`) with the heavy tier stopped: the heavy jobs
  * pile up in the stream, not in any process. Every service's memory stays bounded while they wait
- * and while the heavy tier drains them: a replica holds at most its concurrency unacknowledged
- * (it fetches only as many jobs as it has free slots, far below the consumer's max_ack_pending).
+ * and while the heavy tier drains them: a replica holds at most its concurrency (it fetches only as
+ * many jobs as it has free slots, far below the consumer's max_ack_pending).
  * All complete once the heavy tier starts.
  */
 
@@ -25,6 +25,11 @@ const LATENCY = { light: 20, mid: 20, heavy: 40 };
  * structural guarantee is the ack-pending check (the waiting jobs stay in the stream).
  */
 const RSS_GROWTH_MIB = Number(knob("FAULTS_RSS_GROWTH_MIB") ?? 256);
+/**
+ * The most unacknowledged heavy jobs nats-server may count at once: the replica's concurrency,
+ * plus as many again for acks sent and not yet applied by the server.
+ */
+const ACK_PENDING_BOUND = 2 * Concurrency["heavy-reasoner"];
 
 describe("g. a burst with the heavy tier stopped", () => {
   let nats: NatsHandle, upstream: CountingUpstream, mesh: FaultMesh;
@@ -135,8 +140,11 @@ describe("g. a burst with the heavy tier stopped", () => {
     ).length;
     // The heavy jobs waited in the stream, not in a process.
     expect(queuedBeforeStart).toBe(heavyJobs);
-    // The heavy tier never held more than it works on at once.
-    expect(maxAckPending).toBeLessThanOrEqual(Concurrency["heavy-reasoner"]);
+    // The heavy tier never held more than it works on at once. The server's count also holds the
+    // acks on their way: a stage acks without waiting for a confirmation and then pulls the next
+    // job, and nats-server may apply the pull before the ack. A replica that buffered jobs ahead
+    // of its slots would show hundreds here.
+    expect(maxAckPending).toBeLessThanOrEqual(ACK_PENDING_BOUND);
     // Every process's memory stayed within the bound of its idle size.
     for (const [label, mib] of Object.entries(peak)) {
       const base = idle[label] ?? heavyIdle.value;
