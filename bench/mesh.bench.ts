@@ -56,6 +56,8 @@ const settings = {
   warmup: envInt(process.env, "BENCH_WARMUP", 200, 0),
   serialN: envInt(process.env, "BENCH_SERIAL_N", 200, 0),
   peers: envFlag(process.env, "BENCH_PEERS"),
+  /** Rounds of the peer mode's tracing-off and tracing-on meshes, alternating. */
+  tracingRounds: envInt(process.env, "BENCH_TRACING_ROUNDS", 2, 1),
 };
 
 /** Size of the JetStream baseline's message, about that of a job envelope between stages. */
@@ -351,12 +353,17 @@ async function runPeers(
   );
   await portkey.child.stop();
 
-  // (c, d) Through a mesh of its own, asked for handoff/light: tracing off, then on.
+  // (c, d) Through a mesh of its own, asked for handoff/light: tracing off, then on, in rounds.
   const configPath = join(dir, "handoff.yaml");
   writeFileSync(configPath, peerConfigYaml(upstream.url));
   let otlp: PeerReport["otlp"];
-  for (const traced of [false, true]) {
-    const label = `Handoff handoff/light, tracing ${traced ? "on" : "off"}`;
+  const rounds = settings.tracingRounds;
+  const order = Array.from({ length: rounds }, (_, round) => [
+    { traced: false, round },
+    { traced: true, round },
+  ]).flat();
+  for (const { traced, round } of order) {
+    const label = `Handoff handoff/light, tracing ${traced ? "on" : "off"}${rounds > 1 ? ` (round ${round + 1})` : ""}`;
     process.stdout.write(
       `starting a mesh on the mock upstream (nats-server, 4 services${traced ? ", OTLP sink" : ""})… `,
     );
@@ -405,10 +412,10 @@ async function runPeers(
       }>(sink.url);
       if (stats.spans === 0) throw new Error("tracing on, but no spans reached the OTLP sink");
       otlp = {
-        exports: stats.exports,
-        bytes: stats.bytes,
-        spans: stats.spans,
-        ops: opsPerWorkload,
+        exports: (otlp?.exports ?? 0) + stats.exports,
+        bytes: (otlp?.bytes ?? 0) + stats.bytes,
+        spans: (otlp?.spans ?? 0) + stats.spans,
+        ops: (otlp?.ops ?? 0) + opsPerWorkload,
       };
       console.log(
         `  OTLP sink: ${stats.exports} exports, ${(stats.spans / opsPerWorkload).toFixed(1)} spans and ${(stats.bytes / opsPerWorkload / 1000).toFixed(1)} kB per request${stats.unreadable > 0 ? ` (${stats.unreadable} exports unreadable)` : ""}`,

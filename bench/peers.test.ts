@@ -7,6 +7,7 @@ import { MOCK_KEY_ENV, MOCK_MODELS, peerConfigYaml, portkeyHeaders } from "./pee
 import { type MachineFacts, parseStatBusyTicks, parseVmRss } from "./proc.ts";
 import {
   type Measurement,
+  meanRate,
   overheadMs,
   type PeerMeasurement,
   type PeerReport,
@@ -296,6 +297,21 @@ describe("the targets", () => {
     expect(verdicts.slice(0, 3).map((v) => v.met)).toEqual([true, true, true]);
   });
 
+  it("judge tracing by the mean rates of the alternating rounds, not by one pair", () => {
+    const report = peers({ portkey: 400, handoff: 500, traced: 400 });
+    // A second round in which tracing on ran faster than off: one pair alone says 0.80.
+    report.measurements.push(
+      peerMeasurement("handoff", 420, undefined),
+      peerMeasurement("handoff-traced", 500, undefined, { gateway: 300 }),
+    );
+    expect(meanRate(report, "handoff")).toBe(460);
+    const verdicts = peerVerdicts(report);
+    expect(verdicts[2]?.value).toBe("0.98");
+    expect(verdicts[2]?.met).toBe(true);
+    // Memory is judged over every round.
+    expect(verdicts[3]?.value).toBe("largest: gateway, 300.0 MB");
+  });
+
   it("say 'not measured' for the overhead without serial runs", () => {
     const verdicts = peerVerdicts(peers({ portkey: 400, handoff: 420, traced: 400 }));
     expect(verdicts[1]?.met).toBeUndefined();
@@ -425,7 +441,7 @@ describe("the peer section", () => {
     expect(prose).toContain("against Portkey's 2.00 ms in its process (2.5×)");
     expect(prose).toContain("Handoff's processes together kept 1.50 of 2 busy");
     expect(prose).toContain("Portkey's one event loop kept 0.80 of a core busy");
-    expect(prose).toContain("served 93 % of its tracing-off rate");
+    expect(prose).toContain("served 93 % of the tracing-off rate");
     // Every line of prose fits the README's width; tables may be wider.
     for (const line of section.split("\n")) {
       if (!line.startsWith("|")) expect(line.length).toBeLessThanOrEqual(100);
