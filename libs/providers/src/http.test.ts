@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { Deployment } from "@handoff/config";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AnthropicModel } from "./anthropic/adapter.js";
-import { fetchPost, undiciPost } from "./http.js";
+import { agentFor, fetchPost, postWith, undiciPost } from "./http.js";
 import { OpenAICompatibleModel } from "./openai-compatible/adapter.js";
 
 const COMPLETION = {
@@ -152,6 +152,39 @@ describe("the adapters' HTTP client", () => {
       expect(await reply.text()).toBe("{}");
       reply.discard();
     }
+  });
+
+  it("goes through HTTP_PROXY under NODE_USE_ENV_PROXY=1, and straight there otherwise", async () => {
+    const server = await upstream(COMPLETION);
+    // The proxy answers itself: what it saw is the absolute URL of the request it was asked to
+    // forward.
+    const proxy = await upstream({ proxied: true });
+    const target = `${server.base}/v1/chat/completions`;
+    const init = { headers: { "content-type": "application/json" }, body: "{}" };
+    const envs = {
+      proxied: { NODE_USE_ENV_PROXY: "1", HTTP_PROXY: proxy.base },
+      "lower-case names": { NODE_USE_ENV_PROXY: "1", http_proxy: proxy.base },
+      "switch off": { HTTP_PROXY: proxy.base },
+      "target in NO_PROXY": {
+        NODE_USE_ENV_PROXY: "1",
+        HTTP_PROXY: proxy.base,
+        NO_PROXY: "127.0.0.1",
+      },
+    };
+    const answers: Record<string, unknown> = {};
+    for (const [name, env] of Object.entries(envs)) {
+      const agent = agentFor(env);
+      const reply = await postWith(agent, target, init);
+      answers[name] = JSON.parse(await reply.text()).proxied ?? false;
+      await agent.close();
+    }
+    expect(answers).toEqual({
+      proxied: true,
+      "lower-case names": true,
+      "switch off": false,
+      "target in NO_PROXY": false,
+    });
+    expect(proxy.requests.map((r) => r.url)).toEqual([target, target]);
   });
 
   it("closes the connection of a body given up half read, so nothing waits on it", async () => {

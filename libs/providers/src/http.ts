@@ -1,4 +1,4 @@
-import { Agent, request } from "undici";
+import { Agent, type Dispatcher, EnvHttpProxyAgent, request } from "undici";
 
 /**
  * The one HTTP call the provider adapters make: a POST with a JSON body, answered with a status,
@@ -38,24 +38,49 @@ export interface HttpReply {
   discard(): void;
 }
 
-let shared: Agent | undefined;
+let shared: Dispatcher | undefined;
 
-/**
- * The adapters' agent: keep-alive connections per origin, reused across calls. Its timeouts are
- * undici's (and so the global fetch's) defaults; the caller's signal is what bounds a call.
- */
-function agent(): Agent {
-  shared ??= new Agent();
+/** The adapters' agent, made on first use from the process's environment. */
+function agent(): Dispatcher {
+  shared ??= agentFor(process.env);
   return shared;
 }
 
+/**
+ * An agent with keep-alive connections per origin, reused across calls. Its timeouts are undici's
+ * (and so the global fetch's) defaults; the caller's signal is what bounds a call.
+ *
+ * With `NODE_USE_ENV_PROXY=1` it goes through the proxies that `HTTPS_PROXY`, `HTTP_PROXY` and
+ * `NO_PROXY` name (either case), as Node's own `fetch` does under that variable; without it, no
+ * proxy, as before.
+ */
+export function agentFor(env: NodeJS.ProcessEnv): Dispatcher {
+  if (env.NODE_USE_ENV_PROXY !== "1") return new Agent();
+  const pick = (name: string) => env[name.toLowerCase()] ?? env[name];
+  const options: ConstructorParameters<typeof EnvHttpProxyAgent>[0] = {};
+  const httpProxy = pick("HTTP_PROXY");
+  const httpsProxy = pick("HTTPS_PROXY");
+  const noProxy = pick("NO_PROXY");
+  if (httpProxy) options.httpProxy = httpProxy;
+  if (httpsProxy) options.httpsProxy = httpsProxy;
+  if (noProxy) options.noProxy = noProxy;
+  return new EnvHttpProxyAgent(options);
+}
+
 /** An {@link HttpPost} over undici's `request`: no WHATWG objects built per call. */
-export const undiciPost: HttpPost = async (url, init) => {
+export const undiciPost: HttpPost = (url, init) => postWith(agent(), url, init);
+
+/** {@link undiciPost} through a given agent (tests, and a proxy's). */
+export async function postWith(
+  dispatcher: Dispatcher,
+  url: string,
+  init: HttpPostInit,
+): Promise<HttpReply> {
   const answer = await request(url, {
     method: "POST",
     headers: init.headers,
     body: init.body,
-    dispatcher: agent(),
+    dispatcher,
     ...(init.signal ? { signal: init.signal } : {}),
   });
   const { statusCode, headers, body } = answer;
@@ -75,7 +100,7 @@ export const undiciPost: HttpPost = async (url, init) => {
       if (!body.destroyed) body.destroy();
     },
   };
-};
+}
 
 /** An {@link HttpPost} over a `fetch`: the adapters' substitute for tests and proxies. */
 export function fetchPost(fetchFn: typeof fetch): HttpPost {
