@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   classifySubject,
   envInt,
+  envText,
   fixed,
   formatTable,
   percentile,
@@ -191,6 +192,14 @@ describe("formatTable", () => {
 
   it("rejects rows of the wrong width", () => {
     expect(() => formatTable(["a", "b"], [["1"]])).toThrow(/row 0 has 1 cells/);
+  });
+});
+
+describe("envText", () => {
+  it("is the trimmed text, or undefined when unset or blank", () => {
+    expect(envText({ X: " --max-semi-space-size=16 " }, "X")).toBe("--max-semi-space-size=16");
+    expect(envText({ X: "   " }, "X")).toBeUndefined();
+    expect(envText({}, "X")).toBeUndefined();
   });
 });
 

@@ -175,6 +175,14 @@ export function envInt(
   return value;
 }
 
+/** A setting's text, trimmed; undefined when it is unset or blank. */
+export function envText(
+  env: Readonly<Record<string, string | undefined>>,
+  name: string,
+): string | undefined {
+  return env[name]?.trim() || undefined;
+}
+
 /**
  * An optional on/off switch from the environment: off when unset or blank, `1`/`true`/`yes`/`on`
  * for on and `0`/`false`/`no`/`off` for off (any case); anything else is an error naming the

@@ -22,7 +22,15 @@ import { findNatsServer, freePort, type NatsHandle, spawnNatsServer } from "@han
 import { connect } from "@nats-io/transport-node";
 import { coreRequestReply, jetStreamWorkQueue, type Workload } from "./baselines.ts";
 import { startBenchMesh } from "./bench-mesh.ts";
-import { classifySubject, envFlag, envInt, runConcurrent, type Summary, summarize } from "./lib.ts";
+import {
+  classifySubject,
+  envFlag,
+  envInt,
+  envText,
+  runConcurrent,
+  type Summary,
+  summarize,
+} from "./lib.ts";
 import {
   type Child,
   chatRequest,
@@ -58,7 +66,12 @@ const settings = {
   peers: envFlag(process.env, "BENCH_PEERS"),
   /** Rounds of the peer mode's tracing-off and tracing-on meshes, alternating. */
   tracingRounds: envInt(process.env, "BENCH_TRACING_ROUNDS", 2, 1),
+  serviceNodeOptions: envText(process.env, "BENCH_SERVICE_NODE_OPTIONS"),
 };
+/** NODE_OPTIONS of every mesh service, when BENCH_SERVICE_NODE_OPTIONS sets them. */
+const serviceNodeOptions = settings.serviceNodeOptions
+  ? { NODE_OPTIONS: settings.serviceNodeOptions }
+  : {};
 
 /** Size of the JetStream baseline's message, about that of a job envelope between stages. */
 const ENVELOPE_BYTES = 1536;
@@ -379,6 +392,7 @@ async function runPeers(
         OTEL_EXPORTER_OTLP_ENDPOINT: sink?.url,
         OTEL_EXPORTER_OTLP_PROTOCOL: sink ? "http/protobuf" : undefined,
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: undefined,
+        ...serviceNodeOptions,
       },
     });
     console.log("ready");
@@ -485,6 +499,7 @@ async function main(): Promise<void> {
   const mesh = await startBenchMesh({
     natsUrl: nats.url,
     onStop: (stop) => cleanups.push(stop),
+    overrides: serviceNodeOptions,
   });
   console.log("ready");
   const meshPids = new Map(pids);
@@ -531,7 +546,15 @@ async function main(): Promise<void> {
     serviceWarnings,
     startedAt,
     finishedAt,
-    command: settings.peers ? "BENCH_PEERS=1 npm run bench" : "npm run bench",
+    command: [
+      settings.peers ? "BENCH_PEERS=1" : "",
+      settings.serviceNodeOptions
+        ? `BENCH_SERVICE_NODE_OPTIONS="${settings.serviceNodeOptions}"`
+        : "",
+      "npm run bench",
+    ]
+      .filter(Boolean)
+      .join(" "),
     peers,
     appendix: readFileSync(new URL("bench/hot-path.md", root), "utf8"),
   };

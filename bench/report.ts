@@ -73,6 +73,8 @@ export interface BenchSettings {
   serialN: number;
   /** BENCH_PEERS: also measure Handoff next to Portkey's gateway. */
   peers: boolean;
+  /** BENCH_SERVICE_NODE_OPTIONS: NODE_OPTIONS of every mesh service, e.g. a V8 heap setting. */
+  serviceNodeOptions?: string | undefined;
 }
 
 export interface Report {
@@ -727,6 +729,7 @@ export function renderReadme(report: Report): string {
     "| `BENCH_WARMUP` | 200 | unmeasured operations before it (0 to skip) |",
     "| `BENCH_SERIAL_N` | 200 | operations one at a time, for unloaded latency (0 to skip) |",
     "| `BENCH_PEERS` | 0 | `1`: also measure Handoff next to Portkey's gateway on a mock OpenAI upstream, tracing off and on (installs `@portkey-ai/gateway` from npm into a temporary folder, so it needs the registry; adds about half a minute) |",
+    "| `BENCH_SERVICE_NODE_OPTIONS` | (none) | `NODE_OPTIONS` for every mesh service (not the client or the peers), e.g. `--max-semi-space-size=16` to cap V8's young generation |",
     "| `BENCH_TRACING_ROUNDS` | 2 | rounds of the peer mode's tracing-off and tracing-on meshes, alternating; the tracing ratio is of their mean rates |",
   );
   text(
@@ -751,6 +754,9 @@ export function renderReadme(report: Report): string {
   text(
     `Command: \`${report.command}\` (N = ${settings.n}, concurrency ${settings.concurrency},`,
     `warm-up ${settings.warmup}, ${settings.serialN} one at a time).`,
+    ...(settings.serviceNodeOptions
+      ? [`Every mesh service ran with \`NODE_OPTIONS=${settings.serviceNodeOptions}\`.`]
+      : []),
   );
   raw(whatTable(report));
   raw(`### Throughput and latency, ${settings.concurrency} in flight`);
