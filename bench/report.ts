@@ -729,7 +729,7 @@ export function renderReadme(report: Report): string {
     "| `BENCH_WARMUP` | 200 | unmeasured operations before it (0 to skip) |",
     "| `BENCH_SERIAL_N` | 200 | operations one at a time, for unloaded latency (0 to skip) |",
     "| `BENCH_PEERS` | 0 | `1`: also measure Handoff next to Portkey's gateway on a mock OpenAI upstream, tracing off and on (installs `@portkey-ai/gateway` from npm into a temporary folder, so it needs the registry; adds about half a minute) |",
-    "| `BENCH_SERVICE_NODE_OPTIONS` | (none) | `NODE_OPTIONS` for every mesh service (not the client or the peers), e.g. `--max-semi-space-size=16` to cap V8's young generation |",
+    "| `BENCH_SERVICE_NODE_OPTIONS` | (none) | `NODE_OPTIONS` for every mesh service (not the client or the peers); the services' own `--max-semi-space-size=16` stays unless these name another size (`64` is V8's own on this machine) |",
     "| `BENCH_TRACING_ROUNDS` | 2 | rounds of the peer mode's tracing-off and tracing-on meshes, alternating; the tracing ratio is of their mean rates |",
   );
   text(

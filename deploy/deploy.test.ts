@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { parseConfig } from "@handoff/config";
 import { Stages, Streams } from "@handoff/contracts";
 import { NatsEnv } from "@handoff/mesh";
+import { SERVICE_SEMI_SPACE_MB, serviceEnv } from "@handoff/nats-process";
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
 import { Ajv } from "ajv";
 import { Deployment } from "kubernetes-models/apps/v1";
@@ -502,6 +503,13 @@ describe("Dockerfile", () => {
         .split(/\s+/) ?? [];
     const workspaces = (JSON.parse(read("package.json")) as { workspaces: string[] }).workspaces;
     expect(globs.sort()).toEqual([...workspaces].sort());
+  });
+
+  it("gives the services the young-generation cap every other launcher gives them", () => {
+    const env = body.filter((i) => i.keyword === "ENV").map((i) => i.args);
+    const cap = serviceEnv({}).NODE_OPTIONS;
+    expect(cap).toBe(`--max-semi-space-size=${SERVICE_SEMI_SPACE_MB}`);
+    expect(env.some((args) => args.includes(`NODE_OPTIONS="${cap}"`))).toBe(true);
   });
 
   it("runs on the official Node 24 image", () => {

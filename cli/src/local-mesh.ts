@@ -8,6 +8,7 @@ import {
   findNatsServer,
   type NatsHandle,
   probeNats,
+  serviceEnv,
   spawnNatsServer,
   waitFor,
 } from "@handoff/nats-process";
@@ -179,14 +180,15 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
   const port = Number(baseEnv.PORT ?? 8080);
   const host = baseEnv.HOST ?? "127.0.0.1";
   const collector = Boolean(baseEnv.OTEL_EXPORTER_OTLP_ENDPOINT);
-  const env: NodeJS.ProcessEnv = {
+  // `serviceEnv`: with the young-generation cap the services get wherever they are started.
+  const env: NodeJS.ProcessEnv = serviceEnv({
     ...baseEnv,
     NATS_URL: nats.url,
     // Without a collector configured, keep the SDK from exporting to a port nobody serves.
     OTEL_TRACES_EXPORTER: baseEnv.OTEL_TRACES_EXPORTER ?? (collector ? undefined : "none"),
     OTEL_METRICS_EXPORTER: baseEnv.OTEL_METRICS_EXPORTER ?? (collector ? undefined : "none"),
     OTEL_LOGS_EXPORTER: baseEnv.OTEL_LOGS_EXPORTER ?? "none",
-  };
+  });
   const supervisor = new Supervisor({
     policy: options.restartPolicy ?? DEFAULT_RESTART_POLICY,
     say,

@@ -8,4 +8,5 @@ export {
   type SpawnNatsOptions,
   spawnNatsServer,
 } from "./nats-server.js";
+export { SERVICE_SEMI_SPACE_MB, serviceEnv } from "./service-env.js";
 export { type WaitForOptions, waitFor } from "./wait.js";

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { killHard, onProcessExit } from "@handoff/nats-process";
+import { killHard, onProcessExit, serviceEnv } from "@handoff/nats-process";
 
 /** How a process ended: an exit code, or the signal that killed it. */
 export interface ProcessExit {
@@ -54,7 +54,8 @@ const OUTPUT_LIMIT = 1024 * 1024;
  */
 export function spawnService(options: SpawnServiceOptions): ServiceProcess {
   const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries({ ...process.env, ...options.env })) {
+  // With the young-generation cap services get wherever they are started (`serviceEnv`).
+  for (const [key, value] of Object.entries(serviceEnv({ ...process.env, ...options.env }))) {
     if (value !== undefined) env[key] = value;
   }
   const child = spawn(process.execPath, [options.entry], {
