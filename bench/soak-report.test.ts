@@ -162,6 +162,37 @@ describe("peakGrowth", () => {
   });
 });
 
+describe("the RSS verdict", () => {
+  const at = (rssMb: number) => ({ memory: { classifier: { rssMb } } });
+  const report = (rss: number[], start: number, idle: number | undefined) => ({
+    processes: ["classifier"],
+    services: ["classifier"],
+    rounds: rss.map((rssMb, i) => ({ ...at(rssMb), totalRequests: (i + 1) * 10_000 })),
+    start: at(start),
+    idle: idle === undefined ? undefined : at(idle),
+  });
+  // The classifier of one run with the young-generation cap: one high reading at rounds 6 and 7
+  // (the old generation before a full GC), back to the first half's level after.
+  const spike = [175.4, 179.2, 182.0, 181.7, 184.8, 213.4, 196.7, 181.0, 185.0, 180.4];
+
+  it("is steady when the peaks grew but the process came back to its start once idle", () => {
+    const [v] = verdicts(report(spike, 165.3, 122.8) as never);
+    expect(v?.peaks?.deltaMb).toBeCloseTo(28.6);
+    expect(v?.backWhenIdle).toBe(true);
+    expect(v?.verdict).toBe("steady");
+  });
+
+  it("is growing when the peaks grew and the process kept it while idle, or was not read idle", () => {
+    const leak = Array.from({ length: 10 }, (_, i) => 170 + 5 * i);
+    const [kept] = verdicts(report(leak, 165, 210) as never);
+    expect(kept?.backWhenIdle).toBe(false);
+    expect(kept?.verdict).toBe("growing");
+    const [unread] = verdicts(report(spike, 165.3, undefined) as never);
+    expect(unread?.backWhenIdle).toBeUndefined();
+    expect(unread?.verdict).toBe("growing");
+  });
+});
+
 describe("judge", () => {
   const g = (startMb: number, endMb: number) => growth([startMb, endMb], [1, 2], 0, 1);
 

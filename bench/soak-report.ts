@@ -93,8 +93,17 @@ export interface ProcessVerdict {
   lastHalf: Growth | undefined;
   /** The highest reading of the last half against the highest of the first: the verdict's base. */
   peaks: Growth | undefined;
-  /** {@link peaks} within {@link RSS_RULE}. */
+  /**
+   * {@link peaks} within {@link RSS_RULE}; or, when the peaks grew, steady all the same if the
+   * process came back to its start once idle ({@link backWhenIdle}): what it let go, it did not keep.
+   */
   verdict: Verdict;
+  /**
+   * The peaks grew, and the idle reading is within {@link RSS_RULE} of the start reading (one high
+   * reading before a full GC, not a leak). Undefined when the peaks did not grow or either reading
+   * is missing.
+   */
+  backWhenIdle: boolean | undefined;
   heapAfterWarmup: Growth | undefined;
   heapLastHalf: Growth | undefined;
   /**
@@ -262,12 +271,20 @@ export function verdicts(
     const idleHeap = report.idle?.memory[name]?.heapMb;
     const heapLeftMb =
       startHeap !== undefined && idleHeap !== undefined ? idleHeap - startHeap : undefined;
+    const startRss = report.start?.memory[name]?.rssMb;
+    const peakVerdict = judge(peaks, RSS_RULE);
+    // A leak keeps what it took: idle, the process stays above where it started.
+    const backWhenIdle =
+      peakVerdict === "growing" && startRss !== undefined && idleRss !== undefined
+        ? judgeChange(startRss, idleRss - startRss, RSS_RULE) === "steady"
+        : undefined;
     return {
       name,
       afterWarmup: growth(rss, totals, warm, last),
       lastHalf,
       peaks,
-      verdict: judge(peaks, RSS_RULE),
+      verdict: backWhenIdle ? "steady" : peakVerdict,
+      backWhenIdle,
       heapAfterWarmup: growth(heap, totals, warm, last),
       heapLastHalf,
       heapVerdict:
@@ -368,7 +385,11 @@ export function renderRssVerdicts(report: SoakReport): string {
       formatGrowth(v.afterWarmup),
       formatGrowth(v.peaks),
       per10k(v.peaks),
-      v.verdict === "growing" ? "**growing**" : v.verdict,
+      v.verdict === "growing"
+        ? "**growing**"
+        : v.backWhenIdle
+          ? "steady (back when idle)"
+          : v.verdict,
       service ? yesNo(v.underLimit) : "(not a service)",
       ...(idle ? [service ? yesNo(v.underLimitIdle) : ""] : []),
     ];
@@ -481,7 +502,7 @@ export function renderSoakMarkdown(report: SoakReport, svgName = "soak.svg"): st
   const idle = report.idle;
   const summary = all.map((v) => {
     const parts = [
-      `RSS ${v.verdict} (its peak in the last half of the rounds ${formatGrowth(v.peaks)} on the first half's)`,
+      `RSS ${v.verdict} (its peak in the last half of the rounds ${formatGrowth(v.peaks)} on the first half's${v.backWhenIdle ? ", but back to its start reading once idle" : ""})`,
     ];
     if (heap) {
       const startHeap = report.start?.memory[v.name]?.heapMb;
@@ -535,7 +556,9 @@ export function renderSoakMarkdown(report: SoakReport, svgName = "soak.svg"): st
         "much young generation it kept, so the RSS verdict compares peaks: the highest reading of " +
         `the last half of the rounds (${range(peakRanges(n).last)}) with the highest of the first ` +
         `half (${range(peakRanges(n).first)}), **steady** when it grew ${ruleText(RSS_RULE)}; a leak ` +
-        "lifts every reading, the peaks too. " +
+        "lifts every reading, the peaks too. Peaks that grew are still **steady (back when idle)** " +
+        "when the idle reading came back within the same allowance of the start reading: a leak " +
+        "keeps what it took. " +
         "The heap verdict compares the heap after a full GC once the mesh stood idle (past every " +
         "job's deadline, so nothing a job may hold until then counts) with the heap before the load " +
         `(after the warm-up): what the load left behind, **steady** when it grew ` +
