@@ -898,8 +898,8 @@ export function renderReadme(report: Report): string {
   raw("## Other benchmarks");
   text(
     "Each writes its own report, rewritten by every run; the figures below are from their last",
-    "runs on this machine (2026-12-02; `bench:http` 2026-12-03), each next to its baseline",
-    "measured in the same run.",
+    "runs on this machine (2026-12-02; `bench:http` and `bench:soak` 2026-12-03), each next to its",
+    "baseline measured in the same run.",
   );
   raw(
     "| benchmark | baseline | with the feature |",
@@ -907,7 +907,7 @@ export function renderReadme(report: Report): string {
     "| `npm run bench:cache` ([cache.md](cache.md)): 2,000 requests, 300 prompts, 2 tenants | caching nothing: 2,185 upstream calls, $35.96 | exact cache on every tier: 73.9 % of cacheable lookups hit, 806 upstream calls, $12.91 ($23.05 saved); no answer crossed tenants |",
     "| `npm run bench:handoff` ([handoff-tokens.md](handoff-tokens.md)): 30 conversations of 20-60 turns, 3 jobs each | forwarding everything: 747,865 tokens to heavy, 97.6 % prefix-cached on later jobs, $0.980, facts 30/30 | `handoff_tokens.heavy: 5000`: 0.52x the tokens, 48.9 % prefix-cached, $0.807, facts 30/30 |",
     "| `npm run bench:routing` ([routing.md](routing.md)) | the rules | a learned decision, a cascade verdict: p99 under 1 ms in-process |",
-    "| `npm run bench:soak` ([soak.md](soak.md)): 100,000 requests in 10 rounds, memory after each | each service's heap after a full GC before the load: 32-34 MB | after 100,000 requests: 31-33 MB, RSS steady from round to round; 123-132 MB once idle, 255-335 MB under load |",
+    "| `npm run bench:soak` ([soak.md](soak.md)): 100,000 requests in 10 rounds, memory after each | each service's heap after a full GC before the load: 27-37 MB | after 100,000 requests and idle: 28-35 MB, RSS steady from round to round; 158-189 MB after each round (with the launchers' `--max-semi-space-size=16`; 255-335 MB without it), 120-127 MB once idle |",
     "| `npm run bench:http` (prints its table): 3 rounds of 3,000 chat calls through the OpenAI-compatible adapter to the mock upstream | the global `fetch`: 0.33-0.48 ms of CPU per call | the adapters' own client (undici's `request`): 0.34-0.41× the CPU per call, 2.3-2.6× the calls per second |",
   );
   return `${blocks.join("\n\n")}\n`;

@@ -349,7 +349,8 @@ async function main(): Promise<void> {
     idle,
     nodeOptions,
     heapNote: heapProbe
-      ? "The services run with `NODE_OPTIONS=--inspect=127.0.0.1:0`; after the RSS reading, the " +
+      ? "The services run with `--inspect=127.0.0.1:0` added to their `NODE_OPTIONS` (beside the " +
+        "launchers' `--max-semi-space-size=16`); after the RSS reading, the " +
         "benchmark connects to each one's inspector, forces a full garbage collection " +
         "(`HeapProfiler.collectGarbage`) and reads the V8 heap in use (`Runtime.getHeapUsage`): " +
         "what stays reachable, which is what a leak grows."
