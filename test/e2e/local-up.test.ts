@@ -69,6 +69,16 @@ function descendants(pid: number): number[] {
   return found;
 }
 
+/** The value of `name` in the environment `pid` was started with. */
+function environ(pid: number, name: string): string | undefined {
+  try {
+    const vars = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    return vars.find((v) => v.startsWith(`${name}=`))?.slice(name.length + 1);
+  } catch {
+    return undefined;
+  }
+}
+
 function servicePid(tree: number[], name: string): number | undefined {
   return tree.find((pid) => cmdline(pid).includes(join("services", name, "dist", "main.js")));
 }
@@ -194,7 +204,12 @@ describe("handoff up", () => {
         const up = await launch("npm", ["start"], detached);
         const tree = up.look();
         for (const name of ["gateway", "classifier", "tool-executor", "heavy-reasoner"]) {
-          expect(servicePid(tree, name), `${name} under npm start`).toBeDefined();
+          const pid = servicePid(tree, name);
+          expect(pid, `${name} under npm start`).toBeDefined();
+          // Started with the young-generation cap every launcher gives the services.
+          expect(environ(pid as number, "NODE_OPTIONS"), name).toContain(
+            "--max-semi-space-size=16",
+          );
         }
         expect(tree.some((pid) => cmdline(pid).endsWith("cli/dist/main.js up"))).toBe(true);
 

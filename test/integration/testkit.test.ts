@@ -426,7 +426,7 @@ describe("spawnService", () => {
         "const log = (msg, extra = {}) => console.log(JSON.stringify({ level: 30, msg, ...extra }));",
         'console.log("plain text banner");',
         'console.error("something on stderr");',
-        'log("starting", { greeting: process.env.GREETING });',
+        'log("starting", { greeting: process.env.GREETING, nodeOptions: process.env.NODE_OPTIONS });',
         'setTimeout(() => log("ready", { port: 1234 }), 50);',
         'process.on("SIGTERM", () => { log("stopping"); process.exit(7); });',
         "setInterval(() => {}, 1000);",
@@ -444,6 +444,10 @@ describe("spawnService", () => {
     const ready = await svc.waitForLog((line) => line.msg === "ready");
     expect(ready.port).toBe(1234);
     expect(svc.logs().find((l) => l.msg === "starting")?.greeting).toBe("hi");
+    // Started as every launcher starts a service: with the young-generation cap.
+    expect(svc.logs().find((l) => l.msg === "starting")?.nodeOptions).toContain(
+      "--max-semi-space-size=16",
+    );
     expect(svc.logs().every((l) => typeof l.msg === "string")).toBe(true);
     expect(svc.output()).toContain("plain text banner");
     expect(svc.output()).toContain("something on stderr");

@@ -1,30 +1,16 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { Deployment } from "@handoff/config";
+import { anthropicMessage, openaiCompletion } from "@handoff/testkit";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AnthropicModel } from "./anthropic/adapter.js";
 import { agentFor, fetchPost, postWith, undiciPost } from "./http.js";
 import { OpenAICompatibleModel } from "./openai-compatible/adapter.js";
 
-const COMPLETION = {
-  id: "chatcmpl-1",
-  object: "chat.completion",
-  created: 1_700_000_000,
-  model: "gpt-4o-mini",
-  choices: [{ index: 0, message: { role: "assistant", content: "Hi." }, finish_reason: "stop" }],
-  usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 },
-};
-
-const MESSAGE = {
-  id: "msg_1",
-  type: "message",
-  role: "assistant",
-  model: "claude-haiku-4-5",
-  content: [{ type: "text", text: "Hi." }],
-  stop_reason: "end_turn",
-  stop_sequence: null,
-  usage: { input_tokens: 5, output_tokens: 2 },
-};
+/** What the upstreams answer: the testkit's vendor bodies, one text turn. */
+const SAID = "Hi.";
+const COMPLETION = openaiCompletion("gpt-4o-mini", { kind: "text", text: SAID });
+const MESSAGE = anthropicMessage("claude-haiku-4-5", { kind: "text", text: SAID });
 
 interface Upstream {
   base: string;
@@ -95,7 +81,7 @@ describe("the adapters' HTTP client", () => {
     const globalFetch = forbidGlobalFetch();
     const model = openai(server);
     for (let i = 0; i < 6; i++) {
-      expect((await model.chat(hello)).message.content).toBe("Hi.");
+      expect((await model.chat(hello)).message.content).toBe(SAID);
     }
     expect(globalFetch).not.toHaveBeenCalled();
     expect(server.requests).toHaveLength(6);
@@ -120,7 +106,7 @@ describe("the adapters' HTTP client", () => {
       }),
       { env: { ANTHROPIC_API_KEY: "sk-ant-test" } },
     );
-    expect((await model.chat(hello)).message.content).toBe("Hi.");
+    expect((await model.chat(hello)).message.content).toBe(SAID);
     expect(globalFetch).not.toHaveBeenCalled();
     expect(server.requests[0]).toMatchObject({
       url: "/v1/messages",
@@ -136,7 +122,7 @@ describe("the adapters' HTTP client", () => {
       return fetch(input, init);
     };
     const model = openai(server, { fetch: own });
-    expect((await model.chat(hello)).message.content).toBe("Hi.");
+    expect((await model.chat(hello)).message.content).toBe(SAID);
     expect(calls).toEqual([`${server.base}/v1/chat/completions`]);
   });
 
@@ -185,6 +171,27 @@ describe("the adapters' HTTP client", () => {
       "target in NO_PROXY": false,
     });
     expect(proxy.requests.map((r) => r.url)).toEqual([target, target]);
+  });
+
+  it("tunnels an https call through HTTPS_PROXY under NODE_USE_ENV_PROXY=1", async () => {
+    // A proxy that records the CONNECT it is asked for and refuses it: the call fails, and the
+    // proxy saw where it was meant to go.
+    const connects: string[] = [];
+    const proxy = createServer();
+    proxy.on("connect", (req: IncomingMessage, socket: Socket) => {
+      connects.push(req.url ?? "");
+      socket.end("HTTP/1.1 403 Forbidden\r\n\r\n");
+    });
+    servers.push(proxy);
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const base = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const agent = agentFor({ NODE_USE_ENV_PROXY: "1", HTTPS_PROXY: base });
+    const init = { headers: { "content-type": "application/json" }, body: "{}" };
+    await expect(
+      postWith(agent, "https://api.example.invalid/v1/messages", init),
+    ).rejects.toThrow();
+    await agent.close();
+    expect(connects).toEqual(["api.example.invalid:443"]);
   });
 
   it("closes the connection of a body given up half read, so nothing waits on it", async () => {

@@ -6,8 +6,8 @@ import { Agent, type Dispatcher, EnvHttpProxyAgent, request } from "undici";
  *
  * By default it goes through undici's `request` on a keep-alive agent shared by every adapter in
  * the process. The global `fetch` is the same client underneath, wrapped in WHATWG `Request`,
- * `Response`, `Headers` and streams; on a model call's hot path that wrapping cost 0.2 ms of CPU
- * per call, more than the call's own parsing (bench/hot-path.md). An adapter given its own
+ * `Response`, `Headers` and streams, which cost 0.2 to 0.3 ms of CPU per call on the model call's
+ * hot path (`npm run bench:http`; bench/hot-path.md). An adapter given its own
  * `fetch` (a test, a proxy) still uses it, through {@link fetchPost}.
  */
 export type HttpPost = (url: string, init: HttpPostInit) => Promise<HttpReply>;
