@@ -19,7 +19,7 @@ import { basename } from "node:path";
 import { ServiceNames } from "@handoff/contracts";
 import { findNatsServer, type NatsHandle, spawnNatsServer } from "@handoff/testkit";
 import { type BenchMesh, startBenchMesh } from "./bench-mesh.ts";
-import { envInt, runConcurrent, summarize } from "./lib.ts";
+import { envInt, envText, runConcurrent, summarize } from "./lib.ts";
 import { childPids, machineFacts } from "./proc.ts";
 import {
   type MemorySample,
@@ -42,9 +42,8 @@ const settings = {
 };
 const heapProbe = envInt(process.env, "SOAK_HEAP", 1, 0) !== 0;
 /** An optional text setting from the environment: undefined when unset or blank. */
-const envText = (name: string) => process.env[name]?.trim() || undefined;
-const nodeOptions = envText("SOAK_NODE_OPTIONS");
-const out = envText("SOAK_OUT") ?? "bench/soak";
+const nodeOptions = envText(process.env, "SOAK_NODE_OPTIONS");
+const out = envText(process.env, "SOAK_OUT") ?? "bench/soak";
 
 const HTTP_TIMEOUT_MS = 30_000;
 const INSPECTOR_TIMEOUT_MS = 20_000;
@@ -233,7 +232,11 @@ async function main(): Promise<void> {
   cleanups.push(() => nats.stop());
 
   process.stdout.write("starting the mesh (4 processes)… ");
-  const options = [envText("NODE_OPTIONS"), nodeOptions, heapProbe ? "--inspect=127.0.0.1:0" : ""]
+  const options = [
+    envText(process.env, "NODE_OPTIONS"),
+    nodeOptions,
+    heapProbe ? "--inspect=127.0.0.1:0" : "",
+  ]
     .filter(Boolean)
     .join(" ");
   const mesh: BenchMesh = await startBenchMesh({
