@@ -1,5 +1,5 @@
-import { Buckets, type HandoffInfo, JobEnvelope } from "@handoff/contracts";
-import { Kvm } from "@nats-io/kv";
+import type { HandoffInfo } from "@handoff/contracts";
+import { waitFor } from "@handoff/testkit";
 import { context, propagation, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
@@ -21,8 +21,8 @@ import {
 /**
  * The lean handoff through a live mesh: the same long conversation sent to a mesh that forwards
  * everything and to one with `limits.handoff_tokens.heavy`, the heavy upstream (Anthropic's wire
- * format) recording what each sent it; the job's envelope, as the heavy-reasoner kept it, says
- * what was left out.
+ * format) recording what each sent it; the heavy-reasoner's span of the job says what was left
+ * out.
  */
 
 const MESSAGES = "/v1/messages";
@@ -108,46 +108,36 @@ describe("lean handoff", () => {
     // The heavy usage's prompt tokens are the mesh's estimate, reported by the upstream.
     expect(trimmed.handoff.usage.at(-1)).toMatchObject({ stage: "heavy-reasoner", tier: "heavy" });
 
-    // The envelope the heavy-reasoner kept (its stage output) carries the compaction.
-    const kv = await new Kvm(lean.nc).open(Buckets.stageOutputs);
-    const keys: string[] = [];
-    for await (const key of await kv.keys(`${trimmed.handoff.job_id}.>`)) keys.push(key);
-    const outputs = await Promise.all(
-      keys.map(async (key) => JobEnvelope.parse((await kv.get(key))?.json())),
+    // The heavy-reasoner's span of the job says what its compaction did: the envelope's
+    // `compaction` enrichment, figure by figure (the heavy-reasoner's unit tests check the
+    // enrichment itself; as the job's last step it keeps no copy of its output to read here).
+    // The span ends once the job is acked, which may be just after the answer reached the client.
+    const span = await waitFor(
+      async () =>
+        exporter
+          .getFinishedSpans()
+          .find(
+            (s) =>
+              s.attributes["handoff.compaction.strategy"] !== undefined &&
+              s.spanContext().traceId === trimmed.handoff.trace_id,
+          ),
+      { what: "the heavy-reasoner's span of the job" },
     );
-    const last = outputs.find((e) => e.result?.stage === "heavy-reasoner");
-    const compaction = last?.enrichments.find((e) => e.kind === "compaction");
-    expect(compaction).toMatchObject({
-      kind: "compaction",
-      stage: "heavy-reasoner",
-      tier: "heavy",
-      strategy: "select",
-      budget_tokens: 1_000,
-      turns_summarised: 0,
-      tool_outputs_cut: 0,
-    });
-    if (compaction?.kind !== "compaction") throw new Error("no compaction on the envelope");
-    expect(compaction.tokens_after).toBeLessThanOrEqual(1_000);
-    expect(compaction.tokens_before).toBeGreaterThan(2 * compaction.tokens_after);
-    expect(compaction.turns_dropped).toBeGreaterThan(20);
-    // The trace says it too: the heavy-reasoner's span of the job carries the compaction.
-    const span = exporter
-      .getFinishedSpans()
-      .find(
-        (s) =>
-          s.attributes["handoff.compaction.strategy"] !== undefined &&
-          s.spanContext().traceId === trimmed.handoff.trace_id,
-      );
     expect(span?.name).toBe("process handoff.v1.jobs.heavy-reasoner");
-    expect(span?.attributes).toMatchObject({
+    const figures = span?.attributes ?? {};
+    expect(figures).toMatchObject({
       "handoff.compaction.strategy": "select",
       "handoff.compaction.budget_tokens": 1_000,
-      "handoff.compaction.tokens_before": compaction.tokens_before,
-      "handoff.compaction.tokens_after": compaction.tokens_after,
-      "handoff.compaction.turns_dropped": compaction.turns_dropped,
+      "handoff.compaction.turns_summarised": 0,
+      "handoff.compaction.tool_outputs_cut": 0,
     });
+    const after = Number(figures["handoff.compaction.tokens_after"]);
+    expect(after).toBeGreaterThan(0);
+    expect(after).toBeLessThanOrEqual(1_000);
+    expect(Number(figures["handoff.compaction.tokens_before"])).toBeGreaterThan(2 * after);
+    expect(Number(figures["handoff.compaction.turns_dropped"])).toBeGreaterThan(20);
     // Nothing after the heavy-reasoner reads the route's signals: they were dropped.
-    expect(last?.enrichments.some((e) => e.kind === "classification")).toBe(false);
+    expect(Number(figures["handoff.compaction.enrichments_dropped"])).toBeGreaterThan(0);
     expect(trimmed.handoff.route).toBeDefined();
   });
 });

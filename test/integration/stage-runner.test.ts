@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { queryObjects } from "node:v8";
 import {
+  Buckets,
   type DeadLetter,
   HandoffError,
   isTerminal,
@@ -28,6 +29,7 @@ import {
 } from "@handoff/mesh";
 import { type NatsHandle, startNats, testEnvelope, waitFor } from "@handoff/testkit";
 import { type JetStreamClient, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core";
 import { Svcm } from "@nats-io/services";
 import { connect } from "@nats-io/transport-node";
@@ -680,6 +682,47 @@ describe("exactly once: a job accepted is a job answered, once", () => {
     await waitFor(async () => (runner.stats().replayed === 2 ? true : undefined));
     expect(classifier.runs.get(job.id)).toBe(1);
     expect((await store.get(job.id))?.status).toBe("succeeded");
+  });
+
+  it("keeps a forward's output, and no copy of a last step's beside the ended record that holds it", async () => {
+    await startRunner("classifier", async (envelope) => ({
+      ...envelope,
+      plan: ["classifier", "tool-executor"],
+    }));
+    const executor = counting(answer);
+    await startRunner("tool-executor", executor.handler);
+    const outputs = await new Kvm(nc).open(Buckets.stageOutputs);
+    // Every read of the outputs bucket is a JetStream API request, seen here.
+    const reads: string[] = [];
+    const watch = nc.subscribe("$JS.API.>", {
+      callback: (_error, msg) => {
+        if (msg.subject.includes(`KV_${Buckets.stageOutputs}`)) reads.push(msg.subject);
+      },
+    });
+    await nc.flush();
+
+    // Submitted as the gateway does: the record first, then the job.
+    const job = { ...testEnvelope(), step: 0 };
+    await store.create(recordFromEnvelope(job, "queued", undefined));
+    await publishJob(js, job, "classifier");
+    const record = await finished(job.id);
+    // First deliveries whose record showed no earlier visit looked for no kept output.
+    await nc.flush();
+    expect(reads).toEqual([]);
+    watch.unsubscribe();
+    expect(record.result?.message.content).toBe("answered by tool-executor");
+    expect((await outputs.get(`${job.id}.0`))?.operation).toBe("PUT");
+    expect(await outputs.get(`${job.id}.1`)).toBeNull();
+    // A late copy of the last step finds the ended record and runs nothing.
+    await redeliver({ ...job, step: 1, plan: ["classifier", "tool-executor"] }, "tool-executor");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(executor.runs.get(job.id)).toBe(1);
+
+    // A job with no record to end (published straight to a stage) keeps its last step's output.
+    const bare = { ...testEnvelope(), plan: ["tool-executor"] as Stage[], step: 0 };
+    await publishJob(js, bare, "tool-executor");
+    await finished(bare.id);
+    expect((await outputs.get(`${bare.id}.0`))?.operation).toBe("PUT");
   });
 
   /** A handler that waits until `open()` before answering, and says when it has started. */

@@ -83,7 +83,8 @@ export class JobOutcomes {
    */
   async announce(record: JobRecord) {
     const subject = Subjects.result(record.id);
-    await withProducerSpan(
+    // Both publishes start in this tick, the result first: nats.js sends them in one write.
+    const sent = withProducerSpan(
       subject,
       { "messaging.message.conversation_id": record.id, "handoff.job.status": record.status },
       async () => {
@@ -95,7 +96,7 @@ export class JobOutcomes {
         });
       },
     );
-    await this.published(record);
+    await Promise.all([sent, this.published(record)]);
   }
 
   // The record is written before it is announced, so a gateway that misses the message finds it.

@@ -18,7 +18,7 @@ import {
   type JsMsg,
   jetstream,
 } from "@nats-io/jetstream";
-import type { KV } from "@nats-io/kv";
+import type { KV, KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { context, type Span, SpanKind } from "@opentelemetry/api";
 import type { Logger } from "pino";
@@ -365,7 +365,7 @@ export class StageRunner {
   ): Promise<void> {
     const { stage } = this.#o;
     const delivery = msg.info.deliveryCount;
-    const seen = await this.#replay(input, step, span, logger);
+    const seen = await this.#replay(input, step, delivery, span, logger);
     if (seen === "replayed") {
       this.#ack(msg);
       return;
@@ -468,14 +468,11 @@ export class StageRunner {
         // The record as read at the start of this delivery spares the write a read; after an
         // outage the write reads afresh.
         const record = attempts === 1 ? seen : undefined;
-        if (next) {
-          await this.#remember(out, step);
-          await this.#send(out, next, logger, record);
-        } else {
-          // The job's last step: its ended record is what a redelivery finds (and re-announces),
-          // so the kept copy of the output need not land first; both writes go at once.
-          await Promise.all([this.#remember(out, step), this.#send(out, next, logger, record)]);
-        }
+        // A job's last step keeps no copy when it read the job's record: the ended record, which
+        // holds the answer, is what a redelivery finds (and re-announces) instead of running the
+        // handler. Without a readable record to end, the copy is kept as for a forward.
+        if (next || !seen?.record) await this.#remember(out, step);
+        await this.#send(out, next, logger, record);
       },
       {
         limitMs: duplicateWindowMs(this.#o.limits),
@@ -537,20 +534,11 @@ export class StageRunner {
   async #replay(
     input: JobEnvelope,
     step: number,
+    delivery: number,
     span: Span,
     logger: Logger,
   ): Promise<RecordSnapshot | "replayed" | undefined> {
-    if (!this.#outputs) throw new Error("the stage runner is not started");
-    // Both reads at once: they are independent, and this is every delivery's critical path.
-    const [read, entry] = await Promise.all([
-      this.#store.read(input.id).catch((error: unknown) => {
-        if (!(error instanceof HandoffError) || error.code !== "HANDOFF_ERR_INVALID_MESSAGE")
-          throw error;
-        logger.warn({ err: error }, "the job's record is unreadable; running the stage");
-        return undefined;
-      }),
-      this.#outputs.get(outputKey(input.id, step)),
-    ]);
+    const [read, entry] = await this.#lookBack(input, step, delivery, logger);
     const record = read?.record;
     if (record && isTerminal(record.status)) {
       span.setAttribute("handoff.replayed", "ended");
@@ -572,6 +560,42 @@ export class StageRunner {
     logger.info("this stage already did this job's work; re-sending what it produced");
     await this.#send(out, next, logger, read);
     return "replayed";
+  }
+
+  /**
+   * Reads what a delivery needs to know before it runs: the job's record and, where this stage may
+   * already have produced it, its kept output for `<job>.<step>`.
+   *
+   * A redelivery reads both at once: its first delivery may have kept the output and died before
+   * it wrote the record. A first delivery reads the record alone, and the output only if the
+   * record is missing or unreadable, or lists more hops than the envelope (a stage's write adds
+   * its hop): a first delivery of a message whose visit has already been recorded is a copy
+   * published after the dedupe window, or a message whose ack a restarted server lost. Any other
+   * first delivery has no output to find, since forwards carry a dedupe id for longer than a job's
+   * redeliveries last, and this saves a request on every job's critical path.
+   */
+  async #lookBack(
+    input: JobEnvelope,
+    step: number,
+    delivery: number,
+    logger: Logger,
+  ): Promise<[RecordSnapshot | undefined, KvEntry | null | undefined]> {
+    const outputs = this.#outputs;
+    if (!outputs) throw new Error("the stage runner is not started");
+    const record = this.#store.read(input.id).catch((error: unknown) => {
+      if (!(error instanceof HandoffError) || error.code !== "HANDOFF_ERR_INVALID_MESSAGE")
+        throw error;
+      logger.warn({ err: error }, "the job's record is unreadable; running the stage");
+      return undefined;
+    });
+    const output = () => outputs.get(outputKey(input.id, step));
+    if (delivery > 1) return Promise.all([record, output()]);
+    const read = await record;
+    const stored = read?.record;
+    if (stored && (isTerminal(stored.status) || stored.hops.length <= input.hops.length)) {
+      return [read, undefined];
+    }
+    return [read, await output()];
   }
 
   /**
