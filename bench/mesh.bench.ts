@@ -64,8 +64,8 @@ const settings = {
   warmup: envInt(process.env, "BENCH_WARMUP", 200, 0),
   serialN: envInt(process.env, "BENCH_SERIAL_N", 200, 0),
   peers: envFlag(process.env, "BENCH_PEERS"),
-  /** Rounds of the peer mode's tracing-off and tracing-on meshes, alternating. */
-  tracingRounds: envInt(process.env, "BENCH_TRACING_ROUNDS", 2, 1),
+  /** Rounds of the peer mode: Portkey, then Handoff with tracing off, then with tracing on. */
+  peerRounds: envInt(process.env, "BENCH_PEER_ROUNDS", 2, 1),
   serviceNodeOptions: envText(process.env, "BENCH_SERVICE_NODE_OPTIONS"),
 };
 /** NODE_OPTIONS of every mesh service, when BENCH_SERVICE_NODE_OPTIONS sets them. */
@@ -343,39 +343,41 @@ async function runPeers(
     basePids,
   );
 
-  // (b) Through Portkey, routed to the upstream by headers.
+  // (b) Portkey's gateway, routed to the upstream by headers: one process for every round.
   process.stdout.write("starting Portkey's gateway (its own process, --headless)… ");
   const portkey = await startPortkey(install.entry, await freePort(), register);
   console.log(`ready on ${portkey.url}`);
-  await run(
-    "portkey",
-    `Portkey ${install.version}`,
-    "client → Portkey → mock upstream",
-    chatRequest({
-      baseUrl: `${portkey.url}/v1`,
-      model: MOCK_MODELS.light,
-      headers: portkeyHeaders(upstreamV1),
-      ...timeouts,
-    }),
-    new Map([...basePids, ["Portkey", portkey.child.pid]]),
-    () => {
-      if (/Unhandled|Error/.test(portkey.child.output())) {
-        throw new Error(`Portkey reported an error:\n${portkey.child.output().slice(-4000)}`);
-      }
-    },
-  );
-  await portkey.child.stop();
+  const rounds = settings.peerRounds;
+  const measurePortkey = (round: number) =>
+    run(
+      "portkey",
+      `Portkey ${install.version}${rounds > 1 ? ` (round ${round + 1})` : ""}`,
+      "client → Portkey → mock upstream",
+      chatRequest({
+        baseUrl: `${portkey.url}/v1`,
+        model: MOCK_MODELS.light,
+        headers: portkeyHeaders(upstreamV1),
+        ...timeouts,
+      }),
+      new Map([...basePids, ["Portkey", portkey.child.pid]]),
+      () => {
+        if (/Unhandled|Error/.test(portkey.child.output())) {
+          throw new Error(`Portkey reported an error:\n${portkey.child.output().slice(-4000)}`);
+        }
+      },
+    );
 
-  // (c, d) Through a mesh of its own, asked for handoff/light: tracing off, then on, in rounds.
+  // (c, d) Through a mesh of its own, asked for handoff/light: tracing off, then on. Each round
+  // measures Portkey, then the two meshes, so every ratio is of rates taken side by side.
   const configPath = join(dir, "handoff.yaml");
   writeFileSync(configPath, peerConfigYaml(upstream.url));
   let otlp: PeerReport["otlp"];
-  const rounds = settings.tracingRounds;
   const order = Array.from({ length: rounds }, (_, round) => [
     { traced: false, round },
     { traced: true, round },
   ]).flat();
   for (const { traced, round } of order) {
+    if (!traced) await measurePortkey(round);
     const label = `Handoff handoff/light, tracing ${traced ? "on" : "off"}${rounds > 1 ? ` (round ${round + 1})` : ""}`;
     process.stdout.write(
       `starting a mesh on the mock upstream (nats-server, 4 services${traced ? ", OTLP sink" : ""})… `,
@@ -437,6 +439,7 @@ async function runPeers(
       await sink.child.stop();
     }
   }
+  await portkey.child.stop();
   await upstream.child.stop();
   return {
     portkey: { version: install.version, install: install.summary, installMs: install.ms },

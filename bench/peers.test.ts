@@ -7,6 +7,7 @@ import { MOCK_KEY_ENV, MOCK_MODELS, peerConfigYaml, portkeyHeaders } from "./pee
 import { type MachineFacts, parseStatBusyTicks, parseVmRss } from "./proc.ts";
 import {
   type Measurement,
+  meanOverheadMs,
   meanRate,
   overheadMs,
   type PeerMeasurement,
@@ -310,6 +311,31 @@ describe("the targets", () => {
     expect(verdicts[2]?.met).toBe(true);
     // Memory is judged over every round.
     expect(verdicts[3]?.value).toBe("largest: gateway, 300.0 MB");
+  });
+
+  it("judge Handoff against Portkey by the mean rates and overheads of the rounds", () => {
+    const report = peers({
+      portkey: 400,
+      handoff: 420,
+      traced: 400,
+      serial: { direct: 0.5, portkey: 1.5, handoff: 2.0 },
+    });
+    // A second round in which Portkey ran fast and Handoff slow: that pair alone says 0.60.
+    report.measurements.push(
+      peerMeasurement("portkey", 600, 1.0),
+      peerMeasurement("handoff", 360, 3.0),
+      peerMeasurement("handoff-traced", 380, 3.5),
+    );
+    expect(meanRate(report, "portkey")).toBe(500);
+    expect(meanOverheadMs(report, "portkey")).toBeCloseTo(0.75);
+    expect(meanOverheadMs(report, "handoff")).toBeCloseTo(2.0);
+    const verdicts = peerVerdicts(report);
+    expect(verdicts[0]?.value).toBe("0.78");
+    expect(verdicts[1]?.value).toBe("2.00 ms vs 0.75 ms");
+    expect(verdicts[1]?.met).toBe(false);
+    // A round without its serial run leaves the mean of those that had one.
+    report.measurements.push(peerMeasurement("portkey", 500, undefined));
+    expect(meanOverheadMs(report, "portkey")).toBeCloseTo(0.75);
   });
 
   it("say 'not measured' for the overhead without serial runs", () => {

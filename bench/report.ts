@@ -205,38 +205,49 @@ function peer(peers: PeerReport, key: PeerKey): PeerMeasurement | undefined {
 }
 
 /**
- * The mean requests per second of every measurement of `key`. The tracing-off and tracing-on
- * meshes are measured in alternating rounds (off, on, off, on): on this machine one pair alone
- * differed by 10 to 25 % either way from run order and noise.
+ * The mean requests per second of every measurement of `key`. Portkey and the tracing-off and
+ * tracing-on meshes are measured in rounds (Portkey, off, on, Portkey, off, on): on this machine
+ * one measurement of each differed from the next by 10 to 25 % either way from run order and
+ * noise, and a ratio of two single measurements by as much.
  */
 export function meanRate(peers: PeerReport, key: PeerKey): number {
-  const rates = peers.measurements.filter((m) => m.key === key).map((m) => m.loaded.opsPerSec);
-  return rates.length === 0 ? Number.NaN : rates.reduce((a, b) => a + b, 0) / rates.length;
+  return mean(peers.measurements.filter((m) => m.key === key).map((m) => m.loaded.opsPerSec));
+}
+
+/** The mean overhead over the direct path of every measurement of `key` that ran one at a time. */
+export function meanOverheadMs(peers: PeerReport, key: PeerKey): number {
+  const direct = peer(peers, "direct");
+  return mean(
+    peers.measurements
+      .filter((m) => m.key === key)
+      .map((m) => overheadMs(m, direct))
+      .filter(Number.isFinite),
+  );
+}
+
+function mean(values: readonly number[]): number {
+  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length;
 }
 
 /** The issue's four targets for Handoff next to Portkey, from the peer measurements. */
 export function peerVerdicts(peers: PeerReport): Verdict[] {
-  const direct = peer(peers, "direct");
-  const portkey = peer(peers, "portkey");
-  const handoff = peer(peers, "handoff");
-  const rate = (m: PeerMeasurement | undefined) => m?.loaded.opsPerSec ?? Number.NaN;
   const judge = (value: number, ok: (v: number) => boolean) =>
     Number.isFinite(value) ? ok(value) : undefined;
 
-  const throughput = ratio(rate(handoff), rate(portkey));
-  const handoffOverhead = handoff ? overheadMs(handoff, direct) : Number.NaN;
-  const portkeyOverhead = portkey ? overheadMs(portkey, direct) : Number.NaN;
+  const throughput = ratio(meanRate(peers, "handoff"), meanRate(peers, "portkey"));
+  const handoffOverhead = meanOverheadMs(peers, "handoff");
+  const portkeyOverhead = meanOverheadMs(peers, "portkey");
   const overheadKnown = Number.isFinite(handoffOverhead) && Number.isFinite(portkeyOverhead);
   const tracing = ratio(meanRate(peers, "handoff-traced"), meanRate(peers, "handoff"));
   return [
     {
-      measure: "Handoff `handoff/light` ÷ Portkey, requests per second",
+      measure: "Handoff `handoff/light` ÷ Portkey, requests per second (mean of the rounds)",
       value: fixed(throughput, 2),
       target: "≥ 1.0",
       met: judge(throughput, (v) => v >= 1),
     },
     {
-      measure: "Unloaded p50 overhead over direct: Handoff vs Portkey",
+      measure: "Unloaded p50 overhead over direct: Handoff vs Portkey (mean of the rounds)",
       value: overheadKnown
         ? `${fixed(handoffOverhead, 2)} ms vs ${fixed(portkeyOverhead, 2)} ms`
         : "n/a (BENCH_SERIAL_N=0)",
@@ -538,9 +549,10 @@ export function renderPeerSection(
       (otlp
         ? `: it received ${otlp.exports} exports, ${fixed(otlp.spans / otlp.ops, 1)} spans and ${fixed(otlp.bytes / otlp.ops / 1000, 1)} kB per request.`
         : "."),
-    "The two Handoff meshes are measured in alternating rounds (`BENCH_TRACING_ROUNDS`, off then " +
-      "on, each round on fresh meshes), and the tracing ratio is of their mean rates: on this " +
-      "machine a single pair differed by 10 to 25 % either way from run order and noise alone.",
+    "The three are measured in rounds (`BENCH_PEER_ROUNDS`): Portkey, then Handoff with " +
+      "tracing off, then with tracing on, each Handoff round on fresh meshes. Each ratio is of " +
+      "the mean rates (and overheads) over the rounds: on this machine a single pair differed " +
+      "by 10 to 25 % either way from run order and noise alone.",
   );
   text(
     `Each path gets ${settings.warmup} requests of warm-up, ${settings.n} with`,
@@ -585,7 +597,8 @@ export function renderPeerSection(
   text(
     "**Reading it.** Portkey relays a request within one process; Handoff's `handoff/light`",
     "path crosses its gateway, nats-server (a JetStream publish, a pull delivery, an ack and the",
-    "job record's KV writes) and the classifier, and answers from a durable job. Per request it",
+    "job record's KV writes) and the classifier, and answers from a durable job. In the first",
+    "round, per request it",
     `spent ${ms(handoffCpu)} of CPU in nats-server and the services against Portkey's`,
     `${ms(portkeyCpu)} in its process (${fixed(ratio(handoffCpu, portkeyCpu), 1)}×). Under load`,
     `Portkey's one event loop kept ${fixed(busy(portkey, ["Portkey"]), 2)} of a core busy while`,
@@ -594,8 +607,9 @@ export function renderPeerSection(
     "throughput ratio above.",
     ...(direct?.serial && portkey?.serial && handoff?.serial
       ? [
-          `Unloaded, Portkey added ${ms(overheadMs(portkey, direct))} to the direct path's`,
-          `${ms(direct.serial.p50Ms)} and Handoff ${ms(overheadMs(handoff, direct))}.`,
+          `Unloaded, Portkey added ${ms(meanOverheadMs(peers, "portkey"))} to the direct path's`,
+          `${ms(direct.serial.p50Ms)} and Handoff ${ms(meanOverheadMs(peers, "handoff"))}`,
+          "(means of the rounds).",
         ]
       : []),
     ...(handoff && traced
@@ -730,7 +744,7 @@ export function renderReadme(report: Report): string {
     "| `BENCH_SERIAL_N` | 200 | operations one at a time, for unloaded latency (0 to skip) |",
     "| `BENCH_PEERS` | 0 | `1`: also measure Handoff next to Portkey's gateway on a mock OpenAI upstream, tracing off and on (installs `@portkey-ai/gateway` from npm into a temporary folder, so it needs the registry; adds about half a minute) |",
     "| `BENCH_SERVICE_NODE_OPTIONS` | (none) | `NODE_OPTIONS` for every mesh service (not the client or the peers); the services' own `--max-semi-space-size=16` stays unless these name another size (`64` is V8's own on this machine) |",
-    "| `BENCH_TRACING_ROUNDS` | 2 | rounds of the peer mode's tracing-off and tracing-on meshes, alternating; the tracing ratio is of their mean rates |",
+    "| `BENCH_PEER_ROUNDS` | 2 | rounds of the peer mode, each Portkey, then Handoff with tracing off, then on; the ratios are of their mean rates |",
   );
   text(
     "It needs `nats-server` and Node ≥ 22.18 (it runs the TypeScript directly); the services are",
