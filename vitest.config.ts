@@ -2,11 +2,17 @@ import { readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
-// Tests run against the TypeScript sources of the libs, not their build output.
+// Tests run against the TypeScript sources of the libs, not their build output: `@handoff/<lib>`
+// is its src/index.ts, and a subpath export `@handoff/<lib>/<module>` its src/<module>.ts.
 const libsDir = fileURLToPath(new URL("./libs", import.meta.url));
-const alias = Object.fromEntries(
-  readdirSync(libsDir).map((name) => [`@handoff/${name}`, `${libsDir}/${name}/src/index.ts`]),
-);
+const libs = readdirSync(libsDir).join("|");
+const alias = [
+  { find: new RegExp(`^@handoff/(${libs})$`), replacement: `${libsDir}/$1/src/index.ts` },
+  {
+    find: new RegExp(`^@handoff/(${libs})/([a-z-]+)$`),
+    replacement: `${libsDir}/$1/src/$2.ts`,
+  },
+];
 
 export default defineConfig({
   resolve: { alias },

@@ -1,4 +1,4 @@
-import { evaluate } from "@handoff/tools";
+import { evaluate } from "@handoff/tools/calculator";
 
 /**
  * Arithmetic claims in a model's answer, re-checked with the mesh's own calculator. Two forms are
