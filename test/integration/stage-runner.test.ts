@@ -725,6 +725,43 @@ describe("exactly once: a job accepted is a job answered, once", () => {
     expect((await outputs.get(`${bare.id}.0`))?.operation).toBe("PUT");
   });
 
+  it("a first delivery whose job record is missing or unreadable looks for the stage's kept output", async () => {
+    const classifier = counting(answer);
+    const runner = await startRunner("classifier", classifier.handler);
+    const outputs = await new Kvm(nc).open(Buckets.stageOutputs);
+    const keep = (job: JobEnvelope) =>
+      outputs.put(
+        `${job.id}.0`,
+        JSON.stringify({
+          ...job,
+          result: {
+            message: { role: "assistant", content: "kept answer" },
+            finish_reason: "stop",
+            stage: "classifier",
+            provider: "test",
+            model: "test",
+          },
+        }),
+      );
+
+    // No record at all: the kept answer is recorded and announced, the handler never runs.
+    const missing = { ...testEnvelope(), step: 0 };
+    await keep(missing);
+    await publishJob(js, missing, "classifier");
+    const record = await finished(missing.id);
+    expect(record.result?.message.content).toBe("kept answer");
+    expect(classifier.runs.get(missing.id)).toBeUndefined();
+
+    // A record that is not JSON: the kept answer is re-sent (and its write refused, the record
+    // being left as it is), and the handler never runs.
+    const unreadable = { ...testEnvelope(), step: 0 };
+    await topology.jobs.put(unreadable.id, "not json");
+    await keep(unreadable);
+    await publishJob(js, unreadable, "classifier");
+    await waitFor(async () => (runner.stats().replayed >= 2 ? true : undefined));
+    expect(classifier.runs.get(unreadable.id)).toBeUndefined();
+  });
+
   /** A handler that waits until `open()` before answering, and says when it has started. */
   function gated() {
     let open = () => {};
