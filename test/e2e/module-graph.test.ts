@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { ServiceNames } from "@handoff/contracts";
 import { describe, expect, it } from "vitest";
-import { entry } from "./harness.js";
+import { entry, type ServiceName } from "./harness.js";
 
 /**
  * What each service loads at start. A service that only routes or answers has no use for the MCP
@@ -32,7 +32,7 @@ process.stdout.write(JSON.stringify([...loaded]));
 process.exit(0);
 `;
 
-async function modulesOf(name: (typeof ServiceNames)[number]): Promise<string[]> {
+async function modulesOf(name: ServiceName): Promise<string[]> {
   const { stdout } = await run(
     process.execPath,
     ["--input-type=module", "--eval", RECORDER, entry(name)],
