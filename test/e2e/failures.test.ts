@@ -44,12 +44,12 @@ describe("the mesh under failure", () => {
     mesh = await startMesh({ config: slowMid(4_000) });
     const m = mesh;
     const pending = postChat(m.gatewayUrl, "What is 17 * 23?");
-    await waitFor(
-      async () => ((await status(m.nats.url, "tool-executor")).in_flight === 1 ? true : undefined),
-      {
-        timeoutMs: 10_000,
-        what: "the tool-executor to hold the job",
+    const holder = await waitFor(
+      async () => {
+        const seen = await status(m.nats.url, "tool-executor");
+        return seen.in_flight === 1 ? seen.id : undefined;
       },
+      { timeoutMs: 10_000, what: "the tool-executor to hold the job" },
     );
     await m.processes.get("tool-executor")?.kill();
     await m.start("tool-executor", "tool-executor-2");
@@ -73,12 +73,15 @@ describe("the mesh under failure", () => {
         ? all
         : undefined;
     });
-    // The replacement took the job's second delivery (on a loaded machine it may also see a
-    // third, which waits for the second and re-sends its output).
-    const deliveries = spans
-      .filter((s) => s.serviceName === "tool-executor" && s.kind === "CONSUMER")
-      .map((s) => Number(s.attributes["handoff.delivery"]));
-    expect(Math.min(...deliveries)).toBe(2);
+    // The replacement took the job the killed process held (on a loaded machine it may also see
+    // a later delivery, which waits for the first and re-sends its output). Its delivery count
+    // says little: nats-server 2.9 hands a redelivery it could not make at once (nobody alive was
+    // pulling when the ack wait ran out) out again as a first delivery.
+    const consumers = spans.filter(
+      (s) => s.serviceName === "tool-executor" && s.kind === "CONSUMER",
+    );
+    expect(consumers.length).toBeGreaterThan(0);
+    expect(consumers.map((s) => s.attributes["handoff.instance"])).not.toContain(holder);
     expect(checkTrace(spans).broken).toEqual([]);
   });
 

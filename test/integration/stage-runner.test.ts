@@ -15,6 +15,7 @@ import {
 import {
   createStageService,
   ensureStageConsumer,
+  ensureStageOutputs,
   ensureTopology,
   JobOutcomes,
   JobStore,
@@ -581,6 +582,24 @@ describe("exactly once: a job accepted is a job answered, once", () => {
     );
   }
 
+  /** Keeps "kept answer" as the classifier's output for `job`, as a process that died after that. */
+  async function keepAnswer(job: JobEnvelope): Promise<void> {
+    const outputs = await ensureStageOutputs(nc, limits);
+    await outputs.put(
+      `${job.id}.0`,
+      JSON.stringify({
+        ...job,
+        result: {
+          message: { role: "assistant", content: "kept answer" },
+          finish_reason: "stop",
+          stage: "classifier",
+          provider: "test",
+          model: "test",
+        },
+      }),
+    );
+  }
+
   it("the stages publish the job's events themselves, before they ack: no gateway runs here", async () => {
     await startRunner("classifier", async (envelope) => ({
       ...envelope,
@@ -685,12 +704,16 @@ describe("exactly once: a job accepted is a job answered, once", () => {
   });
 
   it("keeps a forward's output, and no copy of a last step's beside the ended record that holds it", async () => {
-    await startRunner("classifier", async (envelope) => ({
-      ...envelope,
-      plan: ["classifier", "tool-executor"],
-    }));
+    // A long ack wait: a first delivery that comes half an ack wait after its message was stored
+    // may be a disguised redelivery, and reads the kept output; a loaded machine must not look so.
+    const roomy = { limits: { ...limits, ackWaitMs: 30_000 } };
+    await startRunner(
+      "classifier",
+      async (envelope) => ({ ...envelope, plan: ["classifier", "tool-executor"] }),
+      roomy,
+    );
     const executor = counting(answer);
-    await startRunner("tool-executor", executor.handler);
+    await startRunner("tool-executor", executor.handler, roomy);
     const outputs = await new Kvm(nc).open(Buckets.stageOutputs);
     // Every read of the outputs bucket is a JetStream API request, seen here.
     const reads: string[] = [];
@@ -728,25 +751,10 @@ describe("exactly once: a job accepted is a job answered, once", () => {
   it("a first delivery whose job record is missing or unreadable looks for the stage's kept output", async () => {
     const classifier = counting(answer);
     const runner = await startRunner("classifier", classifier.handler);
-    const outputs = await new Kvm(nc).open(Buckets.stageOutputs);
-    const keep = (job: JobEnvelope) =>
-      outputs.put(
-        `${job.id}.0`,
-        JSON.stringify({
-          ...job,
-          result: {
-            message: { role: "assistant", content: "kept answer" },
-            finish_reason: "stop",
-            stage: "classifier",
-            provider: "test",
-            model: "test",
-          },
-        }),
-      );
 
     // No record at all: the kept answer is recorded and announced, the handler never runs.
     const missing = { ...testEnvelope(), step: 0 };
-    await keep(missing);
+    await keepAnswer(missing);
     await publishJob(js, missing, "classifier");
     const record = await finished(missing.id);
     expect(record.result?.message.content).toBe("kept answer");
@@ -756,10 +764,52 @@ describe("exactly once: a job accepted is a job answered, once", () => {
     // being left as it is), and the handler never runs.
     const unreadable = { ...testEnvelope(), step: 0 };
     await topology.jobs.put(unreadable.id, "not json");
-    await keep(unreadable);
+    await keepAnswer(unreadable);
     await publishJob(js, unreadable, "classifier");
     await waitFor(async () => (runner.stats().replayed >= 2 ? true : undefined));
     expect(classifier.runs.get(unreadable.id)).toBeUndefined();
+  });
+
+  it("a redelivery nats-server 2.9 hands out as a first delivery still finds the stage's kept output", async () => {
+    // nats-server before 2.10.14 (nats-io/nats-server#5305): when a message's ack wait runs out
+    // while the only pull request waiting is a dead client's, the redelivery is handed out later
+    // as a first delivery (delivery count 1) to whoever pulls next. A process that kept its
+    // output and died before it wrote the record must not have its model paid again.
+    const slow = { ...limits, ackWaitMs: 4_000 };
+    const job = { ...testEnvelope(), step: 0 };
+    await store.create(recordFromEnvelope(job, "queued", undefined));
+    await ensureStageConsumer(topology.jsm, "classifier", slow);
+    await publishJob(js, job, "classifier");
+
+    // A process takes the job, keeps its answer, and dies with its pull request still open.
+    const doomed = await connect({ servers: nats.url });
+    const batch = await (await jetstream(doomed).consumers.get(Streams.jobs, "classifier")).fetch({
+      max_messages: 4,
+      expires: 30_000,
+    });
+    for await (const msg of batch) {
+      expect(msg.info.deliveryCount).toBe(1);
+      break;
+    }
+    await keepAnswer(job);
+    await doomed.close();
+    // The ack wait runs out with nobody but the dead request waiting: the server takes the
+    // redelivery off its queue and, on 2.9, moves its cursor back to hand the message out anew.
+    // (Nothing may ask for the consumer's info meanwhile: that clears the dead request first.)
+    // The runner starts after that, and before the ack wait could run out a second time.
+    await new Promise((resolve) => setTimeout(resolve, slow.ackWaitMs * 1.2));
+
+    const lines: { msg?: string; job_id?: string; delivery?: number }[] = [];
+    const seen = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const classifier = counting(answer);
+    await startRunner("classifier", classifier.handler, { logger: seen, limits: slow });
+    const record = await finished(job.id);
+    expect(record.result?.message.content).toBe("kept answer");
+    expect(classifier.runs.get(job.id)).toBeUndefined();
+    // On nats-server 2.9, which this suite runs on, the runner was handed delivery 1: the case
+    // this test is about.
+    const replay = lines.find((l) => l.job_id === job.id && /already did/.test(l.msg ?? ""));
+    if (nc.info?.version.startsWith("2.9.")) expect(replay?.delivery).toBe(1);
   });
 
   /** A handler that waits until `open()` before answering, and says when it has started. */

@@ -365,7 +365,7 @@ export class StageRunner {
   ): Promise<void> {
     const { stage } = this.#o;
     const delivery = msg.info.deliveryCount;
-    const seen = await this.#replay(input, step, delivery, span, logger);
+    const seen = await this.#replay(input, step, this.#mayRepeat(msg), span, logger);
     if (seen === "replayed") {
       this.#ack(msg);
       return;
@@ -534,11 +534,11 @@ export class StageRunner {
   async #replay(
     input: JobEnvelope,
     step: number,
-    delivery: number,
+    repeat: boolean,
     span: Span,
     logger: Logger,
   ): Promise<RecordSnapshot | "replayed" | undefined> {
-    const [read, entry] = await this.#lookBack(input, step, delivery, logger);
+    const [read, entry] = await this.#lookBack(input, step, repeat, logger);
     const record = read?.record;
     if (record && isTerminal(record.status)) {
       span.setAttribute("handoff.replayed", "ended");
@@ -563,21 +563,36 @@ export class StageRunner {
   }
 
   /**
+   * Whether a delivery may repeat an earlier one, whose process may have kept its output and died.
+   * Its count says so above 1. But nats-server before 2.10.14 (nats-io/nats-server#5305) hands out
+   * a redelivery it could not make at once (the ack wait ran out while only a dead client's pull
+   * request waited) later as a first delivery, count 1. Such a delivery comes at least an ack wait
+   * after the message was stored, so a message older than half the ack wait counts as a possible
+   * repeat too: half leaves room for this host's clock and the server's to disagree.
+   */
+  #mayRepeat(msg: JsMsg): boolean {
+    if (msg.info.deliveryCount > 1) return true;
+    const storedMs = msg.info.timestampNanos / 1e6;
+    return Date.now() - storedMs >= this.#o.limits.ackWaitMs / 2;
+  }
+
+  /**
    * Reads what a delivery needs to know before it runs: the job's record and, where this stage may
    * already have produced it, its kept output for `<job>.<step>`.
    *
-   * A redelivery reads both at once: its first delivery may have kept the output and died before
-   * it wrote the record. A first delivery reads the record alone, and the output only if the
-   * record is missing or unreadable, or lists more hops than the envelope (a stage's write adds
-   * its hop): a first delivery of a message whose visit has already been recorded is a copy
-   * published after the dedupe window, or a message whose ack a restarted server lost. Any other
-   * first delivery has no output to find, since forwards carry a dedupe id for longer than a job's
-   * redeliveries last, and this saves a request on every job's critical path.
+   * A delivery that may repeat an earlier one ({@link StageRunner.#mayRepeat}) reads both at once:
+   * the earlier one may have kept the output and died before it wrote the record. A fresh first
+   * delivery reads the record alone, and the output only if the record is missing or unreadable,
+   * or lists more hops than the envelope (a stage's write adds its hop): a first delivery of a
+   * message whose visit has already been recorded is a copy published after the dedupe window, or
+   * a message whose ack a restarted server lost. Any other fresh first delivery has no output to
+   * find, since forwards carry a dedupe id for longer than a job's redeliveries last, and this
+   * saves a request on every job's critical path.
    */
   async #lookBack(
     input: JobEnvelope,
     step: number,
-    delivery: number,
+    repeat: boolean,
     logger: Logger,
   ): Promise<[RecordSnapshot | undefined, KvEntry | null | undefined]> {
     const outputs = this.#outputs;
@@ -589,7 +604,7 @@ export class StageRunner {
       return undefined;
     });
     const output = () => outputs.get(outputKey(input.id, step));
-    if (delivery > 1) return Promise.all([record, output()]);
+    if (repeat) return Promise.all([record, output()]);
     const read = await record;
     const stored = read?.record;
     if (stored && (isTerminal(stored.status) || stored.hops.length <= input.hops.length)) {
