@@ -353,6 +353,7 @@ describe("SpanCollector", () => {
       name: "manual-span",
       kind: "CLIENT",
       serviceName: "manual",
+      resource: { "service.name": "manual" },
       attributes: { big: "9007199254740993", small: 7, list: [1, "x"] },
       startTimeUnixNano: 1_700_000_000_000_000_000n,
       endTimeUnixNano: 1_700_000_000_500_000_000n,

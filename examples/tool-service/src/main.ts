@@ -13,7 +13,7 @@ import { createHttpGetTool, serveTools } from "@handoff/tools";
 
 const NAME = "http-tools";
 const version = packageVersion(import.meta.url);
-const telemetry = startTelemetry({ serviceName: NAME, serviceVersion: version });
+const telemetry = await startTelemetry({ serviceName: NAME, serviceVersion: version });
 const logger = createLogger(NAME);
 
 function numberFrom(name: string): number | undefined {

@@ -21,6 +21,8 @@ export interface CollectedSpan {
   kind: CollectedSpanKind;
   /** The resource's `service.name`, or `unknown_service` when absent. */
   serviceName: string;
+  /** Every attribute of the resource that sent the span (service, host, process, ...). */
+  resource: Record<string, string | number | boolean | unknown[]>;
   /** Span attributes; int64 values beyond 2^53 stay strings to keep their precision. */
   attributes: Record<string, string | number | boolean | unknown[]>;
   startTimeUnixNano: bigint;
@@ -151,6 +153,7 @@ function parseSpans(body: unknown): CollectedSpan[] {
     if (!isObject(resourceSpans)) continue;
     const resource = isObject(resourceSpans.resource) ? resourceSpans.resource : {};
     const serviceName = keyValues(resource.attributes)["service.name"];
+    const resourceAttributes = spanAttributes(resource.attributes);
     for (const scopeSpans of asArray(resourceSpans.scopeSpans)) {
       if (!isObject(scopeSpans)) continue;
       for (const span of asArray(scopeSpans.spans)) {
@@ -164,6 +167,7 @@ function parseSpans(body: unknown): CollectedSpan[] {
           // SPAN_KIND_UNSPECIFIED (0) means INTERNAL per the proto's own comment.
           kind: enumName(span.kind, KINDS, "SPAN_KIND_", 1) ?? "INTERNAL",
           serviceName: typeof serviceName === "string" ? serviceName : "unknown_service",
+          resource: resourceAttributes,
           attributes: spanAttributes(span.attributes),
           startTimeUnixNano: toBigInt(span.startTimeUnixNano),
           endTimeUnixNano: toBigInt(span.endTimeUnixNano),

@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   registerConfigSecrets(config);
   // 2. Telemetry and logs.
   const version = packageVersion(import.meta.url);
-  const telemetry = startTelemetry({ serviceName: NAME, serviceVersion: version });
+  const telemetry = await startTelemetry({ serviceName: NAME, serviceVersion: version });
   const logger = createLogger(NAME);
   logger.info({ config: source, version }, "starting");
   // The routing strategy, and its model file when it has one: a bad model stops the start here.

@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   registerConfigSecrets(config);
   // 2. Telemetry and logs.
   const version = packageVersion(import.meta.url);
-  const telemetry = startTelemetry({ serviceName: NAME, serviceVersion: version });
+  const telemetry = await startTelemetry({ serviceName: NAME, serviceVersion: version });
   const logger = createLogger(NAME);
   logger.info({ config: source, version }, "starting");
   // 3. The service. It listens at once, then connects to NATS, retrying until NATS answers.
