@@ -97,13 +97,14 @@ export function leanPlan(env: NodeJS.ProcessEnv = process.env): LeanPlan | undef
 
   const metricExporters = list("OTEL_METRICS_EXPORTER");
   if (metricExporters.includes("none")) return { traces, metrics: [] };
+  const metricsProtocol =
+    (
+      string("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") ?? string("OTEL_EXPORTER_OTLP_PROTOCOL")
+    )?.trim() || "http/protobuf";
   const readers: LeanPlan["metrics"] = [];
   for (const name of metricExporters.length > 0 ? metricExporters : ["otlp"]) {
-    const protocol =
-      (
-        string("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") ?? string("OTEL_EXPORTER_OTLP_PROTOCOL")
-      )?.trim() || "http/protobuf";
-    const reader = name === "prometheus" ? name : name === "otlp" ? otlp(protocol) : undefined;
+    const reader =
+      name === "prometheus" ? name : name === "otlp" ? otlp(metricsProtocol) : undefined;
     if (reader === undefined) return undefined;
     readers.push(reader);
   }
@@ -118,7 +119,7 @@ export function leanPlan(env: NodeJS.ProcessEnv = process.env): LeanPlan | undef
  * where it knows their meaning (HTTP server, NATS publish and process, model and tool calls).
  *
  * NodeSDK loads every exporter it knows at import (gRPC, Zipkin, B3, Prometheus, three of each
- * OTLP flavour: about 17 MB of memory per process). Where the variables ask only for what
+ * OTLP flavour): a started service holds about 10 MB more RSS with it (bench/hot-path.md). Where the variables ask only for what
  * {@link leanPlan} covers, the same pieces NodeSDK would build are built here, and only the
  * exporters named are loaded; anything else goes to NodeSDK.
  */
