@@ -18,7 +18,7 @@ import {
   resourceFromAttributes,
   serviceInstanceIdDetector,
 } from "@opentelemetry/resources";
-import type { MetricReader } from "@opentelemetry/sdk-metrics";
+import type { MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics";
 import {
   BatchSpanProcessor,
   NoopSpanProcessor,
@@ -171,13 +171,12 @@ async function startLean(plan: LeanPlan, options: TelemetryOptions): Promise<Tel
     }),
   );
 
-  const stops: (() => Promise<void>)[] = [];
   const readers = await Promise.all(plan.metrics.map(metricReader));
+  let meterProvider: MeterProvider | undefined;
   if (readers.length > 0) {
-    const { MeterProvider } = await import("@opentelemetry/sdk-metrics");
-    const meterProvider = new MeterProvider({ resource, views: [], readers });
+    const sdkMetrics = await import("@opentelemetry/sdk-metrics");
+    meterProvider = new sdkMetrics.MeterProvider({ resource, views: [], readers });
     metrics.setGlobalMeterProvider(meterProvider);
-    stops.push(() => meterProvider.shutdown());
   }
 
   const spanProcessors: SpanProcessor[] =
@@ -198,9 +197,8 @@ async function startLean(plan: LeanPlan, options: TelemetryOptions): Promise<Tel
     spanProcessors,
   });
   trace.setGlobalTracerProvider(tracerProvider);
-  stops.unshift(() => tracerProvider.shutdown());
   return stopOnce("lean", async () => {
-    await Promise.all(stops.map((stop) => stop()));
+    await Promise.all([tracerProvider.shutdown(), meterProvider?.shutdown()]);
   });
 }
 

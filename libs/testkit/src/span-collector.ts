@@ -152,8 +152,8 @@ function parseSpans(body: unknown): CollectedSpan[] {
   for (const resourceSpans of asArray(body.resourceSpans)) {
     if (!isObject(resourceSpans)) continue;
     const resource = isObject(resourceSpans.resource) ? resourceSpans.resource : {};
-    const serviceName = keyValues(resource.attributes)["service.name"];
     const resourceAttributes = spanAttributes(resource.attributes);
+    const serviceName = resourceAttributes["service.name"];
     for (const scopeSpans of asArray(resourceSpans.scopeSpans)) {
       if (!isObject(scopeSpans)) continue;
       for (const span of asArray(scopeSpans.spans)) {
