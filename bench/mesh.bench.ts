@@ -13,7 +13,9 @@
  *
  * With BENCH_PEERS=1 it then measures Handoff side by side with Portkey's open-source gateway
  * (installed from npm into a temporary folder) against one mock OpenAI upstream: direct, through
- * Portkey, and through a second mesh asked for `handoff/light`, with tracing off and on.
+ * Portkey, through the bare relay (bench/bare-relay.ts: a front and a tier on
+ * NATS request-reply, nothing stored), and through a second mesh asked for `handoff/light`, with
+ * tracing off and on.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -46,6 +48,7 @@ import {
   startMockUpstream,
   startOtlpSink,
   startPortkey,
+  startRelay,
   statsOf,
 } from "./peers.ts";
 import { CpuMeter, childPids, machineBusyMs, machineFacts, rssOf } from "./proc.ts";
@@ -64,7 +67,7 @@ const settings = {
   warmup: envInt(process.env, "BENCH_WARMUP", 200, 0),
   serialN: envInt(process.env, "BENCH_SERIAL_N", 200, 0),
   peers: envFlag(process.env, "BENCH_PEERS"),
-  /** Rounds of the peer mode: Portkey, then Handoff with tracing off, then with tracing on. */
+  /** Rounds of the peer mode: Portkey, Handoff with tracing off, then on, then the bare relay. */
   peerRounds: envInt(process.env, "BENCH_PEER_ROUNDS", 2, 1),
   serviceNodeOptions: envText(process.env, "BENCH_SERVICE_NODE_OPTIONS"),
 };
@@ -329,7 +332,7 @@ async function runPeers(
   };
   const timeouts = { timeoutMs: HTTP_TIMEOUT_MS, signal: interrupted.signal };
 
-  // (a) Straight to the upstream: the floor.
+  // (a) Straight to the upstream: the base every overhead is measured from.
   await run(
     "direct",
     "direct to the upstream",
@@ -367,8 +370,37 @@ async function runPeers(
       },
     );
 
-  // (c, d) Through a mesh of its own, asked for handoff/light: tracing off, then on. Each round
-  // measures Portkey, then the two meshes, so every ratio is of rates taken side by side.
+  // (c) The bare relay: a front and a tier process on NATS request-reply, on a nats-server of
+  // its own, measured at the end of every round, so that Portkey and the two meshes keep the
+  // order of the runs before it.
+  process.stdout.write(
+    "starting the bare relay (nats-server, a front and a tier on request-reply)… ",
+  );
+  const relayNats = await freshNats(binary);
+  const relay = await startRelay(relayNats.nats.url, upstreamV1, await freePort(), register);
+  console.log(`ready on ${relay.url}`);
+  const relayPids = new Map([
+    ...basePids,
+    ["relay front", relay.front.pid],
+    ["relay tier", relay.tier.pid],
+  ]);
+  if (relayNats.pid !== undefined) relayPids.set("nats-server", relayNats.pid);
+  const measureRelay = (round: number) =>
+    run(
+      "relay",
+      `bare relay: front → NATS request-reply → tier${rounds > 1 ? ` (round ${round + 1})` : ""}`,
+      "client → front → nats-server → tier → mock upstream (nothing stored)",
+      chatRequest({
+        baseUrl: `${relay.url}/v1`,
+        model: MOCK_MODELS.light,
+        ...timeouts,
+      }),
+      relayPids,
+    );
+
+  // (d, e) Through a mesh of its own, asked for handoff/light: tracing off, then on. Each round
+  // measures Portkey, the two meshes, then the relay, so every ratio is of rates taken side by
+  // side.
   const configPath = join(dir, "handoff.yaml");
   writeFileSync(configPath, peerConfigYaml(upstream.url));
   let otlp: PeerReport["otlp"];
@@ -437,9 +469,13 @@ async function runPeers(
         `  OTLP sink: ${stats.exports} exports, ${(stats.spans / opsPerWorkload).toFixed(1)} spans and ${(stats.bytes / opsPerWorkload / 1000).toFixed(1)} kB per request${stats.unreadable > 0 ? ` (${stats.unreadable} exports unreadable)` : ""}`,
       );
       await sink.child.stop();
+      await measureRelay(round);
     }
   }
   await portkey.child.stop();
+  await relay.front.stop();
+  await relay.tier.stop();
+  await relayNats.nats.stop();
   await upstream.child.stop();
   return {
     portkey: { version: install.version, install: install.summary, installMs: install.ms },

@@ -14,10 +14,13 @@ import {
   type PeerReport,
   peerVerdicts,
   type Report,
+  ratioBeside,
   renderPeerSection,
   renderReadme,
   renderTables,
   rssVerdict,
+  shapeReading,
+  shapeTable,
   verdictWord,
 } from "./report.ts";
 
@@ -65,8 +68,10 @@ function peers(options: {
   portkey: number;
   handoff: number;
   traced: number;
-  serial?: { direct: number; portkey: number; handoff: number };
+  serial?: { direct: number; portkey: number; handoff: number; relay?: number };
   serviceMb?: number;
+  /** The bare relay's requests/s; without it, the run had no relay. */
+  relay?: number;
 }): PeerReport {
   const serial = options.serial;
   const mb = options.serviceMb ?? 150;
@@ -83,6 +88,17 @@ function peers(options: {
           Portkey: 4000,
         },
       ),
+      ...(options.relay === undefined
+        ? []
+        : [
+            peerMeasurement(
+              "relay",
+              options.relay,
+              serial?.relay,
+              { "relay front": 60, "relay tier": 70, "nats-server": 20 },
+              { "relay front": 1000, "nats-server": 600, "relay tier": 1400 },
+            ),
+          ]),
       peerMeasurement(
         "handoff",
         options.handoff,
@@ -284,6 +300,17 @@ describe("the targets", () => {
     );
     expect(verdicts.map((v) => v.met)).toEqual([false, false, false, false]);
     expect(verdicts[3]?.value).toBe("largest: classifier, 205.0 MB");
+  });
+
+  it("show a ratio that falls just short of its line with the digit that says so", () => {
+    expect(ratioBeside(0.8996, 0.9)).toBe("0.900");
+    expect(ratioBeside(0.9, 0.9)).toBe("0.90");
+    expect(ratioBeside(0.9049, 0.9)).toBe("0.90");
+    expect(ratioBeside(0.997, 1)).toBe("0.997");
+    expect(ratioBeside(0.62, 1)).toBe("0.62");
+    const verdicts = peerVerdicts(peers({ portkey: 1000, handoff: 998, traced: 898 }));
+    expect(verdicts[0]).toMatchObject({ value: "0.998", met: false });
+    expect(verdicts[2]).toMatchObject({ value: "0.900", met: false });
   });
 
   it("take the lines themselves as met", () => {
@@ -513,5 +540,73 @@ describe("the peer section", () => {
     expect(tables).toContain("RSS (MB) after the load run; each service under 200 MB: met");
     expect(tables).toContain("Side by side with Portkey 1.15.2");
     expect(tables).toContain("Against the targets");
+  });
+});
+
+describe("the mesh's shape against its work (the bare relay)", () => {
+  const serial = { direct: 0.5, portkey: 2.5, handoff: 8.5 };
+  /** Portkey at 400/s, Handoff at 300/s, and the relay at `rate`/s with `unloadedMs` one at a time. */
+  const withRelay = (rate: number, unloadedMs: number) =>
+    peers({
+      portkey: 400,
+      handoff: 300,
+      traced: 280,
+      relay: rate,
+      serial: { ...serial, relay: unloadedMs },
+    });
+
+  it("is left out of a run that had no bare relay", () => {
+    const without = peers({ portkey: 400, handoff: 300, traced: 280, serial });
+    expect(shapeTable(without)).toBeUndefined();
+    expect(shapeReading(without)).toBeUndefined();
+    expect(renderPeerSection(without, settings, 2)).not.toContain("The mesh's shape");
+  });
+
+  it("sets Portkey, the relay and Handoff side by side, CPU from each path's own processes", () => {
+    const run = withRelay(500, 1.5);
+    const table = shapeTable(run) ?? "";
+    // Portkey: 4,000 ms over 2,000 requests; the relay: front, nats-server and tier, 3,000 ms
+    // (the client's 1,000 ms is nobody's); Handoff: nats-server, gateway and classifier.
+    expect(table).toMatch(
+      /^\| Portkey \(one process\) +\| +400 \| +1\.00 \| +2\.00 \| +2\.000 \|$/m,
+    );
+    expect(table).toMatch(/^\| bare relay .*\| +500 \| +1\.25 \| +1\.00 \| +1\.500 \|$/m);
+    expect(table).toMatch(
+      /^\| Handoff `handoff\/light` .*\| +300 \| +0\.75 \| +8\.00 \| +5\.000 \|$/m,
+    );
+    const reading = (shapeReading(run) ?? "").replace(/\s+/g, " ");
+    expect(reading).toContain("The bare relay served 1.25× Portkey's rate");
+    expect(reading).toContain("Handoff's durable path 0.60× the relay's");
+    expect(reading).toContain("does not stand in the way of the throughput target");
+    expect(reading).toContain("added 1.00 ms over direct against Portkey's 2.00 ms");
+    expect(reading).toContain("the shape alone adds less than Portkey does");
+    const section = renderPeerSection(run, settings, 2);
+    expect(section).toContain("### The mesh's shape against its work");
+    expect(section).toMatch(/^\| relay +\|/m);
+    expect(section.replace(/\s+/g, " ")).toContain("**bare relay**: the mesh's shape");
+    expect(renderTables(report(run))).toContain("The mesh's shape against its work");
+    for (const line of section.split("\n")) {
+      if (!line.startsWith("|")) expect(line.length).toBeLessThanOrEqual(100);
+    }
+  });
+
+  it("says when the shape alone falls short of Portkey, in rate and in overhead", () => {
+    const run = withRelay(360, 3.5);
+    const reading = (shapeReading(run) ?? "").replace(/\s+/g, " ");
+    expect(reading).toContain("The bare relay served 0.90× Portkey's rate");
+    expect(reading).toContain("no design with a separate gateway and tier on NATS meets");
+    expect(reading).toContain("added 3.00 ms over direct against Portkey's 2.00 ms");
+    expect(reading).toContain("already adds more than Portkey does");
+  });
+
+  it("reads overheads within a fifth of Portkey's as the same, on either side", () => {
+    // Portkey adds 2.00 ms (2.5 - 0.5): 1.65 and 2.35 ms are within 0.40 ms of it.
+    for (const unloadedMs of [2.15, 2.85]) {
+      const reading = (shapeReading(withRelay(500, unloadedMs)) ?? "").replace(/\s+/g, " ");
+      expect(reading).toContain("the shape alone adds about what Portkey does (within a fifth)");
+      expect(reading).toContain("leaves no room for Handoff's own work on top of it");
+    }
+    expect(shapeReading(withRelay(500, 2.05))).toContain("adds less than Portkey does");
+    expect(shapeReading(withRelay(500, 2.95))).toContain("already adds more than");
   });
 });

@@ -1,8 +1,8 @@
 /**
  * The processes and requests of the peer comparison (`BENCH_PEERS=1 npm run bench`): Portkey's
- * open-source AI gateway installed from npm into a temporary folder, the mock OpenAI upstream and
- * the OTLP sink (each its own process), the config of a mesh whose light tier is the mock, and one
- * checked chat request to any of them. The measuring itself is done by bench/mesh.bench.ts.
+ * open-source AI gateway installed from npm into a temporary folder, the mock OpenAI upstream,
+ * the OTLP sink and the bare relay (each its own process), the config of a mesh
+ * whose light tier is the mock, and one checked chat request to any of them. The measuring itself is done by bench/mesh.bench.ts.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -153,6 +153,38 @@ export function startOtlpSink(port: number, register: (child: Child) => void) {
     () => answers(`${url}/stats`),
     register,
   ).then((child) => ({ child, url }));
+}
+
+/**
+ * The bare relay (bench/bare-relay.ts): its tier process on `natsUrl`, posting to
+ * `upstreamV1`, then its front on `port`, ready once a NATS request reaches the tier. A tier that
+ * exits first fails the start with its output.
+ */
+export async function startRelay(
+  natsUrl: string,
+  upstreamV1: string,
+  port: number,
+  register: (child: Child) => void,
+): Promise<{ front: Child; tier: Child; url: string }> {
+  const script = new URL("bare-relay.ts", import.meta.url).pathname;
+  const url = `http://127.0.0.1:${port}`;
+  const tier = spawnNode("relay tier", [script, "tier", natsUrl, upstreamV1]);
+  register(tier);
+  const tierDied = tier.exited.then((exit) => {
+    throw new Error(
+      `relay tier exited before the relay was ready (code ${exit.code}, signal ${exit.signal}):\n${tier.output().slice(-4000)}`,
+    );
+  });
+  const front = await Promise.race([
+    startChild(
+      "relay front",
+      [script, "front", String(port), natsUrl],
+      () => answers(`${url}/ready`),
+      register,
+    ),
+    tierDied,
+  ]);
+  return { front, tier, url };
 }
 
 /** `GET <url>/stats` of the mock upstream or the sink. */
