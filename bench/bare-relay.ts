@@ -22,7 +22,9 @@ import {
   connect,
   type MsgHdrs,
   type NatsConnection,
+  NoRespondersError,
   headers as natsHeaders,
+  RequestError,
 } from "@nats-io/transport-node";
 
 export const RELAY_SUBJECT = "bench.relay.chat";
@@ -105,7 +107,8 @@ function send(res: ServerResponse, status: number, body: string | Uint8Array): v
 /** What the front answers a NATS request that failed: 503 with no tier, 504 past the timeout. */
 function natsFailure(subject: string, cause: unknown): { status: number; body: string } {
   const why = cause instanceof Error ? cause.message : String(cause);
-  const noTier = /no responders/i.test(why) || /503/.test(why);
+  const noTier =
+    cause instanceof NoRespondersError || (cause instanceof RequestError && cause.isNoResponders());
   return jsonError(noTier ? 503 : 504, `relay front: request on ${subject} failed: ${why}`);
 }
 

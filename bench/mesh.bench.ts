@@ -13,9 +13,8 @@
  *
  * With BENCH_PEERS=1 it then measures Handoff side by side with Portkey's open-source gateway
  * (installed from npm into a temporary folder) against one mock OpenAI upstream: direct, through
- * Portkey, through the bare relay (bench/bare-relay.ts: a front and a tier on
- * NATS request-reply, nothing stored), and through a second mesh asked for `handoff/light`, with
- * tracing off and on.
+ * Portkey, through the bare relay (bench/bare-relay.ts: a front and a tier on NATS request-reply,
+ * nothing stored), and through a second mesh asked for `handoff/light`, with tracing off and on.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

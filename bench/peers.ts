@@ -1,8 +1,9 @@
 /**
  * The processes and requests of the peer comparison (`BENCH_PEERS=1 npm run bench`): Portkey's
  * open-source AI gateway installed from npm into a temporary folder, the mock OpenAI upstream,
- * the OTLP sink and the bare relay (each its own process), the config of a mesh
- * whose light tier is the mock, and one checked chat request to any of them. The measuring itself is done by bench/mesh.bench.ts.
+ * the OTLP sink and the bare relay (each its own process), the config of a mesh whose light tier
+ * is the mock, and one checked chat request to any of them. The measuring itself is done by
+ * bench/mesh.bench.ts.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -156,9 +157,9 @@ export function startOtlpSink(port: number, register: (child: Child) => void) {
 }
 
 /**
- * The bare relay (bench/bare-relay.ts): its tier process on `natsUrl`, posting to
- * `upstreamV1`, then its front on `port`, ready once a NATS request reaches the tier. A tier that
- * exits first fails the start with its output.
+ * The bare relay (bench/bare-relay.ts): its tier process on `natsUrl`, posting to `upstreamV1`,
+ * then its front on `port`, ready once a NATS request reaches the tier. A tier that exits first
+ * fails the start with its output.
  */
 export async function startRelay(
   natsUrl: string,

@@ -279,13 +279,16 @@ export function peerVerdicts(peers: PeerReport): Verdict[] {
   ];
 }
 
-/** CPU ms per request of the processes named, over every measurement of `key`. */
+/** CPU ms per request of the processes named, during one measured run. */
+function cpuPerRequest(m: PeerMeasurement | undefined, names: readonly string[]): number {
+  return m === undefined
+    ? Number.NaN
+    : names.reduce((sum, name) => sum + (m.cpuMs.get(name) ?? 0), 0) / m.loaded.ops;
+}
+
+/** {@link cpuPerRequest}, over every measurement of `key`. */
 function meanCpuPerOp(peers: PeerReport, key: PeerKey, names: readonly string[]): number {
-  return mean(
-    peers.measurements
-      .filter((m) => m.key === key)
-      .map((m) => names.reduce((sum, name) => sum + (m.cpuMs.get(name) ?? 0), 0) / m.loaded.ops),
-  );
+  return mean(peers.measurements.filter((m) => m.key === key).map((m) => cpuPerRequest(m, names)));
 }
 
 /** Overheads within this share of Portkey's are read as the same. */
@@ -409,10 +412,11 @@ export function renderPeerTables(
   settings: BenchSettings,
   cores: number,
 ): string {
+  const shape = shapeTable(peers);
   return [
     `Side by side with Portkey ${peers.portkey.version}: ${settings.n} requests, ${settings.concurrency} in flight, same mock upstream\n\n${peerResultsTable(peers)}`,
     `Against the targets\n\n${verdictTable(peerVerdicts(peers))}`,
-    ...(shapeTable(peers) ? [`The mesh's shape against its work\n\n${shapeTable(peers)}`] : []),
+    ...(shape ? [`The mesh's shape against its work\n\n${shape}`] : []),
     `CPU ms per request during the measured run\n\n${peerCpuTable(peers, cores)}`,
     `RSS (MB) after the load run\n\n${rssTable(peers.measurements)}`,
   ].join("\n\n");
@@ -619,10 +623,6 @@ export function renderPeerSection(
   const handoff = peer(peers, "handoff");
   const traced = peer(peers, "handoff-traced");
   const ms = (value: number) => `${fixed(value, 2)} ms`;
-  const cpuIn = (m: PeerMeasurement | undefined, names: readonly string[]) =>
-    m === undefined
-      ? Number.NaN
-      : names.reduce((sum, name) => sum + (m.cpuMs.get(name) ?? 0), 0) / m.loaded.ops;
   const otlp = peers.otlp;
 
   text(
@@ -707,10 +707,10 @@ export function renderPeerSection(
   const meshNames = ["nats-server", ...SERVICES];
   /** Cores the named processes kept busy on average during the measured run. */
   const busy = (m: PeerMeasurement | undefined, names: readonly string[]) =>
-    m === undefined ? Number.NaN : cpuIn(m, names) * (m.loaded.ops / m.loaded.elapsedMs);
-  const portkeyCpu = cpuIn(portkey, ["Portkey"]);
+    m === undefined ? Number.NaN : cpuPerRequest(m, names) * (m.loaded.ops / m.loaded.elapsedMs);
+  const portkeyCpu = cpuPerRequest(portkey, ["Portkey"]);
   const rounds = peers.measurements.filter((m) => m.key === "handoff-traced").length;
-  const handoffCpu = cpuIn(handoff, meshNames);
+  const handoffCpu = cpuPerRequest(handoff, meshNames);
   text(
     "**Reading it.** Portkey relays a request within one process; Handoff's `handoff/light`",
     "path crosses its gateway, nats-server (a JetStream publish, a pull delivery, an ack and the",
@@ -735,8 +735,8 @@ export function renderPeerSection(
           "meshes, exporting every span served",
           `${fixed(100 * ratio(meanRate(peers, "handoff-traced"), meanRate(peers, "handoff")), 0)} % of`,
           "the tracing-off rate; in the first round the mesh's CPU per request went from",
-          `${ms(handoffCpu)} to ${ms(cpuIn(traced, meshNames))} (the sink took another`,
-          `${ms(cpuIn(traced, ["OTLP sink"]))}).`,
+          `${ms(handoffCpu)} to ${ms(cpuPerRequest(traced, meshNames))} (the sink took another`,
+          `${ms(cpuPerRequest(traced, ["OTLP sink"]))}).`,
         ]
       : []),
     `The peer mode added ${fixed(peers.durationMs / 1000, 0)} s to this run, the install included.`,
