@@ -4,7 +4,7 @@
  * `/readyz`: every benchmark's mesh (`npm run bench`, its peer meshes, `bench:cache`, `bench:soak`).
  */
 import { ServiceNames } from "@handoff/contracts";
-import { freePort, type ServiceProcess, spawnService, waitFor } from "@handoff/testkit";
+import { freePorts, type ServiceProcess, spawnService, waitFor } from "@handoff/testkit";
 
 const READY_TIMEOUT_MS = 30_000;
 const root = new URL("..", import.meta.url);
@@ -35,7 +35,11 @@ export interface BenchMeshOptions {
 }
 
 export async function startBenchMesh(options: BenchMeshOptions): Promise<BenchMesh> {
-  const gatewayPort = await freePort();
+  // One port per service (the gateway's API, each worker's /readyz), distinct: the four start
+  // together, so a port taken for one and not yet bound could otherwise be handed to another.
+  const ports = await freePorts(ServiceNames.length);
+  const portOf = new Map(ServiceNames.map((name, i) => [name, ports[i] as number]));
+  const gatewayPort = portOf.get("gateway") as number;
   const processes = new Map<string, ServiceProcess>();
   const problems: string[] = [];
   let stopping = false;
@@ -47,7 +51,7 @@ export async function startBenchMesh(options: BenchMeshOptions): Promise<BenchMe
   options.onStop(stop);
 
   const start = async (name: string) => {
-    const healthPort = name === "gateway" ? gatewayPort : await freePort();
+    const healthPort = portOf.get(name) as number;
     const proc = spawnService({
       name,
       entry: new URL(`services/${name}/dist/main.js`, root).pathname,

@@ -3,7 +3,7 @@ import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { ServiceNames, Stages, Subjects } from "@handoff/contracts";
-import { freePort } from "@handoff/testkit";
+import { freePort, freePorts } from "@handoff/testkit";
 import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -56,7 +56,8 @@ describe.skipIf(skip)("metrics scraped by a real Prometheus", () => {
         "CI is set but no prometheus binary is installed: apt-get install -y prometheus (Debian's package)",
       );
     }
-    for (const name of ServiceNames) ports.set(name, await freePort());
+    const free = await freePorts(ServiceNames.length);
+    for (const [i, name] of ServiceNames.entries()) ports.set(name, free[i] as number);
     mesh = await startMesh({
       env: {
         OTEL_METRICS_EXPORTER: "prometheus",

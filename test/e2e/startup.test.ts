@@ -2,7 +2,7 @@ import { ChatCompletion, ErrorBody, ServiceNames } from "@handoff/contracts";
 import {
   fakeNatsServer,
   findNatsServer,
-  freePort,
+  freePorts,
   type NatsHandle,
   type ServiceProcess,
   spawnNatsServer,
@@ -64,11 +64,9 @@ describe("start-up before NATS", () => {
   });
 
   it("keeps all four services up and not ready until NATS and JetStream appear, then serves", async () => {
-    const natsPort = await freePort();
-    const gatewayPort = await freePort();
+    const [natsPort, gatewayPort, ...workerPorts] = await freePorts(2 + WORKERS.length);
     const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
-    const healthPorts = new Map<ServiceName, number>();
-    for (const name of WORKERS) healthPorts.set(name, await freePort());
+    const healthPorts = new Map(WORKERS.map((name, i) => [name, workerPorts[i]]));
 
     const started = Date.now();
     const procs = new Map<ServiceName, ServiceProcess>();
@@ -187,14 +185,15 @@ describe("start-up before NATS", () => {
   it.each(["gateway", "classifier"] as const)(
     "%s exits cleanly (code 0) on SIGTERM while still waiting for NATS",
     async (name) => {
+      const [natsPort, port] = await freePorts(2);
       const proc = spawnService({
         name,
         entry: entry(name),
         env: {
           ...quietEnv,
-          NATS_URL: `nats://127.0.0.1:${await freePort()}`,
+          NATS_URL: `nats://127.0.0.1:${natsPort}`,
           HANDOFF_CONFIG: undefined,
-          PORT: String(await freePort()),
+          PORT: String(port),
         },
       });
       processes.push(proc);
@@ -209,15 +208,16 @@ describe("start-up before NATS", () => {
   it.each(["gateway", "tool-executor"] as const)(
     "%s still exits at once (code 1) on a bad NATS setting, without retrying",
     async (name) => {
+      const [natsPort, port] = await freePorts(2);
       const proc = spawnService({
         name,
         entry: entry(name),
         env: {
           ...quietEnv,
-          NATS_URL: `nats://127.0.0.1:${await freePort()}`,
+          NATS_URL: `nats://127.0.0.1:${natsPort}`,
           NATS_CREDS: "/nonexistent/handoff-test.creds",
           HANDOFF_CONFIG: undefined,
-          PORT: String(await freePort()),
+          PORT: String(port),
         },
       });
       processes.push(proc);

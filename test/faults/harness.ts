@@ -141,18 +141,35 @@ async function healthz(url: string): Promise<number | undefined> {
 export class FaultMesh {
   readonly procs = new Map<string, ProcEntry>();
   readonly #counters = new Map<ServiceName, number>();
+  /**
+   * Ports this mesh has handed out (the gateway's among them): a worker started while the gateway
+   * is down must not be given the gateway's port, which the kernel would otherwise hand out again.
+   */
+  readonly #ports = new Set<number>();
 
   private constructor(
     readonly options: FaultMeshOptions,
     readonly gatewayUrl: string,
     private readonly gatewayPort: number,
     private readonly dir: string,
-  ) {}
+  ) {
+    this.#ports.add(gatewayPort);
+  }
 
   static async create(options: FaultMeshOptions): Promise<FaultMesh> {
     const port = await freePort();
     const dir = await mkdtemp(join(tmpdir(), "handoff-faults-"));
     return new FaultMesh(options, `http://127.0.0.1:${port}`, port, dir);
+  }
+
+  async #newPort(): Promise<number> {
+    for (;;) {
+      const port = await freePort();
+      if (!this.#ports.has(port)) {
+        this.#ports.add(port);
+        return port;
+      }
+    }
   }
 
   /** Starts the four services (one replica each) and waits until each is ready. */
@@ -170,7 +187,7 @@ export class FaultMesh {
     const label = `${name}#${n}`;
     const configPath = join(this.dir, `${name}-${n}.yaml`);
     await writeFile(configPath, configText(this.options, label));
-    const healthPort = name === "gateway" ? undefined : await freePort();
+    const healthPort = name === "gateway" ? undefined : await this.#newPort();
     const proc = spawnService({
       name: label,
       entry: entry(name),

@@ -3,7 +3,13 @@
  * sets beside Portkey and Handoff: real processes on a real nats-server, so a figure it reports
  * is of a path that answers, and answers its failures with the reason.
  */
-import { findNatsServer, freePort, type NatsHandle, spawnNatsServer } from "@handoff/testkit";
+import {
+  findNatsServer,
+  freePort,
+  freePorts,
+  type NatsHandle,
+  spawnNatsServer,
+} from "@handoff/testkit";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MOCK_ANSWER } from "../../bench/mock-upstream.ts";
 import {
@@ -102,9 +108,9 @@ describe("the bare relay", () => {
   });
 
   it("fails to start with the tier's own output when the tier cannot connect", async () => {
-    const closed = `nats://127.0.0.1:${await freePort()}`;
+    const [natsPort, frontPort] = await freePorts(2);
     await expect(
-      startRelay(closed, "http://127.0.0.1:9/v1", await freePort(), register),
+      startRelay(`nats://127.0.0.1:${natsPort}`, "http://127.0.0.1:9/v1", frontPort, register),
     ).rejects.toThrow(/relay (tier|front) exited before/);
   });
 });

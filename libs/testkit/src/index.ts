@@ -1,6 +1,7 @@
 export {
   findNatsServer,
   freePort,
+  freePorts,
   type NatsHandle,
   type NatsProbe,
   probeNats,
