@@ -79,10 +79,12 @@ LABEL org.opencontainers.image.title="handoff-${SERVICE}" \
       org.opencontainers.image.description="Handoff ${SERVICE} service" \
       org.opencontainers.image.licenses="Apache-2.0"
 # NODE_OPTIONS: the young-generation cap every launcher gives the services (see
-# libs/nats-process/src/service-env.ts); set your own NODE_OPTIONS to replace it.
+# libs/nats-process/src/service-env.ts). Not the old-generation limit the other launchers add: in a
+# container Node sizes V8's heap from the container's memory limit. Set your own NODE_OPTIONS to
+# replace it.
 ENV NODE_ENV=production \
     SERVICE=${SERVICE} \
-    NODE_OPTIONS="--max-semi-space-size=16"
+    NODE_OPTIONS="--max-semi-space-size=8"
 WORKDIR /app
 # Files stay owned by root: the `node` user can read and run them but not change them.
 COPY --from=prod-deps /app/ ./

@@ -2,6 +2,7 @@
  * Turns the measurements of one run into the tables printed on stdout and into bench/README.md.
  * Pure: everything it says comes from its argument.
  */
+import { SERVICE_NODE_OPTIONS } from "@handoff/nats-process";
 import { fixed, formatTable, ratio, type Summary, sig3, wrap } from "./lib.ts";
 import type { MachineFacts } from "./proc.ts";
 
@@ -862,7 +863,7 @@ export function renderReadme(report: Report): string {
     "| `BENCH_WARMUP` | 200 | unmeasured operations before it (0 to skip) |",
     "| `BENCH_SERIAL_N` | 200 | operations one at a time, for unloaded latency (0 to skip) |",
     "| `BENCH_PEERS` | 0 | `1`: also measure Handoff next to Portkey's gateway and the bare relay on a mock OpenAI upstream, tracing off and on (installs `@portkey-ai/gateway` from npm into a temporary folder, so it needs the registry; adds about half a minute) |",
-    "| `BENCH_SERVICE_NODE_OPTIONS` | (none) | `NODE_OPTIONS` for every mesh service (not the client or the peers); the services' own `--max-semi-space-size=16` stays unless these name another size (`64` is V8's own on this machine) |",
+    `| \`BENCH_SERVICE_NODE_OPTIONS\` | (none) | \`NODE_OPTIONS\` for every mesh service (not the client or the peers); each of the services' own heap limits (\`${SERVICE_NODE_OPTIONS}\`) stays unless these name that size (\`--max-semi-space-size=16 --max-old-space-size=8192\` gives the limits before 2026-12-03's last change; V8's own on this machine are 64 and 4096) |`,
     "| `BENCH_PEER_ROUNDS` | 2 | rounds of the peer mode, each Portkey, then Handoff with tracing off, then on, then the bare relay; the ratios are of their mean rates |",
   );
   text(
@@ -1042,7 +1043,7 @@ export function renderReadme(report: Report): string {
     "| `npm run bench:cache` ([cache.md](cache.md)): 2,000 requests, 300 prompts, 2 tenants | caching nothing: 2,185 upstream calls, $35.96 | exact cache on every tier: 73.9 % of cacheable lookups hit, 806 upstream calls, $12.91 ($23.05 saved); no answer crossed tenants |",
     "| `npm run bench:handoff` ([handoff-tokens.md](handoff-tokens.md)): 30 conversations of 20-60 turns, 3 jobs each | forwarding everything: 747,865 tokens to heavy, 97.6 % prefix-cached on later jobs, $0.980, facts 30/30 | `handoff_tokens.heavy: 5000`: 0.52x the tokens, 48.9 % prefix-cached, $0.807, facts 30/30 |",
     "| `npm run bench:routing` ([routing.md](routing.md)) | the rules | a learned decision, a cascade verdict: p99 under 1 ms in-process |",
-    "| `npm run bench:soak` ([soak.md](soak.md)): 100,000 requests in 10 rounds, memory after each | each service's heap after a full GC before the load: 27-37 MB | after 100,000 requests and idle: 28-35 MB, RSS steady from round to round; 158-189 MB after each round (with the launchers' `--max-semi-space-size=16`; 255-335 MB without it), 120-127 MB once idle |",
+    "| `npm run bench:soak` ([soak.md](soak.md)): 100,000 requests in 10 rounds, memory after each | each service's heap after a full GC before the load: 23-32 MB | after 100,000 requests and idle: 23-30 MB, RSS steady from round to round; 91-147 MB after each round with the launchers' heap limits (158-189 MB with the young generation's alone, 255-335 MB with neither), 92-118 MB once idle |",
     "| `npm run bench:http` (prints its table): 3 rounds of 3,000 chat calls through the OpenAI-compatible adapter to the mock upstream | the global `fetch`: 0.33-0.48 ms of CPU per call | the adapters' own client (undici's `request`): 0.34-0.41× the CPU per call, 2.3-2.6× the calls per second |",
   );
   return `${blocks.join("\n\n")}\n`;

@@ -17,6 +17,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { ServiceNames } from "@handoff/contracts";
+import { SERVICE_NODE_OPTIONS } from "@handoff/nats-process";
 import { findNatsServer, type NatsHandle, spawnNatsServer } from "@handoff/testkit";
 import { type BenchMesh, startBenchMesh } from "./bench-mesh.ts";
 import { envInt, envText, runConcurrent, summarize } from "./lib.ts";
@@ -353,7 +354,7 @@ async function main(): Promise<void> {
     nodeOptions,
     heapNote: heapProbe
       ? "The services run with `--inspect=127.0.0.1:0` added to their `NODE_OPTIONS` (beside the " +
-        "launchers' `--max-semi-space-size=16`); after the RSS reading, the " +
+        `launchers' heap limits, \`${SERVICE_NODE_OPTIONS}\`); after the RSS reading, the ` +
         "benchmark connects to each one's inspector, forces a full garbage collection " +
         "(`HeapProfiler.collectGarbage`) and reads the V8 heap in use (`Runtime.getHeapUsage`): " +
         "what stays reachable, which is what a leak grows."

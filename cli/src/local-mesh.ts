@@ -180,7 +180,7 @@ export async function startLocalMesh(options: LocalMeshOptions): Promise<LocalMe
   const port = Number(baseEnv.PORT ?? 8080);
   const host = baseEnv.HOST ?? "127.0.0.1";
   const collector = Boolean(baseEnv.OTEL_EXPORTER_OTLP_ENDPOINT);
-  // `serviceEnv`: with the young-generation cap the services get wherever they are started.
+  // `serviceEnv`: with the heap limits the services get wherever they are started.
   const env: NodeJS.ProcessEnv = serviceEnv({
     ...baseEnv,
     NATS_URL: nats.url,

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { SERVICE_NODE_OPTIONS } from "@handoff/nats-process";
 import { freePort, type NatsHandle, startNats, waitFor } from "@handoff/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 
@@ -206,10 +207,8 @@ describe("handoff up", () => {
         for (const name of ["gateway", "classifier", "tool-executor", "heavy-reasoner"]) {
           const pid = servicePid(tree, name);
           expect(pid, `${name} under npm start`).toBeDefined();
-          // Started with the young-generation cap every launcher gives the services.
-          expect(environ(pid as number, "NODE_OPTIONS"), name).toContain(
-            "--max-semi-space-size=16",
-          );
+          // Started with the heap limits every launcher gives the services.
+          expect(environ(pid as number, "NODE_OPTIONS"), name).toContain(SERVICE_NODE_OPTIONS);
         }
         expect(tree.some((pid) => cmdline(pid).endsWith("cli/dist/main.js up"))).toBe(true);
 

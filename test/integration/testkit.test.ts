@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
+import { SERVICE_NODE_OPTIONS } from "@handoff/nats-process";
 import {
   checkTrace,
   findNatsServer,
@@ -446,9 +447,9 @@ describe("spawnService", () => {
     const ready = await svc.waitForLog((line) => line.msg === "ready");
     expect(ready.port).toBe(1234);
     expect(svc.logs().find((l) => l.msg === "starting")?.greeting).toBe("hi");
-    // Started as every launcher starts a service: with the young-generation cap.
+    // Started as every launcher starts a service: with the heap limits.
     expect(svc.logs().find((l) => l.msg === "starting")?.nodeOptions).toContain(
-      "--max-semi-space-size=16",
+      SERVICE_NODE_OPTIONS,
     );
     expect(svc.logs().every((l) => typeof l.msg === "string")).toBe(true);
     expect(svc.output()).toContain("plain text banner");

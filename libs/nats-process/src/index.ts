@@ -8,5 +8,10 @@ export {
   type SpawnNatsOptions,
   spawnNatsServer,
 } from "./nats-server.js";
-export { SERVICE_SEMI_SPACE_MB, serviceEnv } from "./service-env.js";
+export {
+  SERVICE_NODE_OPTIONS,
+  SERVICE_OLD_SPACE_MB,
+  SERVICE_SEMI_SPACE_MB,
+  serviceEnv,
+} from "./service-env.js";
 export { type WaitForOptions, waitFor } from "./wait.js";

@@ -54,7 +54,7 @@ const OUTPUT_LIMIT = 1024 * 1024;
  */
 export function spawnService(options: SpawnServiceOptions): ServiceProcess {
   const env: Record<string, string> = {};
-  // With the young-generation cap services get wherever they are started (`serviceEnv`).
+  // With the heap limits services get wherever they are started (`serviceEnv`).
   for (const [key, value] of Object.entries(serviceEnv({ ...process.env, ...options.env }))) {
     if (value !== undefined) env[key] = value;
   }
