@@ -7,6 +7,7 @@ import { Stages } from "@handoff/contracts";
 import {
   findNatsServer,
   freePort,
+  freePortNotIn,
   type NatsHandle,
   type ServiceProcess,
   spawnNatsServer,
@@ -162,16 +163,6 @@ export class FaultMesh {
     return new FaultMesh(options, `http://127.0.0.1:${port}`, port, dir);
   }
 
-  async #newPort(): Promise<number> {
-    for (;;) {
-      const port = await freePort();
-      if (!this.#ports.has(port)) {
-        this.#ports.add(port);
-        return port;
-      }
-    }
-  }
-
   /** Starts the four services (one replica each) and waits until each is ready. */
   async startAll(): Promise<void> {
     await Promise.all((["gateway", ...Workers] as ServiceName[]).map((name) => this.start(name)));
@@ -187,7 +178,7 @@ export class FaultMesh {
     const label = `${name}#${n}`;
     const configPath = join(this.dir, `${name}-${n}.yaml`);
     await writeFile(configPath, configText(this.options, label));
-    const healthPort = name === "gateway" ? undefined : await this.#newPort();
+    const healthPort = name === "gateway" ? undefined : await freePortNotIn(this.#ports);
     const proc = spawnService({
       name: label,
       entry: entry(name),

@@ -37,6 +37,21 @@ export async function freePorts(count: number, host = "127.0.0.1"): Promise<numb
   }
 }
 
+/**
+ * A currently unused TCP port on `host` that is not in `taken`, added to it before this resolves:
+ * for servers started over time (a cluster's nodes, a service restarted while another is down),
+ * where a port handed out earlier may not be bound yet, or no longer.
+ */
+export async function freePortNotIn(taken: Set<number>, host = "127.0.0.1"): Promise<number> {
+  for (;;) {
+    const port = await freePort(host);
+    if (!taken.has(port)) {
+      taken.add(port);
+      return port;
+    }
+  }
+}
+
 function listenOnAnyPort(server: Server, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);

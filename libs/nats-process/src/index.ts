@@ -1,5 +1,5 @@
 export { hasExited, killHard, onProcessExit, waitExit } from "./exit-guard.js";
-export { freePort, freePorts } from "./free-port.js";
+export { freePort, freePortNotIn, freePorts } from "./free-port.js";
 export {
   findNatsServer,
   type NatsHandle,

@@ -27,8 +27,11 @@ export const SERVICE_OLD_SPACE_MB = 1024;
 const SEMI_SPACE_FLAG = /(^|\s)--max-semi-space-size(=|\s|$)/;
 const OLD_SPACE_FLAG = /(^|\s)--max-old-space-size(-percentage)?(=|\s|$)/;
 
+const SEMI_SPACE_OPTION = `--max-semi-space-size=${SERVICE_SEMI_SPACE_MB}`;
+const OLD_SPACE_OPTION = `--max-old-space-size=${SERVICE_OLD_SPACE_MB}`;
+
 /** The V8 flags {@link serviceEnv} adds to `NODE_OPTIONS` when they name neither size. */
-export const SERVICE_NODE_OPTIONS = `--max-semi-space-size=${SERVICE_SEMI_SPACE_MB} --max-old-space-size=${SERVICE_OLD_SPACE_MB}`;
+export const SERVICE_NODE_OPTIONS = `${SEMI_SPACE_OPTION} ${OLD_SPACE_OPTION}`;
 
 /**
  * The environment to start a service with: `env`, with `--max-semi-space-size=8` and
@@ -38,8 +41,8 @@ export const SERVICE_NODE_OPTIONS = `--max-semi-space-size=${SERVICE_SEMI_SPACE_
 export function serviceEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const options = env.NODE_OPTIONS?.trim() ?? "";
   const added = [
-    SEMI_SPACE_FLAG.test(options) ? undefined : `--max-semi-space-size=${SERVICE_SEMI_SPACE_MB}`,
-    OLD_SPACE_FLAG.test(options) ? undefined : `--max-old-space-size=${SERVICE_OLD_SPACE_MB}`,
+    SEMI_SPACE_FLAG.test(options) ? undefined : SEMI_SPACE_OPTION,
+    OLD_SPACE_FLAG.test(options) ? undefined : OLD_SPACE_OPTION,
   ].filter((flag) => flag !== undefined);
   if (added.length === 0) return env;
   return { ...env, NODE_OPTIONS: [options, ...added].filter(Boolean).join(" ") };

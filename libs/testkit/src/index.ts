@@ -1,6 +1,7 @@
 export {
   findNatsServer,
   freePort,
+  freePortNotIn,
   freePorts,
   type NatsHandle,
   type NatsProbe,

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   findNatsServer,
-  freePort,
+  freePortNotIn,
   hasExited,
   killHard,
   onProcessExit,
@@ -176,15 +176,7 @@ export async function startNatsCluster(
   const root = await mkdtemp(join(tmpdir(), "handoff-nats-cluster-"));
   const states: NodeState[] = [];
   const used = new Set<number>();
-  const port = async () => {
-    for (;;) {
-      const candidate = await freePort();
-      if (!used.has(candidate)) {
-        used.add(candidate);
-        return candidate;
-      }
-    }
-  };
+  const port = () => freePortNotIn(used);
   for (let i = 1; i <= size; i++) {
     const name = `n${i}`;
     const storeDir = join(root, name);
