@@ -214,9 +214,13 @@ tools:
         const all = mesh.spans.trace(traceId);
         const server = all.some((s) => s.name === "execute_tool http_get" && s.kind === "SERVER");
         const executor = all.some((s) => s.name === "execute_tool notes__lookup_note");
-        // The gateway's SERVER span ends with the response, so it may be exported last.
+        // The gateway's SERVER span ends with the response, and each hop's CONSUMER span (the
+        // tool calls' parent) after its work: either may be exported last.
         const root = all.some((s) => s.kind === "SERVER" && s.serviceName === "gateway");
-        return server && executor && root ? all : undefined;
+        const consumers = all.filter((s) => s.kind === "CONSUMER").length;
+        return server && executor && root && consumers >= completion.handoff.route.length
+          ? all
+          : undefined;
       },
       { timeoutMs: 15_000, what: `the tool spans of trace ${traceId}` },
     );
